@@ -1,0 +1,83 @@
+"""Every error the orchestrator raises on purpose.
+
+The tree::
+
+    OrchestratorError
+    ├── SpecError (also ValueError)     a polyaxonfile or a param is wrong: file, field, expected
+    │   └── ComponentRefError           a pathRef/urlRef/hubRef cannot be resolved
+    ├── ExecutorError                   a run could not be started or controlled
+    ├── PluginError                     a plugin misbehaved; ``.plugin`` names it
+    └── StoreError                      the journal or a run folder cannot be read or written
+
+The CLI turns any of these into one line on stderr and an exit code; a traceback is a bug.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ComponentRefError",
+    "ExecutorError",
+    "OrchestratorError",
+    "PluginError",
+    "SpecError",
+    "StoreError",
+]
+
+
+class OrchestratorError(Exception):
+    """Root of every error raised on purpose by the orchestrator."""
+
+
+class SpecError(OrchestratorError, ValueError):
+    """A polyaxonfile, a component or a parameter is invalid.
+
+    ``str()`` gives the one-line message the CLI prints: ``file: field: what was expected``.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None, field: str | None = None) -> None:
+        self.file = file
+        self.field = field
+        self.detail = message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        parts = [p for p in (self.file, self.field) if p]
+        return ": ".join([*parts, self.detail])
+
+    def with_file(self, file: str) -> SpecError:
+        """Return this error located in ``file`` unless it already names one."""
+        if self.file is None:
+            self.file = file
+        return self
+
+    def under(self, prefix: str) -> SpecError:
+        """Return this error with ``prefix`` prepended to its field path."""
+        if not prefix:
+            return self
+        if self.field is None:
+            self.field = prefix
+        elif self.field.startswith("["):
+            self.field = prefix + self.field
+        else:
+            self.field = f"{prefix}.{self.field}"
+        return self
+
+
+class ComponentRefError(SpecError):
+    """A component reference (pathRef, urlRef, hubRef, dagRef) cannot be resolved."""
+
+
+class ExecutorError(OrchestratorError):
+    """A run could not be started, watched or stopped."""
+
+
+class PluginError(OrchestratorError):
+    """A plugin raised, hung or declared a hook wrongly; names the plugin."""
+
+    def __init__(self, plugin: str, message: str) -> None:
+        self.plugin = plugin
+        super().__init__(f"plugin {plugin!r}: {message}")
+
+
+class StoreError(OrchestratorError):
+    """The journal or a run folder cannot be read or written."""

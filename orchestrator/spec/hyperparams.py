@@ -1,0 +1,364 @@
+"""Hyperparameter kinds: read each value form, generate values exactly as numpy would.
+
+Polyaxon expands with numpy (``np.arange``, ``np.linspace``, ``np.logspace``, ``np.geomspace``);
+the arithmetic below repeats numpy's own, operation by operation, so grid values are the same
+floats without depending on numpy. Discrete kinds become a :class:`Discrete` (a list of values;
+one dimension of a grid is small even when the grid is huge); distributions become a
+:class:`Distribution` sampled with a seeded :class:`random.Random`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.exceptions import SpecError
+from orchestrator.spec import models as m
+
+__all__ = [
+    "Dimension",
+    "Discrete",
+    "Distribution",
+    "arange",
+    "build_dimension",
+    "geomspace",
+    "linspace",
+    "logspace",
+]
+
+#: Largest number of values one discrete dimension may generate.
+MAX_DIMENSION_VALUES = 10_000_000
+
+
+@dataclass(frozen=True)
+class Discrete:
+    """A finite list of values (choice, range, linspace, ...), possibly weighted (pchoice)."""
+
+    kind: str
+    values: Sequence[Any]
+    weights: Sequence[float] | None = None
+
+    def sample(self, rng: random.Random) -> Any:
+        if self.weights is None:
+            return self.values[rng.randrange(len(self.values))]
+        return rng.choices(self.values, weights=self.weights)[0]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """A continuous distribution (uniform, normal, ...) that only random search can use."""
+
+    kind: str
+    draw: Callable[[random.Random], float]
+
+    def sample(self, rng: random.Random) -> float:
+        return self.draw(rng)
+
+
+Dimension = Discrete | Distribution
+
+#: Kinds that need a numeric input, and those that need a date/datetime input.
+NUMERIC_KINDS = frozenset(
+    {
+        "range",
+        "linspace",
+        "logspace",
+        "geomspace",
+        "uniform",
+        "quniform",
+        "loguniform",
+        "qloguniform",
+        "normal",
+        "qnormal",
+        "lognormal",
+        "qlognormal",
+    }
+)
+DATE_KINDS = {"daterange": "date", "datetimerange": "datetime"}
+
+
+# ----------------------------------------------------------------------------- numpy, exactly
+def arange(start: float, stop: float, step: float) -> list[Any]:
+    """``np.arange(start, stop, step)``: numpy fills ``start + i*delta`` with
+    ``delta = (start + step) - start``, and counts ``ceil((stop - start) / step)`` values."""
+    length = math.ceil((stop - start) / step)
+    if length <= 0:
+        return []
+    if length > MAX_DIMENSION_VALUES:
+        raise ValueError(f"generates {length:,} values, more than {MAX_DIMENSION_VALUES:,}")
+    if all(isinstance(v, int) for v in (start, stop, step)):
+        return [start + i * step for i in range(length)]
+    first = start
+    second = start + step
+    delta = second - first
+    values = [first, second][:length]
+    values.extend(first + i * delta for i in range(2, length))
+    return values
+
+
+def linspace(start: float, stop: float, num: int, endpoint: bool = True) -> list[float]:
+    """``np.linspace``: ``i * step + start`` with the last value set to ``stop``."""
+    if num < 0:
+        raise ValueError(f"number of samples, {num}, must be non-negative")
+    if num > MAX_DIMENSION_VALUES:
+        raise ValueError(f"generates {num:,} values, more than {MAX_DIMENSION_VALUES:,}")
+    start, stop = float(start), float(stop)
+    div = (num - 1) if endpoint else num
+    delta = stop - start
+    if div > 0:
+        step = delta / div
+        if step == 0:
+            values = [(i / div) * delta + start for i in range(num)]
+        else:
+            values = [i * step + start for i in range(num)]
+    else:
+        values = [i * delta + start for i in range(num)]
+    if endpoint and num > 1:
+        values[-1] = stop
+    return values
+
+
+def logspace(start: float, stop: float, num: int, base: float = 10.0) -> list[float]:
+    """``np.logspace``: ``base ** linspace(start, stop, num)``."""
+    return [math.pow(float(base), y) for y in linspace(start, stop, num)]
+
+
+def geomspace(start: float, stop: float, num: int) -> list[float]:
+    """``np.geomspace``: a logspace between the log10 of the ends, with both ends exact."""
+    start, stop = float(start), float(stop)
+    if start == 0 or stop == 0:
+        raise ValueError("geometric sequence cannot include zero")
+    sign = 1.0
+    if start < 0 and stop < 0:
+        sign, start, stop = -1.0, -start, -stop
+    elif start < 0 or stop < 0:
+        raise ValueError("geometric sequence needs both ends of the same sign")
+    values = logspace(math.log10(start), math.log10(stop), num, base=10.0)
+    if num > 0:
+        values[0] = start
+    if num > 1:
+        values[-1] = stop
+    return [sign * v for v in values]
+
+
+# ----------------------------------------------------------------------------- value forms
+_FORMS: dict[str, tuple[list[str], list[str], bool]] = {
+    # kind: (required keys, optional keys, start < stop checked)
+    "range": (["start", "stop", "step"], [], True),
+    "daterange": (["start", "stop", "step"], [], True),
+    "datetimerange": (["start", "stop", "step"], [], True),
+    "linspace": (["start", "stop", "num"], [], True),
+    "geomspace": (["start", "stop", "num"], [], True),
+    "logspace": (["start", "stop", "num"], ["base"], True),
+    "uniform": (["low", "high"], ["size"], False),
+    "loguniform": (["low", "high"], ["size"], False),
+    "quniform": (["low", "high", "q"], ["size"], False),
+    "qloguniform": (["low", "high", "q"], ["size"], False),
+    "normal": (["loc", "scale"], ["size"], False),
+    "lognormal": (["loc", "scale"], ["size"], False),
+    "qnormal": (["loc", "scale", "q"], ["size"], False),
+    "qlognormal": (["loc", "scale", "q"], ["size"], False),
+}
+
+
+def _number(text: Any, key: str, *, integer: bool = False) -> float:
+    """Read one bound: numbers as they are, strings like ``"0.1"`` or ``"5"`` parsed."""
+    if isinstance(text, bool):
+        raise ValueError(f"{key}: expected a number, got {text!r}")
+    if isinstance(text, int | float):
+        value: float = text
+    else:
+        try:
+            stripped = str(text).strip()
+            value = int(stripped) if stripped.lstrip("+-").isdigit() else float(stripped)
+        except ValueError:
+            raise ValueError(f"{key}: expected a number, got {text!r}") from None
+    if integer:
+        if float(value).is_integer():
+            return int(value)
+        raise ValueError(f"{key}: expected an integer, got {text!r}")
+    return value
+
+
+def _fields(kind: str, value: Any) -> dict[str, Any]:
+    """Turn ``"a:b:c"``, ``[a, b, c]`` or ``{start: a, ...}`` into named fields."""
+    required, optional, ordered = _FORMS[kind]
+    keys = required + optional
+    if isinstance(value, str) and kind not in DATE_KINDS:
+        if ":" not in value:
+            raise ValueError("expected a string of values separated by ':'")
+        parts: dict[str, Any] = dict(zip(keys, value.split(":"), strict=False))
+    elif isinstance(value, list):
+        parts = dict(zip(keys, value, strict=False))
+    elif isinstance(value, dict):
+        unknown = sorted(set(value) - set(keys))
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0]!r}; expected {', '.join(keys)}")
+        parts = dict(value)
+    else:
+        forms = "a list or a mapping" if kind in DATE_KINDS else "'a:b:c', a list or a mapping"
+        raise ValueError(f"expected {forms}, got {value!r}")
+    if isinstance(value, str | list) and len(
+        value if isinstance(value, list) else value.split(":")
+    ) > len(keys):
+        raise ValueError(f"expected at most {len(keys)} values ({', '.join(keys)})")
+    missing = [k for k in required if parts.get(k) is None]
+    if missing:
+        raise ValueError(
+            f"expected {len(required)} values ({', '.join(required)}); missing {', '.join(missing)}"
+        )
+    del ordered
+    return parts
+
+
+def _ordered(kind: str, low: Any, high: Any) -> None:
+    required, _, ordered = _FORMS[kind]
+    if ordered and low >= high:
+        raise ValueError(
+            f"{required[1]} must be greater than {required[0]}, "
+            f"got {required[0]}={low}, {required[1]}={high}"
+        )
+
+
+def _date(value: Any, key: str, with_time: bool) -> dt.date:
+    if with_time:
+        if isinstance(value, dt.datetime):
+            return value
+        if isinstance(value, dt.date):
+            return dt.datetime(value.year, value.month, value.day)
+    elif isinstance(value, dt.date):
+        return value.date() if isinstance(value, dt.datetime) else value
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            pass
+        else:
+            return parsed if with_time else parsed.date()
+    wanted = "a datetime" if with_time else "a date"
+    raise ValueError(f"{key}: expected {wanted}, got {value!r}")
+
+
+def _date_range(kind: str, value: Any) -> list[Any]:
+    with_time = kind == "datetimerange"
+    parts = _fields(kind, value)
+    start = _date(parts["start"], "start", with_time)
+    stop = _date(parts["stop"], "stop", with_time)
+    step = _number(parts["step"], "step", integer=True)
+    _ordered(kind, start, stop)
+    if step <= 0:
+        raise ValueError(f"step must be > 0, got {step}")
+    delta = dt.timedelta(seconds=step) if with_time else dt.timedelta(days=step)
+    count = math.ceil((stop - start) / delta)
+    if count > MAX_DIMENSION_VALUES:
+        raise ValueError(f"generates {count:,} values, more than {MAX_DIMENSION_VALUES:,}")
+    return [start + i * delta for i in range(count)]
+
+
+def _space(kind: str, value: Any) -> list[Any]:
+    parts = _fields(kind, value)
+    start = float(_number(parts["start"], "start"))
+    stop = float(_number(parts["stop"], "stop"))
+    if kind == "range":
+        step = _number(parts["step"], "step")
+        _ordered(kind, start, stop)
+        if not step:
+            raise ValueError(f"step must be > 0, got {parts['step']!r}")
+        return arange(start, stop, step)
+    num = int(_number(parts["num"], "num", integer=True))
+    _ordered(kind, start, stop)
+    if num <= 0:
+        raise ValueError(f"num must be > 0, got {num}")
+    if kind == "linspace":
+        return linspace(start, stop, num)
+    if kind == "geomspace":
+        return geomspace(start, stop, num)
+    base = parts.get("base")
+    return logspace(start, stop, num, 10.0 if base is None else _number(base, "base", integer=True))
+
+
+def _quantize(q: float) -> Callable[[float], float]:
+    # hypertune: np.round(value // q) * q
+    return lambda x: float(round(x // q) * q)
+
+
+def _distribution(kind: str, value: Any) -> Distribution:
+    parts = _fields(kind, value)
+    if kind.removeprefix("q") in {"uniform", "loguniform"}:
+        a, b = _number(parts["low"], "low"), _number(parts["high"], "high")
+
+        def base(rng: random.Random) -> float:
+            return a + (b - a) * rng.random()
+    else:
+        a, b = _number(parts["loc"], "loc"), _number(parts["scale"], "scale")
+
+        def base(rng: random.Random) -> float:
+            return rng.gauss(a, b)
+
+    if kind.removeprefix("q").startswith("log"):
+        plain = base
+
+        def base(rng: random.Random) -> float:
+            return math.exp(plain(rng))
+
+    if kind.startswith("q"):
+        q = _number(parts["q"], "q")
+        if not q:
+            raise ValueError(f"q must be > 0, got {parts['q']!r}")
+        quantize, unquantized = _quantize(q), base
+
+        def base(rng: random.Random) -> float:
+            return quantize(unquantized(rng))
+
+    return Distribution(kind, base)
+
+
+def _pchoice(value: Any) -> Discrete:
+    if not isinstance(value, list) or not value:
+        raise ValueError("expected a list of [value, probability] pairs")
+    values, probabilities = [], []
+    for index, pair in enumerate(value):
+        if not (
+            isinstance(pair, list | tuple)
+            and len(pair) == 2
+            and isinstance(pair[1], float)
+            and 0 <= pair[1] < 1
+        ):
+            raise ValueError(
+                f"item {index}: expected [value, probability] with a float "
+                f"probability in [0, 1), got {pair!r}"
+            )
+        values.append(pair[0])
+        probabilities.append(pair[1])
+    if sum(probabilities) > 1:
+        raise ValueError("the probabilities must sum to at most 1")
+    # numpy's multinomial gives the last outcome whatever probability the others leave.
+    weights = [*probabilities[:-1], 1 - sum(probabilities[:-1])]
+    return Discrete("pchoice", values, weights)
+
+
+def build_dimension(param: m.HpParam, path: str) -> Dimension:
+    """Read one hyperparameter into a dimension; errors name ``path`` (``matrix.params.lr``)."""
+    kind = param.__struct_config__.tag
+    assert isinstance(kind, str)
+    try:
+        if kind == "choice":
+            if not isinstance(param.value, list) or not param.value:
+                raise ValueError("expected a non-empty list of values")
+            return Discrete(kind, list(param.value))
+        if kind == "pchoice":
+            return _pchoice(param.value)
+        if kind in DATE_KINDS:
+            return Discrete(kind, _date_range(kind, param.value))
+        if kind in {"range", "linspace", "logspace", "geomspace"}:
+            return Discrete(kind, _space(kind, param.value))
+        return _distribution(kind, param.value)
+    except (ValueError, ArithmeticError) as exc:
+        raise SpecError(f"{kind}: {exc}", field=f"{path}.value") from None

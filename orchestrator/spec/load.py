@@ -1,0 +1,273 @@
+"""Read a polyaxonfile and resolve its component reference (``pathRef``, ``urlRef``, ...).
+
+The result, :class:`LoadedSpec`, is an operation whose component is known, plus the sections
+that have no local meaning (reported once, never silently dropped).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.exceptions import ComponentRefError, SpecError
+from orchestrator.spec import models as m
+from orchestrator.spec.decode import decode, to_camel
+from orchestrator.spec.yamlsafe import MAX_FILE_BYTES, load_yaml
+
+__all__ = ["LoadedSpec", "load_spec", "load_text"]
+
+_NAME_RE = re.compile(r"^[-a-zA-Z0-9_]+\Z")
+#: Seconds allowed for fetching a urlRef.
+URL_TIMEOUT_S = 10.0
+
+_IGNORED_OPERATION = (
+    "schedule",
+    "events",
+    "joins",
+    "dependencies",
+    "trigger",
+    "conditions",
+    "skip_on_upstream_skip",
+    "queue",
+    "namespace",
+    "presets",
+    "cost",
+    "plugins",
+    "build",
+    "mount",
+    "hooks",
+    "is_approved",
+    "patch_strategy",
+    "is_preset",
+    "run_patch",
+    "template",
+)
+_IGNORED_COMPONENT = (
+    "queue",
+    "namespace",
+    "presets",
+    "cost",
+    "plugins",
+    "build",
+    "mount",
+    "hooks",
+    "is_approved",
+    "template",
+)
+_IGNORED_RUN = ("environment", "volumes", "sidecars", "connections")
+
+
+@dataclass
+class LoadedSpec:
+    """An operation with its component resolved."""
+
+    source: str
+    operation: m.Operation
+    component: m.Component
+    #: Where the component came from (file path, URL or hub name), for messages.
+    component_source: str
+    #: Folder relative paths in the spec are resolved against.
+    base_dir: Path
+    ignored: list[str] = field(default_factory=list)
+
+
+def _check_top(data: Any, source: str) -> None:
+    if not isinstance(data, dict):
+        shown = "an empty file" if data is None else type(data).__name__
+        raise SpecError(f"expected a mapping at the top level, got {shown}", file=source)
+    if "version" not in data:
+        raise SpecError("required key missing; expected 1.1", field="version", file=source)
+    version = data["version"]
+    if isinstance(version, bool) or not isinstance(version, int | float | str):
+        raise SpecError(f"expected 1.1, got {version!r}", field="version", file=source)
+    try:
+        number = float(version)
+    except ValueError:
+        raise SpecError(f"expected 1.1, got {version!r}", field="version", file=source) from None
+    if number != 1.1:
+        raise SpecError(f"expected 1.1, got {version!r}", field="version", file=source)
+    if "kind" not in data:
+        raise SpecError(
+            "required key missing; expected operation or component", field="kind", file=source
+        )
+
+
+def _decode_file(data: Any, source: str) -> m.Operation | m.Component:
+    _check_top(data, source)
+    try:
+        spec: m.Operation | m.Component = decode(data, m.Polyaxonfile)
+    except SpecError as exc:
+        raise exc.with_file(source) from None
+    _check_names(spec, source)
+    return spec
+
+
+def _check_names(spec: m.Operation | m.Component, source: str) -> None:
+    if spec.name is not None and not _NAME_RE.match(spec.name):
+        raise SpecError(
+            f"expected letters, digits, '-' or '_', got {spec.name!r}", field="name", file=source
+        )
+    if isinstance(spec, m.Operation) and spec.component is not None:
+        _check_names(spec.component, source)
+
+
+def load_text(text: str | bytes, source: str, base_dir: Path | None = None) -> LoadedSpec:
+    """Load a polyaxonfile from text; ``source`` names it in errors."""
+    spec = _decode_file(load_yaml(text, source), source)
+    base = base_dir if base_dir is not None else Path.cwd()
+    if isinstance(spec, m.Component):
+        operation = m.Operation(version=spec.version, component=spec)
+        return _finish(LoadedSpec(source, operation, spec, source, base))
+    component, where = _resolve_reference(spec, source, base)
+    return _finish(LoadedSpec(source, spec, component, where, base))
+
+
+def load_spec(path: str | os.PathLike[str]) -> LoadedSpec:
+    """Load a polyaxonfile from disk."""
+    file = Path(path)
+    source = str(path)
+    return load_text(_read_file(file, source, "file"), source, file.resolve().parent)
+
+
+def _read_file(file: Path, source: str, what: str) -> bytes:
+    try:
+        size = file.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise SpecError(
+                f"{what} is {size:,} bytes, larger than the {MAX_FILE_BYTES:,}-byte limit",
+                file=source,
+            )
+        return file.read_bytes()
+    except FileNotFoundError:
+        raise SpecError(f"{what} not found", file=source) from None
+    except IsADirectoryError:
+        raise SpecError(f"{what} is a directory, expected a YAML file", file=source) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read {what}: {exc.strerror}", file=source) from None
+
+
+def _resolve_reference(op: m.Operation, source: str, base: Path) -> tuple[m.Component, str]:
+    refs = {
+        name: value
+        for name, value in (
+            ("hubRef", op.hub_ref),
+            ("dagRef", op.dag_ref),
+            ("urlRef", op.url_ref),
+            ("pathRef", op.path_ref),
+            ("component", op.component),
+        )
+        if value is not None
+    }
+    if len(refs) != 1:
+        given = ", ".join(refs) if refs else "none"
+        raise ComponentRefError(
+            "one and only one of hubRef, dagRef, urlRef, pathRef or component must be given "
+            f"(got {given})",
+            file=source,
+        )
+    ((kind, value),) = refs.items()
+    if kind == "component":
+        assert isinstance(value, m.Component)
+        return value, source
+    assert isinstance(value, str)
+    if kind == "pathRef":
+        target = (base / value).resolve()
+        shown = str(target)
+        text: str | bytes = _read_file(target, shown, "pathRef target")
+        return _component_from(text, shown, "pathRef"), shown
+    if kind == "urlRef":
+        return _component_from(_fetch_url(value, source), value, "urlRef"), value
+    if kind == "hubRef":
+        hub_file = _hub_file(value, source)
+        return _component_from(
+            _read_file(hub_file, str(hub_file), "hub component"), str(hub_file), "hubRef"
+        ), str(hub_file)
+    raise ComponentRefError("DAGs are not supported yet", field="dagRef", file=source)
+
+
+def _component_from(text: str | bytes, where: str, ref: str) -> m.Component:
+    spec = _decode_file(load_yaml(text, where), where)
+    if not isinstance(spec, m.Component):
+        raise ComponentRefError(
+            f"{ref} must point at a component (kind: component), got an operation", file=where
+        )
+    return spec
+
+
+def _hub_file(name: str, source: str) -> Path:
+    hub = os.environ.get("ORCHESTRATOR_HUB")
+    if not hub:
+        raise ComponentRefError(
+            f"cannot resolve {name!r}: no local hub (set ORCHESTRATOR_HUB to a folder holding "
+            "NAME.yaml files)",
+            field="hubRef",
+            file=source,
+        )
+    base_name, _, tag = name.partition(":")
+    candidates = [Path(hub) / base_name / f"{tag}.yaml"] if tag else []
+    candidates += [Path(hub) / f"{name}.yaml", Path(hub) / f"{base_name}.yaml"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ComponentRefError(
+        f"component {name!r} not found in hub folder {hub}", field="hubRef", file=source
+    )
+
+
+def _fetch_url(url: str, source: str) -> bytes:
+    import httpx  # imported here: only urlRef needs it, and it is slow to import
+
+    if not url.startswith(("http://", "https://")):
+        raise ComponentRefError(
+            f"expected an http(s) URL, got {url!r}", field="urlRef", file=source
+        )
+    try:
+        with (
+            httpx.Client(timeout=URL_TIMEOUT_S, follow_redirects=True) as client,
+            client.stream("GET", url) as response,
+        ):
+            if response.status_code != 200:
+                raise ComponentRefError(
+                    f"fetching {url} returned HTTP {response.status_code}",
+                    field="urlRef",
+                    file=source,
+                )
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body.extend(chunk)
+                if len(body) > MAX_FILE_BYTES:
+                    raise ComponentRefError(
+                        f"{url} is larger than {MAX_FILE_BYTES:,} bytes",
+                        field="urlRef",
+                        file=source,
+                    )
+            return bytes(body)
+    except httpx.TimeoutException:
+        raise ComponentRefError(
+            f"timed out after {URL_TIMEOUT_S:g}s fetching {url}", field="urlRef", file=source
+        ) from None
+    except httpx.HTTPError as exc:
+        reason = str(exc) or type(exc).__name__
+        raise ComponentRefError(
+            f"cannot fetch {url} ({reason}); offline? use pathRef to a local copy",
+            field="urlRef",
+            file=source,
+        ) from None
+
+
+def _finish(loaded: LoadedSpec) -> LoadedSpec:
+    op, comp = loaded.operation, loaded.component
+    ignored = [to_camel(n) for n in _IGNORED_OPERATION if getattr(op, n) is not None]
+    ignored += [
+        f"component.{to_camel(n)}" for n in _IGNORED_COMPONENT if getattr(comp, n) is not None
+    ]
+    run = comp.run
+    if isinstance(run, m.Job | m.Service):
+        ignored += [f"run.{n}" for n in _IGNORED_RUN if getattr(run, n) is not None]
+        if run.container is not None and run.container.image is not None:
+            ignored.append("run.container.image (the command runs on this machine)")
+    loaded.ignored = ignored
+    return loaded

@@ -1,0 +1,455 @@
+"""From a loaded spec and ``-P`` overrides to a lazy stream of fully rendered runs.
+
+:func:`compile_plan` checks everything that can be checked before anything runs: input
+declarations, every param and every mapping entry against its input's type, hyperparameter
+kinds against input types, required inputs. :class:`Plan` then renders runs one at a time, so a
+10^6-point grid costs memory for one run, not for the grid.
+
+Value precedence, as in Polyaxon: input ``value`` < top-level ``params`` (and ``-P``) < matrix.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import uuid as uuid_module
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from orchestrator.exceptions import SpecError
+from orchestrator.spec import models as m
+from orchestrator.spec.hyperparams import DATE_KINDS, NUMERIC_KINDS
+from orchestrator.spec.load import LoadedSpec
+from orchestrator.spec.matrix import Expansion, expand_matrix
+from orchestrator.spec.templating import ParamView, Renderer, as_arg, as_str, to_string
+from orchestrator.spec.types import CoercionError, IOType, coerce, parse_type
+from orchestrator.spec.validation import check_rules
+
+__all__ = ["Plan", "ResolvedIO", "RunSpec", "compile_plan", "run_paths"]
+
+_RESERVED = {"globals", "params", "connections"}
+
+
+class RunSpec(msgspec.Struct, kw_only=True):
+    """One configuration, ready to execute."""
+
+    index: int
+    uuid: str
+    #: Every input's final typed value, plus pass-through keys (outputs are results, not here).
+    params: dict[str, Any]
+    argv: list[str]
+    env: dict[str, str]
+    working_dir: str | None
+    #: Identifies the configuration independently of its position in the matrix.
+    config_hash: str
+
+
+@dataclass(frozen=True)
+class ResolvedIO:
+    """An input or output with its type parsed and its default coerced."""
+
+    io: m.IO
+    type: IOType
+    is_output: bool
+    required: bool
+    #: Coerced default; ``m.UNSET``-like absence is ``has_default=False``.
+    default: Any
+    has_default: bool
+
+    @property
+    def name(self) -> str:
+        return self.io.name
+
+
+def run_paths(home: Path, run_uuid: str) -> dict[str, str]:
+    """The local paths behind ``globals.*`` (Polyaxon's layout, under the home folder)."""
+    context = home / "runs" / run_uuid
+    artifacts = context / "artifacts"
+    run_artifacts = artifacts / run_uuid
+    return {
+        "context_path": str(context),
+        "artifacts_path": str(artifacts),
+        "run_artifacts_path": str(run_artifacts),
+        "run_outputs_path": str(run_artifacts / "outputs"),
+        "run_relative_outputs_path": f"{run_uuid}/outputs",
+        "store_path": str(artifacts),
+    }
+
+
+def _typed(value: Any, io: ResolvedIO, where: str) -> Any:
+    """Coerce ``value`` to the IO's type and check its validation rules."""
+    try:
+        typed = coerce(value, io.type)
+    except CoercionError as exc:
+        raise SpecError(str(exc), field=where) from None
+    if io.type.name == "optional" and typed is None:
+        return None
+    if typed is None and not io.is_output and io.required:
+        raise SpecError(f"expected {io.type}, got null", field=where)
+    rules = io.io.validation
+    if rules is None and io.io.options is not None:
+        rules = m.Validation(options=io.io.options)
+    problem = check_rules(typed, rules)
+    if problem:
+        raise SpecError(problem, field=where)
+    return typed
+
+
+def _is_template(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def _resolve_ios(component: m.Component) -> list[ResolvedIO]:
+    out: list[ResolvedIO] = []
+    seen: set[str] = set()
+    for section, ios in (("inputs", component.inputs), ("outputs", component.outputs)):
+        for index, io in enumerate(ios or []):
+            where = f"{section}[{index}]"
+            if io.name in _RESERVED:
+                raise SpecError(
+                    f"{io.name!r} is reserved; choose another name", field=f"{where}.name"
+                )
+            if io.name in seen:
+                raise SpecError(f"duplicate name {io.name!r}", field=f"{where}.name")
+            seen.add(io.name)
+            try:
+                tp = parse_type(io.type)
+            except ValueError as exc:
+                raise SpecError(str(exc), field=f"{where}.type") from None
+            if io.is_list and tp.name != "list":
+                tp = IOType("list", (tp,))
+            if io.is_flag and tp.base.name != "bool":
+                raise SpecError(f"isFlag needs type bool, got {io.type}", field=f"{where}.isFlag")
+            has_default = io.value is not msgspec.UNSET
+            if has_default and io.is_optional is False:
+                raise SpecError(
+                    "a value makes the IO optional; remove isOptional: false or the value",
+                    field=f"{where}.isOptional",
+                )
+            optional = has_default or bool(io.is_optional)
+            if io.is_optional and not has_default:
+                has_default = True
+            resolved = ResolvedIO(io, tp, section == "outputs", not optional, None, has_default)
+            default = io.value if io.value is not msgspec.UNSET else None
+            if has_default and default is not None and not _is_template(default):
+                default = _typed(default, resolved, f"{where}.value")
+            out.append(ResolvedIO(io, tp, section == "outputs", not optional, default, has_default))
+    return out
+
+
+def _param_value(param: m.Param, where: str) -> Any:
+    if param.ref is not None:
+        raise SpecError("refs to other runs are not supported locally", field=f"{where}.ref")
+    return None if param.value is msgspec.UNSET else param.value
+
+
+@dataclass
+class Plan:
+    """A compiled operation: checked up front, rendered lazily run by run."""
+
+    spec: LoadedSpec
+    ios: list[ResolvedIO]
+    #: Values fixed for every run (defaults, then params and -P), typed.
+    base_values: dict[str, Any]
+    #: Pass-through params (contextOnly, or matrix keys that are not IOs).
+    context_values: dict[str, Any]
+    expansion: Expansion | None
+    home: Path
+    renderer: Renderer
+    #: Sweep-level name, shown in globals.
+    name: str | None = None
+    _component_json: bytes = field(default=b"", repr=False)
+
+    def __len__(self) -> int:
+        return len(self.expansion) if self.expansion is not None else 1
+
+    @property
+    def concurrency(self) -> int | None:
+        matrix = self.spec.operation.matrix
+        return matrix.concurrency if matrix is not None else None
+
+    def suggestions(self) -> Iterator[dict[str, Any]]:
+        if self.expansion is None:
+            return iter([{}])
+        return iter(self.expansion)
+
+    def runs(self, *, uuids: Iterator[str] | None = None) -> Iterator[RunSpec]:
+        """Render every run, lazily, in matrix order."""
+        for index, suggestion in enumerate(self.suggestions()):
+            run_uuid = next(uuids) if uuids is not None else uuid_module.uuid4().hex
+            yield self.render(index, suggestion, run_uuid)
+
+    # ------------------------------------------------------------------ per run
+    def values_for(self, index: int, suggestion: Mapping[str, Any]) -> dict[str, Any]:
+        """The typed values of one run: base values overridden by the matrix suggestion."""
+        by_name = {io.name: io for io in self.ios}
+        values = dict(self.base_values)
+        context = dict(self.context_values)
+        prefix = self._suggestion_path(index)
+        for key, raw in suggestion.items():
+            io = by_name.get(key)
+            if io is None:
+                context[key] = _plain(raw)
+            elif _is_template(raw):
+                values[key] = raw
+            else:
+                values[key] = _typed(raw, io, f"{prefix}.{key}")
+        return {**values, **context}
+
+    def _suggestion_path(self, index: int) -> str:
+        matrix = self.spec.operation.matrix
+        if isinstance(matrix, m.Mapping):
+            return f"matrix.values[{index}]"
+        return "matrix.params"
+
+    def render(self, index: int, suggestion: Mapping[str, Any], run_uuid: str) -> RunSpec:
+        values = self.values_for(index, suggestion)
+        glob = self._globals(index, run_uuid)
+        by_name = {io.name: io for io in self.ios}
+        # Values written as templates (delayed validation) render against globals first.
+        for name, value in list(values.items()):
+            if _is_template(value):
+                text = self.renderer.render(
+                    value, {"globals": glob, **values}, field=f"params.{name}"
+                )
+                io = by_name.get(name)
+                values[name] = _typed(text, io, f"params.{name}") if io else text
+        context = self._context(values, glob)
+        run = self.spec.component.run
+        assert isinstance(run, m.Job | m.Service)
+        container = run.container or m.Container()
+        argv = self.renderer.argv_items(container.command, context, field="run.container.command")
+        argv += self.renderer.argv_items(container.args, context, field="run.container.args")
+        env: dict[str, str] = {}
+        for i, var in enumerate(container.env or []):
+            value = var.value
+            if isinstance(value, str):
+                value = self.renderer.render(value, context, field=f"run.container.env[{i}].value")
+            elif value is not None:
+                value = json.dumps(value)
+            if value is not None:
+                env[var.name] = value
+        working_dir = None
+        if container.working_dir:
+            working_dir = self.renderer.render(
+                container.working_dir, context, field="run.container.workingDir"
+            )
+        outputs = {io.name for io in self.ios if io.is_output}
+        params = {io.name: values.get(io.name) for io in self.ios if not io.is_output}
+        params.update({k: v for k, v in values.items() if k not in params and k not in outputs})
+        return RunSpec(
+            index=index,
+            uuid=run_uuid,
+            params=params,
+            argv=argv,
+            env=env,
+            working_dir=working_dir,
+            config_hash=self.config_hash(params),
+        )
+
+    def config_hash(self, params: Mapping[str, Any]) -> str:
+        """SHA-256 of the component and the typed params, stable under key order."""
+        digest = hashlib.sha256(self._component_json)
+        digest.update(msgspec.json.encode(dict(sorted(params.items())), order="sorted"))
+        return digest.hexdigest()
+
+    def _globals(self, index: int, run_uuid: str) -> dict[str, Any]:
+        name = self.name or self.spec.operation.name or self.spec.component.name
+        return {
+            "uuid": run_uuid,
+            "name": name,
+            "iteration": index,
+            "owner_name": "local",
+            "project_name": "local",
+            "project_unique_name": "local.local",
+            "project_uuid": None,
+            "username": None,
+            "user_email": None,
+            "namespace": None,
+            "created_at": None,
+            "compiled_at": None,
+            "schedule_at": None,
+            "started_at": None,
+            "finished_at": None,
+            "duration": None,
+            "cloning_kind": None,
+            "original_uuid": None,
+            "is_independent": False,
+            **run_paths(self.home, run_uuid),
+        }
+
+    def _context(self, values: dict[str, Any], glob: dict[str, Any]) -> dict[str, Any]:
+        """Polyaxon's template context: display values on top, ``params.X``, ``globals``."""
+        top: dict[str, Any] = {}
+        params: dict[str, Any] = {}
+        as_args: list[str] = []
+        known = {io.name: io for io in self.ios}
+        names = [io.name for io in self.ios] + [k for k in values if k not in known]
+        for name in names:
+            io = known.get(name)
+            value = values.get(name)
+            is_flag = bool(io and io.io.is_flag)
+            type_name = io.io.type if io else None
+            if io is not None and io.type.base.name == "str" and not io.type.is_list:
+                value = to_string(value)
+            view = ParamView(
+                name,
+                value,
+                type_name,
+                is_flag,
+                io.io.arg_format if io else None,
+                io.io.connection if io else None,
+                self.renderer,
+            )
+            top[name] = (f"--{name}" if value else "") if is_flag else value
+            rendered_arg = as_arg(view)
+            params[name] = {
+                "connection": view.connection,
+                "value": value,
+                "type": type_name,
+                "as_str": as_str(view),
+                "as_arg": rendered_arg,
+            }
+            if rendered_arg:
+                as_args.append(rendered_arg)
+        params["as_args"] = as_args
+        return {**top, "params": params, "globals": glob}
+
+
+def _plain(value: Any) -> Any:
+    """Polyaxon passes pass-through values through ``parse_expression``: ``"5"`` becomes 5."""
+    if isinstance(value, str) and not _is_template(value):
+        try:
+            return ast.literal_eval(value)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return value
+    return value
+
+
+def compile_plan(
+    spec: LoadedSpec,
+    overrides: Mapping[str, str] | None = None,
+    *,
+    home: Path | None = None,
+    name: str | None = None,
+) -> Plan:
+    """Check the spec with its ``-P NAME=VALUE`` overrides and return the lazy plan."""
+    try:
+        return _compile(spec, dict(overrides or {}), home or Path(".orchestrator"), name)
+    except SpecError as exc:
+        raise exc.with_file(spec.source) from None
+
+
+def _compile(spec: LoadedSpec, overrides: dict[str, str], home: Path, name: str | None) -> Plan:
+    op, component = spec.operation, spec.component
+    run = component.run
+    if not isinstance(run, m.Job | m.Service):
+        raise SpecError(
+            "only job and service runs can run locally; DAGs are not supported yet",
+            field="run.kind",
+            file=spec.component_source,
+        )
+    if run.container is None:
+        raise SpecError(
+            "required to run locally (command and args)",
+            field="run.container",
+            file=spec.component_source,
+        )
+    try:
+        ios = _resolve_ios(component)
+    except SpecError as exc:
+        raise exc.with_file(spec.component_source) from None
+    by_name = {io.name: io for io in ios}
+
+    base: dict[str, Any] = {io.name: io.default for io in ios if io.has_default}
+    context_values: dict[str, Any] = {}
+    given: set[str] = set()
+    params = dict(op.params or {})
+    for key, raw in overrides.items():
+        params[key] = m.Param(value=raw)
+    for key, param in params.items():
+        where = f"-P {key}" if key in overrides else f"params.{key}"
+        value = _param_value(param, where)
+        io = by_name.get(key)
+        if io is None:
+            if param.context_only:
+                context_values[key] = value
+                continue
+            hint = "" if key in overrides else " (set contextOnly: true to pass it through)"
+            raise SpecError(f"no input or output named {key!r}{hint}", field=where)
+        given.add(key)
+        base[key] = (
+            value
+            if _is_template(value)
+            else _typed(value, io, where if key in overrides else f"{where}.value")
+        )
+
+    expansion: Expansion | None = None
+    if op.matrix is not None:
+        expansion = expand_matrix(op.matrix)
+        _check_matrix(op.matrix, expansion, by_name)
+
+    for io in ios:
+        if io.is_output or not io.required or io.name in given:
+            continue
+        if expansion is not None and _matrix_covers(op.matrix, io.name):
+            continue
+        raise SpecError(f"input {io.name!r} is required, no param was passed", field="params")
+
+    lenient = set(expansion.keys) if expansion is not None else set()
+    plan = Plan(spec, ios, base, context_values, expansion, home, Renderer(lenient), name)
+    plan._component_json = msgspec.json.encode(component, order="sorted")
+    if isinstance(op.matrix, m.Mapping):
+        # Type-check every mapping entry before anything runs (Polyaxon only checks the first).
+        for index, entry in enumerate(op.matrix.values):
+            missing = [
+                io.name
+                for io in ios
+                if io.required
+                and not io.is_output
+                and io.name not in given
+                and io.name not in entry
+            ]
+            if missing:
+                raise SpecError(
+                    f"input {missing[0]!r} is required, no param was passed",
+                    field=f"matrix.values[{index}]",
+                )
+            plan.values_for(index, entry)
+    return plan
+
+
+def _matrix_covers(matrix: m.Matrix | None, name: str) -> bool:
+    if isinstance(matrix, m.Mapping):
+        return bool(matrix.values) and all(name in entry for entry in matrix.values)
+    params = getattr(matrix, "params", None) or {}
+    resource = getattr(matrix, "resource", None)
+    return name in params or (resource is not None and resource.name == name)
+
+
+def _check_matrix(matrix: m.Matrix, expansion: Expansion, by_name: dict[str, ResolvedIO]) -> None:
+    """Hyperparameter kinds must suit their input's type; grid values must coerce."""
+    params = getattr(matrix, "params", None) or {}
+    for key, hp in params.items():
+        io = by_name.get(key)
+        kind = hp.__struct_config__.tag
+        where = f"matrix.params.{key}"
+        if io is None:
+            continue
+        if kind in NUMERIC_KINDS and io.type.name not in {"int", "float"}:
+            raise SpecError(
+                f"{kind} needs an int or float input; {key!r} is {io.type}", field=f"{where}.kind"
+            )
+        if kind in DATE_KINDS and io.type.name != DATE_KINDS[str(kind)]:
+            raise SpecError(
+                f"{kind} needs a {DATE_KINDS[str(kind)]} input; {key!r} is {io.type}",
+                field=f"{where}.kind",
+            )
+        dim = expansion.dimensions.get(key)
+        for value in getattr(dim, "values", ()):
+            _typed(value, io, where)

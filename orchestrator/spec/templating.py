@@ -1,0 +1,209 @@
+"""Jinja templating of container fields, as Polyaxon 2.18 renders them (§6).
+
+A sandboxed environment (a polyaxonfile may come from a URL) with Polyaxon's ``map_format``
+filter. Inputs and outputs sit at the top level of the context; ``params.X`` offers ``value``,
+``type``, ``as_str`` and ``as_arg``; ``params.as_args`` lists the non-empty ``as_arg`` strings;
+``globals`` points at local paths. A name that the operation defines nowhere is an error naming
+it (Polyaxon renders ``""`` and hides the typo); a mapping key that only other entries carry
+renders empty, as in Polyaxon.
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from orchestrator.exceptions import SpecError
+
+__all__ = ["ParamView", "Renderer", "as_arg", "as_str", "to_string"]
+
+
+def _float_text(value: float) -> str:
+    """A float as orjson writes it (Polyaxon's ``to_string``): ``1e-7``, ``0.00001``, ``1e+16``."""
+    text = repr(value)
+    if "e" not in text:
+        return text
+    mantissa, exp_text = text.split("e")
+    exponent = int(exp_text)
+    if exponent == -5:
+        sign = "-" if mantissa.startswith("-") else ""
+        return sign + "0.0000" + mantissa.lstrip("-").replace(".", "")
+    if exponent < 0:
+        return f"{mantissa}e{exponent}"
+    return f"{mantissa}e+{exponent}"
+
+
+def to_string(value: Any) -> str | None:
+    """Polyaxon's ``to_string``: numbers, lists and dicts as compact JSON; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return _float_text(value)
+    if isinstance(value, Mapping | list | tuple | set):
+        return _json(value)
+    return str(value)
+
+
+def _json(value: Any) -> str:
+    def encode(v: Any) -> str:
+        if isinstance(v, bool) or v is None or isinstance(v, int | str):
+            return json.dumps(v, ensure_ascii=False)
+        if isinstance(v, float):
+            return _float_text(v) if v == v and v not in (float("inf"), float("-inf")) else "null"
+        if isinstance(v, Mapping):
+            return "{" + ",".join(f"{json.dumps(str(k))}:{encode(x)}" for k, x in v.items()) + "}"
+        if isinstance(v, list | tuple | set):
+            return "[" + ",".join(encode(x) for x in v) + "]"
+        if isinstance(v, dt.datetime | dt.date):
+            return json.dumps(v.isoformat())
+        return json.dumps(str(v))
+
+    return encode(value)
+
+
+@dataclass(frozen=True)
+class ParamView:
+    """What ``params.X`` shows a template."""
+
+    name: str
+    value: Any
+    type: str | None
+    is_flag: bool = False
+    arg_format: str | None = None
+    connection: str | None = None
+    renderer: Renderer | None = None
+
+    @property
+    def as_str(self) -> str:
+        return as_str(self)
+
+    @property
+    def as_arg(self) -> str:
+        return as_arg(self)
+
+    def __str__(self) -> str:
+        return as_str(self)
+
+
+def as_str(param: ParamView) -> str:
+    """``str(ParamSpec)`` in Polyaxon: the display value, ``""`` for None."""
+    if param.is_flag:
+        return f"--{param.name}" if param.value else ""
+    text = to_string(param.value)
+    return "" if text is None else text
+
+
+def as_arg(param: ParamView) -> str:
+    """``--name=value``, ``--flag`` (isFlag), the rendered ``argFormat``, or ``""`` for None."""
+    if param.arg_format:
+        if param.value is None:
+            return ""
+        renderer = param.renderer or Renderer()
+        return renderer.render(param.arg_format, {param.name: param.value}, field="argFormat")
+    if param.is_flag:
+        return f"--{param.name}" if param.value else ""
+    if param.value is None:
+        return ""
+    return f"--{param.name}={as_str(param)}"
+
+
+def _map_format(value: Any, pattern: str, variable_name: str | None = None) -> str:
+    if variable_name:
+        return str(str(pattern) % {variable_name: value})
+    return str(str(pattern) % value)
+
+
+class Renderer:
+    """Renders template strings; ``lenient`` names may be missing (they render ``""``)."""
+
+    def __init__(self, lenient: Iterable[str] = ()) -> None:
+        self.lenient = frozenset(lenient)
+        renderer = self
+
+        class _Undefined(jinja2.Undefined):
+            __slots__ = ()
+
+            def _problem(self) -> str:
+                if self._undefined_obj is jinja2.utils.missing:
+                    return f"undefined variable {self._undefined_name!r}"
+                return f"{self._undefined_name!r} is not defined on the value it was read from"
+
+            def __str__(self) -> str:
+                if (
+                    self._undefined_obj is jinja2.utils.missing
+                    and self._undefined_name in renderer.lenient
+                ):
+                    return ""
+                raise jinja2.UndefinedError(self._problem())
+
+            def __iter__(self) -> Any:
+                if self._undefined_name in renderer.lenient:
+                    return iter(())
+                raise jinja2.UndefinedError(self._problem())
+
+            def __bool__(self) -> bool:
+                if self._undefined_name in renderer.lenient:
+                    return False
+                raise jinja2.UndefinedError(self._problem())
+
+        self.env = SandboxedEnvironment(undefined=_Undefined, keep_trailing_newline=True)
+        self.env.filters["map_format"] = _map_format
+
+    def render(self, template: str, context: Mapping[str, Any], *, field: str) -> str:
+        """Render ``template``; errors name ``field`` and the offending variable."""
+        if "{{" not in template and "{%" not in template:
+            return template
+        try:
+            return self.env.from_string(template).render(context)
+        except jinja2.UndefinedError as exc:
+            raise SpecError(str(exc), field=field) from None
+        except jinja2.TemplateSyntaxError as exc:
+            raise SpecError(f"template syntax error: {exc.message}", field=field) from None
+        except jinja2.TemplateError as exc:
+            raise SpecError(f"template error: {exc}", field=field) from None
+        except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+            raise SpecError(f"template error: {exc}", field=field) from None
+
+    def argv_items(
+        self, items: list[Any] | str | None, context: Mapping[str, Any], *, field: str
+    ) -> list[str]:
+        """Render ``command`` or ``args`` into argv items (Polyaxon 2.18 rules).
+
+        List items render as text (no literal_eval), non-strings become ``str(x)``, and
+        ``None`` and ``""`` are dropped. A plain string is one item, unless it renders to a
+        Python list literal (``"{{ params.as_args }}"``), which spreads into items.
+        """
+        if items is None:
+            return []
+        if isinstance(items, str):
+            text = self.render(items, context, field=field)
+            if text.lstrip().startswith("["):
+                try:
+                    parsed = ast.literal_eval(text)
+                except (ValueError, SyntaxError, MemoryError, RecursionError):
+                    parsed = None
+                if isinstance(parsed, list):
+                    return [str(x) for x in parsed if x is not None and x != ""]
+            return [text] if text != "" else []
+        out: list[str] = []
+        for index, item in enumerate(items):
+            if item is None:
+                continue
+            if isinstance(item, str):
+                text = self.render(item, context, field=f"{field}[{index}]")
+            else:
+                text = str(item)
+            if text != "":
+                out.append(text)
+        return out
