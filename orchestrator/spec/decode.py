@@ -105,7 +105,19 @@ def _walk_tagged(value: dict[Any, Any], structs: list[mi.StructType], path: str)
     return _walk_struct(value, chosen, path)
 
 
+def _is_short_form(value: Any, t: mi.StructType) -> bool:
+    """A bare value (or a dict with none of the Struct's keys) standing for ``{short: value}``."""
+    if not getattr(t.cls, "__short_form__", None):
+        return False
+    if not isinstance(value, dict):
+        return True
+    names = {f.encode_name for f in t.fields} | {f.name for f in t.fields}
+    return bool(value) and not (names & set(map(str, value)))
+
+
 def _walk_struct(value: Any, t: mi.StructType, path: str) -> Any:
+    if _is_short_form(value, t):
+        value = {getattr(t.cls, "__short_form__"): value}  # noqa: B009 - mypy cannot see it
     if not isinstance(value, dict):
         shown = type(value).__name__ if value is not None else "null"
         raise SpecError(f"expected a mapping, got {shown}", field=path or None)

@@ -111,6 +111,12 @@ def _check_names(spec: m.Operation | m.Component, source: str) -> None:
             f"expected letters, digits, '-' or '_', got {spec.name!r}", field="name", file=source
         )
     if isinstance(spec, m.Operation) and spec.component is not None:
+        if spec.component.version not in (None, 1.1):
+            raise SpecError(
+                f"expected 1.1, got {spec.component.version!r}",
+                field="component.version",
+                file=source,
+            )
         _check_names(spec.component, source)
 
 

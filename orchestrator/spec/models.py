@@ -8,7 +8,7 @@ they are validated; ``resolve.py`` reports them once as ignored.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import msgspec
 from msgspec import UNSET
@@ -96,6 +96,9 @@ class Plugins(Spec):
 
 
 class Param(Spec):
+    #: ``params: {lr: 0.1}`` is short for ``params: {lr: {value: 0.1}}`` (Polyaxon >= 2.13).
+    __short_form__: ClassVar[str] = "value"
+
     value: Any = UNSET
     ref: str | None = None
     context_only: bool | None = None
@@ -586,7 +589,8 @@ Matrix = Mapping | Grid | Random | Hyperband | Bayes | Hyperopt | Iterative
 
 # --------------------------------------------------------------------------- top level
 class _Base(Spec):
-    version: float
+    #: Required at the top of a file (checked in ``load.py``), optional on inline components.
+    version: float | None = None
     name: str | None = None
     description: str | None = None
     tags: list[str] | None = None

@@ -198,7 +198,7 @@ class Plan:
             elif _is_template(raw):
                 values[key] = raw
             else:
-                values[key] = _typed(raw, io, f"{prefix}.{key}")
+                values[key] = _typed(_parsed_for(raw, io), io, f"{prefix}.{key}")
         return {**values, **context}
 
     def _suggestion_path(self, index: int) -> str:
@@ -208,6 +208,17 @@ class Plan:
         return "matrix.params"
 
     def render(self, index: int, suggestion: Mapping[str, Any], run_uuid: str) -> RunSpec:
+        """Render one run; errors name the file that holds the faulty field."""
+        try:
+            return self._render(index, suggestion, run_uuid)
+        except SpecError as exc:
+            field = exc.field or ""
+            in_component = field.startswith(("run.", "inputs", "outputs"))
+            raise exc.with_file(
+                self.spec.component_source if in_component else self.spec.source
+            ) from None
+
+    def _render(self, index: int, suggestion: Mapping[str, Any], run_uuid: str) -> RunSpec:
         values = self.values_for(index, suggestion)
         glob = self._globals(index, run_uuid)
         by_name = {io.name: io for io in self.ios}
@@ -321,6 +332,11 @@ class Plan:
         return {**top, "params": params, "globals": glob}
 
 
+def _parsed_for(value: Any, io: ResolvedIO) -> Any:
+    """Matrix values pass through ``parse_expression`` unless the input is text (2.18)."""
+    return value if io.type.base.name == "str" else _plain(value)
+
+
 def _plain(value: Any) -> Any:
     """Polyaxon passes pass-through values through ``parse_expression``: ``"5"`` becomes 5."""
     if isinstance(value, str) and not _is_template(value):
@@ -421,12 +437,17 @@ def _compile(spec: LoadedSpec, overrides: dict[str, str], home: Path, name: str 
                     field=f"matrix.values[{index}]",
                 )
             plan.values_for(index, entry)
+            plan.render(index, entry, uuid_module.uuid4().hex)
+    elif expansion is None or len(expansion):
+        # Render the first run now, so template errors surface before anything runs.
+        next(iter(plan.runs()))
     return plan
 
 
 def _matrix_covers(matrix: m.Matrix | None, name: str) -> bool:
     if isinstance(matrix, m.Mapping):
-        return bool(matrix.values) and all(name in entry for entry in matrix.values)
+        # Each entry is checked on its own later, with its index in the message.
+        return any(name in entry for entry in matrix.values)
     params = getattr(matrix, "params", None) or {}
     resource = getattr(matrix, "resource", None)
     return name in params or (resource is not None and resource.name == name)

@@ -118,6 +118,10 @@ def as_arg(param: ParamView) -> str:
     return f"--{param.name}={as_str(param)}"
 
 
+#: Rendered argv items Polyaxon 2.18 leaves out.
+_DROPPED = frozenset({"", "None"})
+
+
 def _map_format(value: Any, pattern: str, variable_name: str | None = None) -> str:
     if variable_name:
         return str(str(pattern) % {variable_name: value})
@@ -181,8 +185,9 @@ class Renderer:
         """Render ``command`` or ``args`` into argv items (Polyaxon 2.18 rules).
 
         List items render as text (no literal_eval), non-strings become ``str(x)``, and
-        ``None`` and ``""`` are dropped. A plain string is one item, unless it renders to a
-        Python list literal (``"{{ params.as_args }}"``), which spreads into items.
+        ``None`` and ``""`` are dropped, as is an item that renders ``None`` (an optional
+        input with no value), as Polyaxon 2.18 does. A plain string is one item, unless it
+        renders to a Python list literal (``"{{ params.as_args }}"``), which spreads into items.
         """
         if items is None:
             return []
@@ -195,7 +200,7 @@ class Renderer:
                     parsed = None
                 if isinstance(parsed, list):
                     return [str(x) for x in parsed if x is not None and x != ""]
-            return [text] if text != "" else []
+            return [] if text in _DROPPED else [text]
         out: list[str] = []
         for index, item in enumerate(items):
             if item is None:
@@ -204,6 +209,6 @@ class Renderer:
                 text = self.render(item, context, field=f"{field}[{index}]")
             else:
                 text = str(item)
-            if text != "":
+            if text not in _DROPPED:
                 out.append(text)
         return out

@@ -147,7 +147,10 @@ def parse_type(expr: str | None) -> IOType:
             raise ValueError(f"unknown type {word!r}")
         return IOType(name)
 
-    result = parse()
+    try:
+        result = parse()
+    except IndexError:
+        raise ValueError(f"cannot read type {expr!r}") from None
     if pos != len(tokens):
         raise ValueError(f"cannot read type {expr!r}")
     return result

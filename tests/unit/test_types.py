@@ -1,0 +1,126 @@
+import datetime as dt
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from orchestrator.spec.types import CoercionError, coerce, parse_type
+
+
+def c(value: Any, tp: str) -> Any:
+    return coerce(value, parse_type(tp))
+
+
+@pytest.mark.parametrize(
+    ("value", "tp", "expected"),
+    [
+        ("5", "int", 5),
+        (5.0, "int", 5),
+        (True, "int", 1),
+        ("1", "int", 1),
+        ("5.0", "int", 5),
+        ("yes", "bool", True),
+        ("true", "bool", True),
+        ("off", "bool", False),
+        (1, "bool", True),
+        (0, "bool", False),
+        (True, "str", "true"),
+        (5, "str", "5"),
+        (1.5, "str", "1.5"),
+        ([1, 2], "str", "[1,2]"),
+        ("10", "str", "10"),
+        ("'quoted'", "str", "'quoted'"),
+        (3, "float", 3.0),
+        ("1e-3", "float", 0.001),
+        ([1, "2.0"], "List[float]", [1.0, 2.0]),
+        ('{"a": 1}', "dict", {"a": 1}),
+        ({"a": "1"}, "Dict[str, int]", {"a": 1}),
+        (None, "Optional[int]", None),
+        ("7", "Optional[int]", 7),
+        ("2019-06-22", "date", dt.date(2019, 6, 22)),
+        ("2020-01-01T10:00:00", "datetime", dt.datetime(2020, 1, 1, 10)),
+        (90, "timedelta", dt.timedelta(seconds=90)),
+        ("01:30:00", "timedelta", dt.timedelta(hours=1, minutes=30)),
+        ("anything", "path", "anything"),
+        (0.5, "metric", 0.5),
+        ({"k": 1}, "metadata", {"k": 1}),
+        ([1, "a"], "list", [1, "a"]),
+        ({"url": "https://x"}, "git", {"url": "https://x"}),
+        ("whatever", "any", "whatever"),
+        ("a@b.co", "email", "a@b.co"),
+    ],
+)
+def test_coercion_matches_polyaxon(value: Any, tp: str, expected: Any) -> None:
+    result = c(value, tp)
+    assert result == expected
+    assert type(result) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("value", "tp", "message"),
+    [
+        (5.5, "int", "expected int, got 5.5"),
+        ("5.5", "int", "expected int, got 5.5"),
+        ("abc", "int", 'expected int, got "abc"'),
+        ("maybe", "bool", 'expected bool, got "maybe"'),
+        (2, "bool", "expected bool, got 2"),
+        ("x", "float", 'expected float, got "x"'),
+        ([1, "x"], "List[int]", 'item 1: expected int, got "x"'),
+        ("not json", "dict", 'expected dict, got "not json"'),
+        (None, "int", "expected int, got None"),
+        ("2019-13-01", "date", 'expected date, got "2019-13-01"'),
+        ("nope", "uuid", 'expected uuid, got "nope"'),
+        ("nope", "email", 'expected email, got "nope"'),
+    ],
+)
+def test_coercion_errors_say_what_was_expected(value: Any, tp: str, message: str) -> None:
+    with pytest.raises(CoercionError) as info:
+        c(value, tp)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "expr", ["int", "float", "bool", "str", "List[float]", "Dict[str, int]", "Optional[int]",
+             "list[str]", "typing.List[int]", "Union[int, None]", "path", "uri", "image"],
+)  # fmt: skip
+def test_type_expressions_parse(expr: str) -> None:
+    parse_type(expr)
+
+
+@pytest.mark.parametrize("expr", ["Literal['a']", "integer", "List[int", "Dict[str]", "int]"])
+def test_bad_type_expressions_fail(expr: str) -> None:
+    with pytest.raises(ValueError):
+        parse_type(expr)
+
+
+@given(st.integers(min_value=-(10**12), max_value=10**12))
+def test_int_round_trips_through_text_and_float(n: int) -> None:
+    assert c(str(n), "int") == n
+    assert c(float(n), "int") == n
+    assert c(n, "int") == n
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_float_round_trips_through_repr(x: float) -> None:
+    assert c(repr(x), "float") == x
+
+
+@given(st.booleans())
+def test_bool_round_trips_through_words(b: bool) -> None:
+    assert c(str(b).lower(), "bool") is b
+    assert c("yes" if b else "no", "bool") is b
+    assert c(int(b), "bool") is b
+
+
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False) | st.integers(-1000, 1000)))
+def test_list_of_float_coerces_every_item(items: list[float]) -> None:
+    result = c(items, "List[float]")
+    assert result == [float(v) for v in items]
+    assert all(type(v) is float for v in result)
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False).filter(lambda x: not x.is_integer()))
+def test_int_rejects_fractions(x: float) -> None:
+    with pytest.raises(CoercionError):
+        c(x, "int")
