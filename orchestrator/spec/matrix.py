@@ -117,6 +117,7 @@ def _discrete_size(dimensions: dict[str, Dimension]) -> int | None:
 def expand_matrix(matrix: m.Matrix, path: str = "matrix") -> Expansion:
     """Validate a matrix and return its lazy expansion; unsupported kinds raise SpecError."""
     kind = matrix_kind(matrix)
+    _check_common(matrix, path)
     if isinstance(matrix, m.Mapping):
         keys: dict[str, None] = {}
         for entry in matrix.values:
@@ -154,6 +155,24 @@ def expand_matrix(matrix: m.Matrix, path: str = "matrix") -> Expansion:
         f"{kind} is not supported yet; supported kinds are mapping, grid and random",
         field=f"{path}.kind",
     )
+
+
+def _check_common(matrix: m.Matrix, path: str) -> None:
+    """``concurrency`` is a positive integer; stopping percentages lie in (0, 100]."""
+    if matrix.concurrency is not None and matrix.concurrency <= 0:
+        raise SpecError(
+            f"expected a positive integer, got {matrix.concurrency}", field=f"{path}.concurrency"
+        )
+    for index, rule in enumerate(matrix.early_stopping or []):
+        where = f"{path}.earlyStopping[{index}]"
+        percent = getattr(rule, "percent", None)
+        if isinstance(rule, m.MetricEarlyStopping) and rule.policy is not None:
+            percent, where = getattr(rule.policy, "percent", None), f"{where}.policy"
+        if percent is not None and not 0 < percent <= 100:
+            # Polyaxon accepts 150; a percentage outside (0, 100] can only be a mistake.
+            raise SpecError(
+                f"expected a percentage in (0, 100], got {percent:g}", field=f"{where}.percent"
+            )
 
 
 def _validate_unsupported(matrix: m.Matrix, path: str) -> None:

@@ -133,3 +133,26 @@ def test_hyperband_missing_fields_are_reported_before_unsupported() -> None:
     with pytest.raises(SpecError) as info:
         expand_matrix(matrix({"kind": "hyperband", "eta": 3}))
     assert info.value.field == "matrix.maxIterations"
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"concurrency": 0}, "matrix.concurrency"),
+        ({"earlyStopping": [{"kind": "failure_early_stopping", "percent": 150}]},
+         "matrix.earlyStopping[0].percent"),
+        ({"earlyStopping": [{"kind": "metric_early_stopping", "metric": "loss", "value": 1,
+                             "optimization": "minimize", "policy": {
+                                 "kind": "diff", "percent": 0, "evaluationInterval": 1}}]},
+         "matrix.earlyStopping[0].policy.percent"),
+    ],
+)  # fmt: skip
+def test_concurrency_and_percentages_are_checked(extra: dict[str, Any], field: str) -> None:
+    with pytest.raises(SpecError) as info:
+        expand_matrix(matrix({"kind": "mapping", "values": [{"a": 1}], **extra}))
+    assert info.value.field == field
+
+
+def test_small_failure_percent_is_fine() -> None:
+    rules = [{"kind": "failure_early_stopping", "percent": 0.3}]
+    expand_matrix(matrix({"kind": "mapping", "values": [], "earlyStopping": rules}))
