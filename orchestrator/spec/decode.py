@@ -21,7 +21,7 @@ from orchestrator.exceptions import SpecError
 __all__ = ["decode", "join_path", "to_camel"]
 
 _CAMEL_RE = re.compile(r"_([a-z0-9])")
-_MSGSPEC_PATH_RE = re.compile(r" - at `\$(.*)`$")
+_MSGSPEC_PATH_RE = re.compile(r" - at (`key` in )?`\$(.*)`$")
 _EXPECTED_RE = re.compile(r"^Expected `(.+)`, got `(.+)`$")
 
 
@@ -149,8 +149,10 @@ def _translate(message: str, path: str) -> SpecError:
     match = _MSGSPEC_PATH_RE.search(message)
     inner = ""
     if match:
-        inner = match.group(1)
+        inner = match.group(2)
         message = message[: match.start()]
+        if match.group(1):
+            message = message.replace("Expected `str`", "Expected `str` keys")
     full = path + inner if inner.startswith("[") or not path else f"{path}{inner}"
     full = full.lstrip(".")
     missing = re.match(r"Object missing required field `(.+)`", message)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from orchestrator.exceptions import SpecError
@@ -118,6 +119,27 @@ def as_arg(param: ParamView) -> str:
     return f"--{param.name}={as_str(param)}"
 
 
+#: Largest string or list a template may build with ``*`` or ``**`` (a file can come from a URL).
+MAX_TEMPLATE_ITEMS = 1_000_000
+
+
+class _BoundedSandbox(SandboxedEnvironment):
+    """Jinja's sandbox also bounds ``"a" * 10**9`` and ``10 ** 10**9``, which it lets through."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            if isinstance(right, int) and abs(right) > 10_000:
+                raise SecurityError("exponent too large")
+            return left**right
+        for seq, count in ((left, right), (right, left)):
+            sized = isinstance(seq, str | list | tuple) and isinstance(count, int)
+            if sized and len(seq) * count > MAX_TEMPLATE_ITEMS:
+                raise SecurityError("repetition too large")
+        return left * right
+
+
 #: Rendered argv items Polyaxon 2.18 leaves out.
 _DROPPED = frozenset({"", "None"})
 
@@ -161,7 +183,7 @@ class Renderer:
                     return False
                 raise jinja2.UndefinedError(self._problem())
 
-        self.env = SandboxedEnvironment(undefined=_Undefined, keep_trailing_newline=True)
+        self.env = _BoundedSandbox(undefined=_Undefined, keep_trailing_newline=True)
         self.env.filters["map_format"] = _map_format
 
     def render(self, template: str, context: Mapping[str, Any], *, field: str) -> str:

@@ -88,7 +88,7 @@ def load_yaml(text: str | bytes, source: str = "<string>") -> Any:
         problem = exc.problem or exc.context or "invalid YAML"
         raise SpecError(f"invalid YAML: {where}{problem}", file=source) from None
     except yaml.YAMLError as exc:
-        raise SpecError(f"invalid YAML: {exc}", file=source) from None
+        raise SpecError(f"invalid YAML: {' '.join(str(exc).split())}", file=source) from None
     except RecursionError:
         raise SpecError("YAML nesting too deep", file=source) from None
     finally:

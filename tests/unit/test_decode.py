@@ -152,3 +152,8 @@ def test_to_camel() -> None:
     assert to_camel("num_runs") == "numRuns"
     assert to_camel("skip_on_upstream_skip") == "skipOnUpstreamSkip"
     assert to_camel("numRuns") == "numRuns"
+
+
+def test_non_string_mapping_keys_are_named() -> None:
+    data = op(matrix={"kind": "mapping", "values": [{1: 2}]})
+    assert error_of(data) == "matrix.values[0]: expected str keys, got int"

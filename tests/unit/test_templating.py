@@ -99,3 +99,16 @@ def test_map_format_filter() -> None:
 def test_syntax_error_is_reported() -> None:
     with pytest.raises(SpecError, match="syntax"):
         render_argv(["{{ lr "], {"lr": 1})
+
+
+@pytest.mark.parametrize("expr", ["{{ 'a' * 10**9 }}", "{{ [1] * 10**8 }}", "{{ 10 ** 100000000 }}",
+                                  "{{ range(10**9) | list }}"])  # fmt: skip
+def test_templates_cannot_exhaust_memory(expr: str) -> None:
+    with pytest.raises(SpecError, match="template error"):
+        render_argv([expr], {})
+
+
+def test_ordinary_arithmetic_still_works() -> None:
+    assert render_argv(["{{ 2 ** 10 }}", "{{ 'ab' * 2 }}", "{{ 3 * 4 }}"], {}) == [
+        "1024", "abab", "12",
+    ]  # fmt: skip

@@ -58,3 +58,10 @@ def test_python_tags_are_refused() -> None:
 
 def test_empty_document_is_none() -> None:
     assert load_yaml("") is None
+
+
+def test_undecodable_bytes_give_one_line() -> None:
+    with pytest.raises(SpecError) as info:
+        load_yaml(b"version: 1.1\n\xff\xfe garbage\n", "bin.yaml")
+    assert "\n" not in str(info.value)
+    assert str(info.value).startswith("bin.yaml: invalid YAML:")
