@@ -74,6 +74,58 @@ def build_parser() -> argparse.ArgumentParser:
         help="show only the first N runs (expansion is lazy)",
     )
     _home_option(plan)
+
+    run = commands.add_parser(
+        "run",
+        help="run a sweep (also: orchestrator SPEC)",
+        description="Run every configuration of SPEC as a subprocess, at most --concurrency at "
+        "a time, journaling everything under the home folder. Ctrl-C stops the sweep (a "
+        "second Ctrl-C kills at once).",
+    )
+    run.add_argument("spec", metavar="SPEC", nargs="?", help="polyaxonfile to run")
+    run.add_argument(
+        "-f",
+        "--polyaxonfile",
+        dest="file",
+        metavar="SPEC",
+        help="polyaxonfile to run (same as SPEC)",
+    )
+    run.add_argument("--url", help="fetch the polyaxonfile from this http(s) URL")
+    run.add_argument(
+        "-P",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override an input (repeatable)",
+    )
+    run.add_argument("--name", help="name of the sweep (default: the operation's name)")
+    run.add_argument("--description", help="description of the sweep")
+    run.add_argument("--tags", help="comma-separated tags")
+    run.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="most runs alive at once (default: matrix.concurrency, else the number of CPUs)",
+    )
+    run.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="after SIGTERM, seconds before SIGKILL when stopping (default: 10)",
+    )
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON object at the end: {"sweep", "state", "runs": [...]}',
+    )
+    run.add_argument(
+        "--eager",
+        action="store_true",
+        help="accepted for Polyaxon compatibility; everything runs locally anyway",
+    )
+    _home_option(run)
     return parser
 
 
@@ -94,16 +146,60 @@ def _overrides(pairs: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _load(args: argparse.Namespace) -> Any:
+    from orchestrator.spec import load_spec, load_text
+    from orchestrator.spec.load import fetch_url
+
+    given = [
+        v
+        for v in (
+            getattr(args, "spec", None),
+            getattr(args, "file", None),
+            getattr(args, "url", None),
+        )
+        if v
+    ]
+    if len(given) != 1:
+        raise _usage("give exactly one of SPEC, -f SPEC or --url URL")
+    if getattr(args, "url", None):
+        return load_text(fetch_url(args.url, args.url, "--url"), args.url)
+    return load_spec(given[0])
+
+
+def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from orchestrator.runner import run_sweep
+
+    if args.concurrency is not None and args.concurrency < 1:
+        raise _usage("--concurrency must be >= 1")
+    if args.grace < 0:
+        raise _usage("--grace must be >= 0")
+    loaded = _load(args)
+    tags = [t.strip() for t in (args.tags or "").split(",") if t.strip()]
+    return run_sweep(
+        loaded,
+        _overrides(args.param),
+        home=_home(args),
+        out=out,
+        err=err,
+        concurrency=args.concurrency,
+        grace=args.grace,
+        as_json=args.json,
+        name=args.name,
+        description=args.description,
+        tags=tags,
+    )
+
+
 def _cmd_plan(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     import itertools
 
     import msgspec
 
-    from orchestrator.spec import compile_plan, load_spec
+    from orchestrator.spec import compile_plan
 
     if args.limit is not None and args.limit < 0:
         raise _usage("--limit must be >= 0")
-    loaded = load_spec(args.spec)
+    loaded = _load(args)
     plan = compile_plan(loaded, _overrides(args.param), home=_home(args))
     runs = plan.runs()
     if args.limit is not None:
@@ -134,6 +230,25 @@ def _show(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
+_COMMANDS = {"plan", "run"}
+
+
+def _with_default_command(argv: list[str]) -> list[str]:
+    """``orchestrator SPEC ...`` means ``orchestrator run SPEC ...``."""
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--home":
+            i += 2
+            continue
+        if token.startswith("-"):
+            return argv
+        if token in _COMMANDS:
+            return argv
+        return [*argv[:i], "run", *argv[i:]]
+    return argv
+
+
 class _UsageError(Exception):
     pass
 
@@ -149,6 +264,7 @@ def main(
     out = out or sys.stdout
     err = err or sys.stderr
     parser = build_parser()
+    argv = _with_default_command(list(sys.argv[1:] if argv is None else argv))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
@@ -158,8 +274,9 @@ def main(
         return EXIT_USAGE
     from orchestrator.exceptions import OrchestratorError, SpecError
 
+    command = {"plan": _cmd_plan, "run": _cmd_run}[args.command]
     try:
-        return _cmd_plan(args, out, err)
+        return command(args, out, err)
     except _UsageError as exc:
         err.write(f"orchestrator: error: {exc}\n")
         return EXIT_USAGE

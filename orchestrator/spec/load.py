@@ -185,7 +185,7 @@ def _resolve_reference(op: m.Operation, source: str, base: Path) -> tuple[m.Comp
         text: str | bytes = _read_file(target, shown, "pathRef target")
         return _component_from(text, shown, "pathRef"), shown
     if kind == "urlRef":
-        return _component_from(_fetch_url(value, source), value, "urlRef"), value
+        return _component_from(fetch_url(value, source), value, "urlRef"), value
     if kind == "hubRef":
         hub_file = _hub_file(value, source)
         return _component_from(
@@ -223,13 +223,12 @@ def _hub_file(name: str, source: str) -> Path:
     )
 
 
-def _fetch_url(url: str, source: str) -> bytes:
+def fetch_url(url: str, source: str, field: str = "urlRef") -> bytes:
+    """GET ``url`` with a timeout and a size limit; errors name ``source`` and ``field``."""
     import httpx  # imported here: only urlRef needs it, and it is slow to import
 
     if not url.startswith(("http://", "https://")):
-        raise ComponentRefError(
-            f"expected an http(s) URL, got {url!r}", field="urlRef", file=source
-        )
+        raise ComponentRefError(f"expected an http(s) URL, got {url!r}", field=field, file=source)
     try:
         with (
             httpx.Client(timeout=URL_TIMEOUT_S, follow_redirects=True) as client,
@@ -238,7 +237,7 @@ def _fetch_url(url: str, source: str) -> bytes:
             if response.status_code != 200:
                 raise ComponentRefError(
                     f"fetching {url} returned HTTP {response.status_code}",
-                    field="urlRef",
+                    field=field,
                     file=source,
                 )
             body = bytearray()
@@ -247,19 +246,19 @@ def _fetch_url(url: str, source: str) -> bytes:
                 if len(body) > MAX_FILE_BYTES:
                     raise ComponentRefError(
                         f"{url} is larger than {MAX_FILE_BYTES:,} bytes",
-                        field="urlRef",
+                        field=field,
                         file=source,
                     )
             return bytes(body)
     except httpx.TimeoutException:
         raise ComponentRefError(
-            f"timed out after {URL_TIMEOUT_S:g}s fetching {url}", field="urlRef", file=source
+            f"timed out after {URL_TIMEOUT_S:g}s fetching {url}", field=field, file=source
         ) from None
     except httpx.HTTPError as exc:
         reason = str(exc) or type(exc).__name__
         raise ComponentRefError(
             f"cannot fetch {url} ({reason}); offline? use pathRef to a local copy",
-            field="urlRef",
+            field=field,
             file=source,
         ) from None
 

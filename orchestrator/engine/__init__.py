@@ -1,0 +1,1 @@
+"""The run-state machine, events, the event bus and the sweep controller."""

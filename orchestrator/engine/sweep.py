@@ -1,0 +1,440 @@
+"""The sweep controller: pulls runs from the lazy expansion as slots free, and drives each one.
+
+A :class:`anyio.CapacityLimiter` bounds how many runs are alive; the controller renders the
+next run only once a slot is free, so a 10^6-point grid never sits in memory. Every state change
+goes through :meth:`SweepController.transition`, which checks the table, journals, then
+publishes. Stopping (Ctrl-C, SIGTERM, a plugin) starts no new runs and stops the running ones.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+
+from orchestrator.engine.bus import EventBus
+from orchestrator.engine.events import (
+    LogLine,
+    MetricReported,
+    RunCreated,
+    RunStateChanged,
+    SweepFinished,
+    SweepStarted,
+)
+from orchestrator.engine.states import (
+    SWEEP_ALLOWED,
+    InvalidTransition,
+    RunState,
+    SweepState,
+    check_transition,
+)
+from orchestrator.exceptions import SpecError
+from orchestrator.executors.base import Executor, Job, Outcome, StopRequest
+from orchestrator.spec import models as m
+from orchestrator.spec.resolve import Plan, RunSpec
+from orchestrator.store.journal import Journal
+from orchestrator.store.layout import RunLayout
+
+__all__ = ["RunRecord", "SweepController", "SweepResult"]
+
+#: Stderr lines kept per run to show when it fails.
+STDERR_TAIL = 20
+
+
+@dataclass
+class RunRecord:
+    id: str
+    index: int
+    spec: RunSpec
+    state: RunState = RunState.CREATED
+    reason: str | None = None
+    exit_code: int | None = None
+    attempt: int = 1
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL))
+    stop: StopRequest | None = None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return (self.finished_at or time.time()) - self.started_at
+
+
+@dataclass
+class SweepResult:
+    sweep_id: str
+    state: SweepState
+    reason: str | None
+    runs: list[RunRecord]
+
+
+class _Sink:
+    """Receives one run's output lines: metrics, stderr tail, LogLine events."""
+
+    def __init__(self, controller: SweepController, run: RunRecord) -> None:
+        self.controller = controller
+        self.run = run
+        self.want_lines = controller.bus.wants(LogLine)
+
+    async def line(self, stream: str, text: str) -> None:
+        c = self.controller
+        if stream == "stderr":
+            self.run.stderr_tail.append(text)
+        elif text.startswith("{") and '"metrics"' in text:
+            await c.metric_line(self.run, text)
+        if self.want_lines:
+            await c.bus.publish(
+                LogLine(
+                    sweep_id=c.sweep_id,
+                    seq=c.bus.next_seq(),
+                    ts=time.time(),
+                    run_id=self.run.id,
+                    index=self.run.index,
+                    stream=stream,
+                    line=text,
+                )
+            )
+
+
+class _MetricLine(msgspec.Struct):
+    metrics: dict[str, float]
+    step: int | None = None
+
+
+_decode_metrics = msgspec.json.Decoder(_MetricLine).decode
+
+
+class SweepController:
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        journal: Journal,
+        executor: Executor,
+        bus: EventBus,
+        concurrency: int,
+        grace: float,
+        home: Path,
+        spec_path: str,
+        name: str | None = None,
+        description: str | None = None,
+        tags: Sequence[str] = (),
+    ) -> None:
+        self.plan = plan
+        self.journal = journal
+        self.executor = executor
+        self.bus = bus
+        self.sweep_id = bus.sweep_id
+        self.concurrency = concurrency
+        self.grace = grace
+        self.home = home
+        self.spec_path = spec_path
+        self.name = name or plan.spec.operation.name or plan.spec.component.name
+        self.description = description or plan.spec.operation.description
+        self.tags = list(tags) or list(plan.spec.operation.tags or [])
+        self.state = SweepState.CREATED
+        self.reason: str | None = None
+        self.runs: list[RunRecord] = []
+        self.active: dict[str, RunRecord] = {}
+        self._stop_state: SweepState | None = None
+        self._feed_scope: anyio.CancelScope | None = None
+        self._outputs = {io.name for io in plan.ios if io.is_output}
+        run = plan.spec.component.run
+        self._inits: list[m.Init] = list(getattr(run, "init", None) or [])
+
+    # ------------------------------------------------------------------ states
+    async def transition(
+        self,
+        run: RunRecord,
+        to: RunState,
+        reason: str | None = None,
+        exit_code: int | None = None,
+        pid: int | None = None,
+        stderr_tail: list[str] | None = None,
+    ) -> None:
+        """The only place a run's state changes: check, journal, then publish."""
+        previous = run.state
+        check_transition(previous, to)
+        run.state, run.reason = to, reason
+        if exit_code is not None:
+            run.exit_code = exit_code
+        now = time.time()
+        if to is RunState.RUNNING:
+            run.started_at = now
+        elif to in {RunState.SUCCEEDED, RunState.FAILED, RunState.STOPPED, RunState.SKIPPED}:
+            run.finished_at = now
+        self.journal.record_transition(
+            self.sweep_id, run.id, previous.value, to.value, reason, exit_code, run.attempt, pid
+        )
+        await self.bus.publish(
+            RunStateChanged(
+                sweep_id=self.sweep_id,
+                seq=self.bus.next_seq(),
+                ts=now,
+                run_id=run.id,
+                index=run.index,
+                previous=previous.value,
+                state=to.value,
+                reason=reason,
+                exit_code=exit_code,
+                stderr_tail=stderr_tail,
+            )
+        )
+
+    def _sweep_to(self, to: SweepState, reason: str | None) -> None:
+        if to not in SWEEP_ALLOWED[self.state]:
+            raise InvalidTransition(f"sweep cannot go from {self.state} to {to}")
+        self.state, self.reason = to, reason
+        self.journal.set_sweep_state(
+            self.sweep_id,
+            to.value,
+            reason,
+            finished=to in {SweepState.SUCCEEDED, SweepState.FAILED, SweepState.STOPPED},
+        )
+
+    # ------------------------------------------------------------------ stopping
+    def request_stop(
+        self,
+        reason: str,
+        *,
+        grace: float | None = None,
+        final_state: SweepState = SweepState.STOPPED,
+    ) -> None:
+        """Start no new runs; stop running ones (SIGTERM, grace, SIGKILL). Idempotent;
+        a second call with ``grace=0`` kills at once."""
+        if self._stop_state is None:
+            self._stop_state = final_state
+            self.reason = reason
+            if self.state is SweepState.RUNNING:
+                self._sweep_to(SweepState.STOPPING, reason)
+        if self._feed_scope is not None:
+            self._feed_scope.cancel()
+        wait = self.grace if grace is None else grace
+        for run in list(self.active.values()):
+            if run.stop is not None:
+                run.stop.request(reason, wait)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_state is not None
+
+    # ------------------------------------------------------------------ metrics
+    async def metric_line(self, run: RunRecord, text: str) -> None:
+        try:
+            record = _decode_metrics(text)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return
+        if not record.metrics:
+            return
+        run.metrics.update(record.metrics)
+        for name, value in record.metrics.items():
+            if name in self._outputs:
+                run.outputs[name] = value
+        self.journal.add_metrics(run.id, record.step, record.metrics)
+        await self.bus.publish(
+            MetricReported(
+                sweep_id=self.sweep_id,
+                seq=self.bus.next_seq(),
+                ts=time.time(),
+                run_id=run.id,
+                index=run.index,
+                step=record.step,
+                values=record.metrics,
+            )
+        )
+
+    # ------------------------------------------------------------------ the sweep
+    async def run(self) -> SweepResult:
+        plan = self.plan
+        seed = plan.expansion.seed if plan.expansion is not None else None
+        kind = plan.expansion.kind if plan.expansion is not None else "single"
+        self.journal.add_sweep(
+            self.sweep_id,
+            name=self.name,
+            description=self.description,
+            tags=self.tags,
+            spec_path=self.spec_path,
+            kind=kind,
+            total=len(plan),
+            concurrency=self.concurrency,
+            pid=os.getpid(),
+            seed=seed,
+        )
+        self._sweep_to(SweepState.RUNNING, None)
+        await self.bus.publish(
+            SweepStarted(
+                sweep_id=self.sweep_id,
+                seq=self.bus.next_seq(),
+                ts=time.time(),
+                name=self.name,
+                total=len(plan),
+                concurrency=self.concurrency,
+            )
+        )
+        async with anyio.create_task_group() as tg:
+            with anyio.CancelScope() as scope:
+                self._feed_scope = scope
+                if self.stopping:
+                    scope.cancel()
+                await self._feed(tg)
+        final, reason = self._final_state()
+        self._sweep_to(final, reason)
+        counts: dict[str, int] = {}
+        for run in self.runs:
+            counts[run.state.value] = counts.get(run.state.value, 0) + 1
+        await self.bus.publish(
+            SweepFinished(
+                sweep_id=self.sweep_id,
+                seq=self.bus.next_seq(),
+                ts=time.time(),
+                state=final.value,
+                reason=reason,
+                counts=counts,
+            )
+        )
+        await self.journal.flush()
+        return SweepResult(self.sweep_id, final, reason, self.runs)
+
+    def _final_state(self) -> tuple[SweepState, str | None]:
+        if self._stop_state is not None:
+            return self._stop_state, self.reason
+        if self.reason is not None and not self.runs:
+            return SweepState.FAILED, self.reason
+        states = [r.state for r in self.runs]
+        failed = sum(s is RunState.FAILED for s in states)
+        if failed:
+            return SweepState.FAILED, f"{failed} of {len(states)} runs failed"
+        if states and all(s is RunState.STOPPED for s in states):
+            return SweepState.STOPPED, "all runs were stopped"
+        if self.reason is not None:
+            return SweepState.FAILED, self.reason
+        return SweepState.SUCCEEDED, None
+
+    async def _feed(self, tg: anyio.abc.TaskGroup) -> None:
+        limiter = anyio.CapacityLimiter(self.concurrency)
+        suggestions = self.plan.suggestions()
+        index = 0
+        while True:
+            token = object()
+            await limiter.acquire_on_behalf_of(token)
+            try:
+                suggestion = next(suggestions, None)
+                if suggestion is None or self.stopping:
+                    limiter.release_on_behalf_of(token)
+                    return
+                spec = self.plan.render(index, suggestion, uuid.uuid4().hex)
+            except SpecError as exc:
+                limiter.release_on_behalf_of(token)
+                self.reason = str(exc)
+                return
+            except BaseException:
+                limiter.release_on_behalf_of(token)
+                raise
+            run = await self._create(spec)
+            tg.start_soon(self._execute, run, limiter, token)
+            index += 1
+
+    async def _create(self, spec: RunSpec) -> RunRecord:
+        run = RunRecord(id=spec.uuid, index=spec.index, spec=spec)
+        self.runs.append(run)
+        layout = RunLayout(self.home, run.id)
+        self.journal.add_run(
+            run.id,
+            self.sweep_id,
+            run.index,
+            spec.config_hash,
+            msgspec.json.encode(spec.params).decode(),
+            msgspec.json.encode(spec.argv).decode(),
+            str(layout.run_dir),
+        )
+        await self.bus.publish(
+            RunCreated(
+                sweep_id=self.sweep_id,
+                seq=self.bus.next_seq(),
+                ts=time.time(),
+                run_id=run.id,
+                index=run.index,
+                params=spec.params,
+                argv=spec.argv,
+            )
+        )
+        return run
+
+    def _job(self, run: RunRecord) -> Job:
+        layout = RunLayout(self.home, run.id)
+        spec = run.spec
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env.update(spec.env)
+        env["ORCHESTRATOR_RUN_ID"] = run.id
+        env["ORCHESTRATOR_RUN_DIR"] = str(layout.run_dir)
+        env["ORCHESTRATOR_OUTPUTS_PATH"] = str(layout.outputs)
+        env["ORCHESTRATOR_SWEEP_ID"] = self.sweep_id
+        cwd = Path(spec.working_dir) if spec.working_dir else self.plan.spec.base_dir
+        return Job(run.id, run.index, list(spec.argv), env, cwd, layout, self._inits)
+
+    async def _execute(self, run: RunRecord, limiter: anyio.CapacityLimiter, token: object) -> None:
+        try:
+            run.stop = StopRequest()
+            self.active[run.id] = run
+            await self.transition(run, RunState.QUEUED)
+            if self.stopping:
+                await self.transition(run, RunState.STOPPED, self.reason)
+                return
+            await self.transition(run, RunState.STARTING)
+
+            async def started(pid: int | None) -> None:
+                await self.transition(run, RunState.RUNNING, pid=pid)
+
+            outcome = await self.executor.execute(
+                self._job(run), _Sink(self, run), run.stop, started
+            )
+            await self._finish(run, outcome)
+        finally:
+            self.active.pop(run.id, None)
+            limiter.release_on_behalf_of(token)
+
+    async def _finish(self, run: RunRecord, outcome: Outcome) -> None:
+        for name, value in run.outputs.items():
+            self.journal.set_output(run.id, name, value)
+        if outcome.stopped:
+            reason = run.stop.reason if run.stop else None
+            if run.state is RunState.RUNNING:
+                await self.transition(run, RunState.STOPPING, reason)
+            await self.transition(run, RunState.STOPPED, reason, exit_code=outcome.exit_code)
+        elif outcome.error is not None:
+            await self.transition(
+                run, RunState.FAILED, outcome.error, stderr_tail=list(run.stderr_tail) or None
+            )
+        elif outcome.exit_code == 0:
+            await self.transition(run, RunState.SUCCEEDED, exit_code=0)
+        else:
+            code = outcome.exit_code
+            reason = f"exit code {code}"
+            if code is not None and code < 0:
+                import signal
+
+                try:
+                    reason = f"killed by {signal.Signals(-code).name}"
+                except ValueError:
+                    reason = f"killed by signal {-code}"
+            await self.transition(
+                run,
+                RunState.FAILED,
+                reason,
+                exit_code=code,
+                stderr_tail=list(run.stderr_tail) or None,
+            )

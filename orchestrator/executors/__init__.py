@@ -1,0 +1,1 @@
+"""Executors run one job each: local subprocesses today, a Dask cluster later."""

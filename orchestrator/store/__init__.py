@@ -1,0 +1,1 @@
+"""Persistence: the SQLite journal and the layout of run folders."""

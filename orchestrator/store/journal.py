@@ -1,0 +1,253 @@
+"""The journal: one SQLite file (WAL) recording sweeps, runs, every transition, metrics, outputs.
+
+Writes go through one writer thread that drains its queue into a single transaction, so a
+transition costs a queue put, not an fsync (WAL with ``synchronous=NORMAL`` syncs only at
+checkpoints). :meth:`Journal.flush` waits until everything queued is committed; reads use their
+own connection and see all flushed writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from orchestrator.exceptions import StoreError
+
+__all__ = ["Journal"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sweeps (
+    id TEXT PRIMARY KEY, name TEXT, description TEXT, tags TEXT, spec_path TEXT,
+    kind TEXT, total INTEGER, concurrency INTEGER, state TEXT NOT NULL, reason TEXT,
+    created_at REAL, started_at REAL, finished_at REAL, pid INTEGER, seed INTEGER
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, sweep_id TEXT NOT NULL, idx INTEGER NOT NULL, config_hash TEXT,
+    params TEXT, argv TEXT, state TEXT NOT NULL, reason TEXT, exit_code INTEGER,
+    attempt INTEGER NOT NULL DEFAULT 1, created_at REAL, started_at REAL, finished_at REAL,
+    run_dir TEXT, pid INTEGER
+);
+CREATE INDEX IF NOT EXISTS runs_by_sweep ON runs (sweep_id, idx);
+CREATE INDEX IF NOT EXISTS runs_by_hash ON runs (config_hash);
+CREATE TABLE IF NOT EXISTS transitions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, sweep_id TEXT NOT NULL, run_id TEXT,
+    from_state TEXT, to_state TEXT NOT NULL, reason TEXT, at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transitions_by_run ON transitions (run_id);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL, name TEXT NOT NULL, step INTEGER, value REAL, at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics (run_id, name);
+CREATE TABLE IF NOT EXISTS outputs (
+    run_id TEXT NOT NULL, name TEXT NOT NULL, value TEXT, PRIMARY KEY (run_id, name)
+);
+"""
+
+_Statement = tuple[str, tuple[Any, ...]]
+_STOP = object()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class Journal:
+    """Append-mostly record of everything a sweep did."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._read = _connect(path)
+            self._read.executescript(SCHEMA)
+            self._write = _connect(path)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the journal at {path}: {exc}") from None
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._writer, name="journal-writer", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ writer thread
+    def _writer(self) -> None:
+        while True:
+            item = self._queue.get()
+            batch = [item]
+            while len(batch) < 5000:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            statements = [b for b in batch if isinstance(b, tuple)]
+            if statements and self._error is None:
+                try:
+                    self._write.execute("BEGIN")
+                    for sql, params in statements:
+                        self._write.execute(sql, params)
+                    self._write.execute("COMMIT")
+                except (sqlite3.Error, OSError) as exc:
+                    self._error = exc
+                    with contextlib.suppress(sqlite3.Error):
+                        self._write.execute("ROLLBACK")
+            for b in batch:
+                if isinstance(b, threading.Event):
+                    b.set()
+            if any(b is _STOP for b in batch):
+                return
+
+    def _put(self, sql: str, params: Iterable[Any]) -> None:
+        if self._error is not None:
+            raise StoreError(f"journal write failed: {self._error}")
+        self._queue.put((sql, tuple(params)))
+
+    def flush_sync(self, timeout: float = 60.0) -> None:
+        """Block until every queued write is committed; raise if one failed."""
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait(timeout)
+        if self._error is not None:
+            raise StoreError(f"journal write failed: {self._error}")
+
+    async def flush(self) -> None:
+        import anyio
+
+        await anyio.to_thread.run_sync(self.flush_sync)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout=60)
+        self._write.close()
+        self._read.close()
+
+    # ------------------------------------------------------------------ records
+    def add_sweep(
+        self,
+        sweep_id: str,
+        *,
+        name: str | None,
+        description: str | None,
+        tags: list[str],
+        spec_path: str,
+        kind: str,
+        total: int,
+        concurrency: int,
+        pid: int,
+        seed: int | None,
+    ) -> None:
+        now = time.time()
+        self._put(
+            "INSERT INTO sweeps (id, name, description, tags, spec_path, kind, total, "
+            "concurrency, state, created_at, started_at, pid, seed) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'created', ?, ?, ?, ?)",
+            (
+                sweep_id,
+                name,
+                description,
+                json.dumps(tags),
+                spec_path,
+                kind,
+                total,
+                concurrency,
+                now,
+                now,
+                pid,
+                seed,
+            ),
+        )
+
+    def set_sweep_state(
+        self, sweep_id: str, state: str, reason: str | None, finished: bool
+    ) -> None:
+        now = time.time()
+        self._put(
+            "UPDATE sweeps SET state = ?, reason = ?, finished_at = ? WHERE id = ?",
+            (state, reason, now if finished else None, sweep_id),
+        )
+        self._put(
+            "INSERT INTO transitions (sweep_id, run_id, from_state, to_state, reason, at) "
+            "VALUES (?, NULL, NULL, ?, ?, ?)",
+            (sweep_id, state, reason, now),
+        )
+
+    def add_run(
+        self,
+        run_id: str,
+        sweep_id: str,
+        index: int,
+        config_hash: str,
+        params: str,
+        argv: str,
+        run_dir: str,
+    ) -> None:
+        now = time.time()
+        self._put(
+            "INSERT INTO runs (id, sweep_id, idx, config_hash, params, argv, state, created_at, "
+            "run_dir) VALUES (?, ?, ?, ?, ?, ?, 'created', ?, ?)",
+            (run_id, sweep_id, index, config_hash, params, argv, now, run_dir),
+        )
+        self._put(
+            "INSERT INTO transitions (sweep_id, run_id, from_state, to_state, reason, at) "
+            "VALUES (?, ?, NULL, 'created', NULL, ?)",
+            (sweep_id, run_id, now),
+        )
+
+    def record_transition(
+        self,
+        sweep_id: str,
+        run_id: str,
+        previous: str,
+        state: str,
+        reason: str | None,
+        exit_code: int | None,
+        attempt: int,
+        pid: int | None = None,
+    ) -> None:
+        now = time.time()
+        started = now if state == "running" else None
+        finished = (
+            now
+            if state in {"succeeded", "failed", "stopped", "skipped", "upstream_failed"}
+            else None
+        )
+        self._put(
+            "UPDATE runs SET state = ?, reason = ?, exit_code = COALESCE(?, exit_code), "
+            "attempt = ?, started_at = COALESCE(?, started_at), "
+            "finished_at = COALESCE(?, finished_at), pid = COALESCE(?, pid) WHERE id = ?",
+            (state, reason, exit_code, attempt, started, finished, pid, run_id),
+        )
+        self._put(
+            "INSERT INTO transitions (sweep_id, run_id, from_state, to_state, reason, at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (sweep_id, run_id, previous, state, reason, now),
+        )
+
+    def add_metrics(self, run_id: str, step: int | None, values: dict[str, float]) -> None:
+        now = time.time()
+        for name, value in values.items():
+            self._put(
+                "INSERT INTO metrics (run_id, name, step, value, at) VALUES (?, ?, ?, ?, ?)",
+                (run_id, name, step, value, now),
+            )
+
+    def set_output(self, run_id: str, name: str, value: Any) -> None:
+        self._put(
+            "INSERT OR REPLACE INTO outputs (run_id, name, value) VALUES (?, ?, ?)",
+            (run_id, name, json.dumps(value)),
+        )
+
+    # ------------------------------------------------------------------ reads
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        self._read.row_factory = sqlite3.Row
+        return list(self._read.execute(sql, tuple(params)))
