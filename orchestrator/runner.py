@@ -32,8 +32,15 @@ def _concurrency(plan_concurrency: int | None, given: int | None) -> tuple[int, 
     return os.cpu_count() or 1, "number of CPUs"
 
 
-async def _watch_signals(controller: SweepController, err: IO[str], grace: float) -> None:
+async def _watch_signals(
+    controller: SweepController,
+    err: IO[str],
+    grace: float,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         count = 0
         async for signum in signals:
             count += 1
@@ -57,7 +64,7 @@ async def _main(
     async with anyio.create_task_group() as tg:
         tg.start_soon(reporter.consume, subscription.receive)
         tg.start_soon(reporter.tick)
-        tg.start_soon(_watch_signals, controller, err, grace)
+        await tg.start(_watch_signals, controller, err, grace)
         result = await controller.run()
         await controller.bus.close()
         reporter.live = False

@@ -1,0 +1,1 @@
+"""Tiny scripts run as real subprocesses (with sys.executable) by the tests."""
