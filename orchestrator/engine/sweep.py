@@ -38,7 +38,6 @@ from orchestrator.engine.states import (
 )
 from orchestrator.exceptions import SpecError
 from orchestrator.executors.base import Executor, Job, Outcome, StopRequest
-from orchestrator.spec import models as m
 from orchestrator.spec.resolve import Plan, RunSpec
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import RunLayout
@@ -152,8 +151,6 @@ class SweepController:
         self._stop_state: SweepState | None = None
         self._feed_scope: anyio.CancelScope | None = None
         self._outputs = {io.name for io in plan.ios if io.is_output}
-        run = plan.spec.component.run
-        self._inits: list[m.Init] = list(getattr(run, "init", None) or [])
 
     # ------------------------------------------------------------------ states
     async def transition(
@@ -384,7 +381,7 @@ class SweepController:
         env["ORCHESTRATOR_OUTPUTS_PATH"] = str(layout.outputs)
         env["ORCHESTRATOR_SWEEP_ID"] = self.sweep_id
         cwd = Path(spec.working_dir) if spec.working_dir else self.plan.spec.base_dir
-        return Job(run.id, run.index, list(spec.argv), env, cwd, layout, self._inits)
+        return Job(run.id, run.index, list(spec.argv), env, cwd, layout, list(spec.init))
 
     async def _execute(self, run: RunRecord, limiter: anyio.CapacityLimiter, token: object) -> None:
         try:

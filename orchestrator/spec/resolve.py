@@ -45,8 +45,10 @@ class RunSpec(msgspec.Struct, kw_only=True):
     argv: list[str]
     env: dict[str, str]
     working_dir: str | None
+    #: ``run.init`` entries, rendered like the container.
+    init: list[m.Init] = msgspec.field(default_factory=list)
     #: Identifies the configuration independently of its position in the matrix.
-    config_hash: str
+    config_hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -250,6 +252,7 @@ class Plan:
             working_dir = self.renderer.render(
                 container.working_dir, context, field="run.container.workingDir"
             )
+        init = [self._render_init(entry, context, i) for i, entry in enumerate(run.init or [])]
         outputs = {io.name for io in self.ios if io.is_output}
         params = {io.name: values.get(io.name) for io in self.ios if not io.is_output}
         params.update({k: v for k, v in values.items() if k not in params and k not in outputs})
@@ -260,8 +263,24 @@ class Plan:
             argv=argv,
             env=env,
             working_dir=working_dir,
+            init=init,
             config_hash=self.config_hash(params),
         )
+
+    def _render_init(self, entry: m.Init, context: dict[str, Any], index: int) -> m.Init:
+        """Render every string of an init entry (url, revision, file content, path...)."""
+
+        def walk(value: Any, where: str) -> Any:
+            if isinstance(value, str):
+                return self.renderer.render(value, context, field=where)
+            if isinstance(value, dict):
+                return {k: walk(v, f"{where}.{k}") for k, v in value.items()}
+            if isinstance(value, list):
+                return [walk(v, f"{where}[{i}]") for i, v in enumerate(value)]
+            return value
+
+        data = walk(msgspec.to_builtins(entry), f"run.init[{index}]")
+        return msgspec.convert(data, m.Init)
 
     def config_hash(self, params: Mapping[str, Any]) -> str:
         """SHA-256 of the component and the typed params, stable under key order."""

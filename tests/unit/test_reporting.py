@@ -1,0 +1,59 @@
+import io
+
+from orchestrator.engine.events import (
+    MetricReported,
+    RunCreated,
+    RunStateChanged,
+    SweepFinished,
+    SweepStarted,
+)
+from orchestrator.reporting import Reporter, format_duration
+
+
+def feed(reporter: Reporter) -> None:
+    common = {"sweep_id": "s", "ts": 0.0}
+    reporter.handle(SweepStarted(seq=1, name="x", total=3, concurrency=2, **common))
+    for i in range(2):
+        reporter.handle(RunCreated(seq=2 + i, run_id=f"r{i}", index=i, params={"lr": 0.1 * (i + 1)},
+                                   argv=["t"], **common))  # fmt: skip
+        reporter.handle(RunStateChanged(seq=10 + i, run_id=f"r{i}", index=i, previous="starting",
+                                        state="running", **common))  # fmt: skip
+    reporter.handle(MetricReported(seq=20, run_id="r0", index=0, step=1, values={"loss": 0.5},
+                                   **common))  # fmt: skip
+    reporter.handle(RunStateChanged(seq=21, run_id="r1", index=1, previous="running",
+                                    state="failed", reason="exit code 2", exit_code=2,
+                                    stderr_tail=["Traceback", "ValueError: bad"], **common))  # fmt: skip
+
+
+def test_plain_lines_per_transition_with_stderr_tail() -> None:
+    out = io.StringIO()
+    reporter = Reporter(out, live=False, keys=["lr"])
+    feed(reporter)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "#0    running   lr=0.1"
+    assert lines[2].startswith("#1    failed    (exit code 2)")
+    assert lines[3:] == ["      | Traceback", "      | ValueError: bad"]
+    assert "\x1b" not in out.getvalue()
+
+
+def test_live_status_line_has_counts_metrics_and_elapsed() -> None:
+    out = io.StringIO()
+    reporter = Reporter(out, live=True, keys=["lr"])
+    feed(reporter)
+    reporter.status()
+    status = out.getvalue().rsplit("\r\x1b[K", 1)[-1]
+    assert "1/3 done" in status
+    assert "1 running" in status and "1 failed" in status
+    assert "1 pending" in status
+    assert "elapsed" in status and "ETA" in status
+    assert "#0 loss=0.5" in status
+    reporter.handle(SweepFinished(seq=99, sweep_id="s", ts=0.0, state="failed", reason=None,
+                                  counts={}))  # fmt: skip
+    assert out.getvalue().endswith("\n")
+
+
+def test_format_duration() -> None:
+    assert format_duration(None) == "-"
+    assert format_duration(1.25) == "1.2s"
+    assert format_duration(75) == "1:15"
+    assert format_duration(3725) == "1:02:05"
