@@ -17,8 +17,8 @@ PY = sys.executable
 def make_repo(path: Path) -> str:
     path.mkdir(parents=True)
     (path / "hello.py").write_text("print('from the repo')\n")
-    for args in (["init", "-q"], ["add", "."],
-                 ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one"]):  # fmt: skip
+    commit = ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one"]
+    for args in (["init", "-q"], ["add", "."], commit):
         subprocess.run(["git", *args], cwd=path, check=True, capture_output=True)
     return subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, check=True,
                           capture_output=True, text=True).stdout.strip()  # fmt: skip

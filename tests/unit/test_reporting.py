@@ -11,18 +11,19 @@ from orchestrator.reporting import Reporter, format_duration
 
 
 def feed(reporter: Reporter) -> None:
-    common = {"sweep_id": "s", "ts": 0.0}
-    reporter.handle(SweepStarted(seq=1, name="x", total=3, concurrency=2, **common))
+    s, t = "s", 0.0
+    reporter.handle(SweepStarted(sweep_id=s, ts=t, seq=1, name="x", total=3, concurrency=2))
     for i in range(2):
-        reporter.handle(RunCreated(seq=2 + i, run_id=f"r{i}", index=i, params={"lr": 0.1 * (i + 1)},
-                                   argv=["t"], **common))  # fmt: skip
-        reporter.handle(RunStateChanged(seq=10 + i, run_id=f"r{i}", index=i, previous="starting",
-                                        state="running", **common))  # fmt: skip
-    reporter.handle(MetricReported(seq=20, run_id="r0", index=0, step=1, values={"loss": 0.5},
-                                   **common))  # fmt: skip
-    reporter.handle(RunStateChanged(seq=21, run_id="r1", index=1, previous="running",
-                                    state="failed", reason="exit code 2", exit_code=2,
-                                    stderr_tail=["Traceback", "ValueError: bad"], **common))  # fmt: skip
+        params = {"lr": 0.1 * (i + 1)}
+        reporter.handle(RunCreated(sweep_id=s, ts=t, seq=2 + i, run_id=f"r{i}", index=i,
+                                   params=params, argv=["t"]))  # fmt: skip
+        reporter.handle(RunStateChanged(sweep_id=s, ts=t, seq=10 + i, run_id=f"r{i}", index=i,
+                                        previous="starting", state="running"))  # fmt: skip
+    reporter.handle(MetricReported(sweep_id=s, ts=t, seq=20, run_id="r0", index=0, step=1,
+                                   values={"loss": 0.5}))  # fmt: skip
+    reporter.handle(RunStateChanged(sweep_id=s, ts=t, seq=21, run_id="r1", index=1,
+                                    previous="running", state="failed", reason="exit code 2",
+                                    exit_code=2, stderr_tail=["Traceback", "ValueError: bad"]))  # fmt: skip
 
 
 def test_plain_lines_per_transition_with_stderr_tail() -> None:
