@@ -70,8 +70,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / "grid.yaml"
         spec.write_text(GRID)
-        plan_s, plan_rss = timed([py, "-m", "orchestrator", "plan", str(spec), "--limit", "100",
-                                  "--json"], repeat=3)  # fmt: skip
+        plan_s, plan_rss = timed(
+            [py, "-m", "orchestrator", "plan", str(spec), "--limit", "100", "--json"], repeat=3
+        )
         rows.append(("orchestrator plan, first 100 of 10^6", plan_s, plan_rss))
     polyaxon = os.environ.get("POLYAXON_PYTHON")
     if polyaxon:

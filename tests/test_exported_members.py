@@ -9,7 +9,17 @@ def test_all_is_sorted_and_importable() -> None:
 
 def test_public_api_is_pinned() -> None:
     assert set(orchestrator.__all__) == {
-        "ComponentRefError", "ExecutorError", "LoadedSpec", "OrchestratorError", "Plan",
-        "PluginError", "RunSpec", "SpecError", "StoreError", "__version__", "compile_plan",
-        "load_spec", "load_text",
-    }  # fmt: skip
+        "ComponentRefError",
+        "ExecutorError",
+        "LoadedSpec",
+        "OrchestratorError",
+        "Plan",
+        "PluginError",
+        "RunSpec",
+        "SpecError",
+        "StoreError",
+        "__version__",
+        "compile_plan",
+        "load_spec",
+        "load_text",
+    }

@@ -17,8 +17,13 @@ QUICKSTART = ROOT / "examples" / "quickstart"
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True,
-                          text=True, timeout=60, cwd=cwd or ROOT)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd or ROOT,
+    )
 
 
 def test_quickstart_mapping_json_matches_the_tutorial() -> None:
@@ -29,18 +34,31 @@ def test_quickstart_mapping_json_matches_the_tutorial() -> None:
     first, second = data["runs"]
     assert first["index"] == 0
     assert first["argv"][2:] == [
-        "--conv1_size=32", "--conv2_size=64", "--dropout=0.25", "--hidden1_size=500",
-        "--optimizer=adam", "--conv_activation=relu", "--dense_activation=relu",
-        "--learning_rate=0.001", "--epochs=5",
-    ]  # fmt: skip
+        "--conv1_size=32",
+        "--conv2_size=64",
+        "--dropout=0.25",
+        "--hidden1_size=500",
+        "--optimizer=adam",
+        "--conv_activation=relu",
+        "--dense_activation=relu",
+        "--learning_rate=0.001",
+        "--epochs=5",
+    ]
     assert second["params"]["conv_activation"] == "sigmoid"
     assert second["params"]["dropout"] == 0.5
     assert "loss" not in first["params"]
 
 
-@pytest.mark.parametrize(("name", "count"), [("grid", 16), ("grid_with_concurrency", 10),
-                                             ("random", 10), ("random_with_concurrency", 10),
-                                             ("early_stopping", 20)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "count"),
+    [
+        ("grid", 16),
+        ("grid_with_concurrency", 10),
+        ("random", 10),
+        ("random_with_concurrency", 10),
+        ("early_stopping", 20),
+    ],
+)
 def test_quickstart_variants_plan(cli: Callable[..., CliResult], name: str, count: int) -> None:
     result = cli("plan", str(QUICKSTART / f"{name}.yaml"), "--json")
     assert result.code == 0, result.err
@@ -86,8 +104,9 @@ def test_invalid_spec_exits_2_with_one_line_and_no_traceback(write: Callable[...
         ("version: 1.1\nkind: operation\npathRef: missing.yaml\n", "pathRef target not found"),
     ],
 )
-def test_bad_files_get_clear_errors(cli: Callable[..., CliResult], write: Callable[..., Path],
-                                    text: str, expected: str) -> None:  # fmt: skip
+def test_bad_files_get_clear_errors(
+    cli: Callable[..., CliResult], write: Callable[..., Path], text: str, expected: str
+) -> None:
     spec = write(text)
     result = cli("plan", str(spec))
     assert result.code == 2
@@ -116,18 +135,25 @@ def test_missing_file_and_bad_param_syntax(cli: Callable[..., CliResult], tmp_pa
 
 
 def test_p_override_through_the_cli(cli: Callable[..., CliResult]) -> None:
-    result = cli("plan", str(QUICKSTART / "typed.yaml"), "-P", "epochs=3", "--json",
-                 "-P", "optimizer=sgd")  # fmt: skip
+    result = cli(
+        "plan", str(QUICKSTART / "typed.yaml"), "-P", "epochs=3", "--json", "-P", "optimizer=sgd"
+    )
     assert result.code == 0, result.err
     (run,) = json.loads(result.out)["runs"]
     assert run["params"]["epochs"] == 3
     assert "--optimizer=sgd" in run["argv"]
 
 
-def test_unsupported_matrix_kind_exits_2(cli: Callable[..., CliResult],
-                                         write: Callable[..., Path]) -> None:  # fmt: skip
-    spec = write((QUICKSTART / "grid.yaml").read_text().replace("kind: grid", "kind: hyperopt")
-                 .replace("  params:", "  metric: {name: loss}\n  params:"), "h.yaml")  # fmt: skip
+def test_unsupported_matrix_kind_exits_2(
+    cli: Callable[..., CliResult], write: Callable[..., Path]
+) -> None:
+    spec = write(
+        (QUICKSTART / "grid.yaml")
+        .read_text()
+        .replace("kind: grid", "kind: hyperopt")
+        .replace("  params:", "  metric: {name: loss}\n  params:"),
+        "h.yaml",
+    )
     (Path(spec).parent / "typed.yaml").write_text((QUICKSTART / "typed.yaml").read_text())
     result = cli("plan", str(spec))
     assert result.code == 2
@@ -146,8 +172,9 @@ def test_home_is_accepted_before_and_after(cli: Callable[..., CliResult], tmp_pa
     assert cli("plan", spec, "--home", str(tmp_path)).code == 0
 
 
-def test_ignored_sections_are_reported_once(cli: Callable[..., CliResult],
-                                            write: Callable[..., Path]) -> None:  # fmt: skip
+def test_ignored_sections_are_reported_once(
+    cli: Callable[..., CliResult], write: Callable[..., Path]
+) -> None:
     spec = write("""
         version: 1.1
         kind: component
@@ -161,11 +188,14 @@ def test_ignored_sections_are_reported_once(cli: Callable[..., CliResult],
 
 
 def test_help_is_fast_and_lazy() -> None:
-    code = ("import sys, orchestrator.cli as c; c.build_parser().format_help(); "
-            "heavy = {'jinja2', 'msgspec', 'yaml', 'httpx', 'anyio'} & set(sys.modules); "
-            "print(sorted(heavy))")  # fmt: skip
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT)  # fmt: skip
+    code = (
+        "import sys, orchestrator.cli as c; c.build_parser().format_help(); "
+        "heavy = {'jinja2', 'msgspec', 'yaml', 'httpx', 'anyio'} & set(sys.modules); "
+        "print(sorted(heavy))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert proc.stdout.strip() == "[]"
     help_proc = run_cli("--help")
     assert help_proc.returncode == 0

@@ -20,9 +20,21 @@ OUTPUT = COMPONENTS / "output.py"
 
 
 def test_quickstart_runs_offline_with_outputs(tmp_path: Path) -> None:
-    proc = subprocess.run([PY, "-m", "orchestrator", "examples/quickstart/mapping.yaml", "--json",
-                           "--home", str(tmp_path)], capture_output=True, text=True, timeout=120,
-                          cwd=ROOT)  # fmt: skip
+    proc = subprocess.run(
+        [
+            PY,
+            "-m",
+            "orchestrator",
+            "examples/quickstart/mapping.yaml",
+            "--json",
+            "--home",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["state"] == "succeeded"
@@ -40,23 +52,28 @@ def test_quickstart_runs_offline_with_outputs(tmp_path: Path) -> None:
     assert state == "succeeded"
 
 
-def test_spec_run_and_run_f_are_the_same(cli: Callable[..., CliResult], write: Callable[..., Path],
-                                         tmp_path: Path) -> None:  # fmt: skip
+def test_spec_run_and_run_f_are_the_same(
+    cli: Callable[..., CliResult], write: Callable[..., Path], tmp_path: Path
+) -> None:
     spec = write(f"""
         version: 1.1
         kind: component
         run: {{kind: job, container: {{command: ["{PY}", -c, "print('hi')"]}}}}
     """)
-    for args in ([str(spec)], ["run", str(spec)], ["run", "-f", str(spec)],
-                 ["--home", str(tmp_path / "h"), str(spec)]):  # fmt: skip
+    for args in (
+        [str(spec)],
+        ["run", str(spec)],
+        ["run", "-f", str(spec)],
+        ["--home", str(tmp_path / "h"), str(spec)],
+    ):
         result = cli(*args, "--json", "--home", str(tmp_path / "h"))
         assert result.code == 0, result.err
         assert json.loads(result.out)["state"] == "succeeded"
 
 
-def test_failed_run_exits_1_and_shows_stderr_at_once(cli: Callable[..., CliResult],
-                                                     write: Callable[..., Path],
-                                                     tmp_path: Path) -> None:  # fmt: skip
+def test_failed_run_exits_1_and_shows_stderr_at_once(
+    cli: Callable[..., CliResult], write: Callable[..., Path], tmp_path: Path
+) -> None:
     spec = write(f"""
         version: 1.1
         kind: component
@@ -98,8 +115,13 @@ class _Watcher:
 
 
 def _start(args: list[str]) -> tuple[subprocess.Popen[str], _Watcher]:
-    proc = subprocess.Popen([PY, "-m", "orchestrator", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
+    proc = subprocess.Popen(
+        [PY, "-m", "orchestrator", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     return proc, _Watcher(proc)
 
 
@@ -132,8 +154,9 @@ def test_second_ctrl_c_kills_at_once(write: Callable[..., Path], tmp_path: Path)
             command: [/bin/sh, -c, "trap '' TERM; exec {PY} -c 'import time; time.sleep(600)'"]
     """)
     # SIGTERM is ignored from the first instruction on (inherited), so only SIGKILL ends it.
-    proc, watch = _start(["run", str(spec), "--json", "--grace", "300",
-                          "--home", str(tmp_path / "h")])  # fmt: skip
+    proc, watch = _start(
+        ["run", str(spec), "--json", "--grace", "300", "--home", str(tmp_path / "h")]
+    )
     assert watch.running.wait(30), "".join(watch.lines)
     proc.send_signal(signal.SIGINT)
     assert watch.stopping.wait(30), "".join(watch.lines)

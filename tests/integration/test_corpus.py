@@ -72,8 +72,7 @@ def _argv_close(ours: list[str], theirs: list[str]) -> bool:
         prefix_a, _, num_a = a.rpartition("=")
         prefix_b, _, num_b = b.rpartition("=")
         try:
-            if prefix_a != prefix_b or not math.isclose(float(num_a), float(num_b),
-                                                        rel_tol=1e-15):  # fmt: skip
+            if prefix_a != prefix_b or not math.isclose(float(num_a), float(num_b), rel_tol=1e-15):
                 return False
         except ValueError:
             return False
@@ -105,8 +104,10 @@ def test_polyaxon_corpus(case: Path, tmp_path: Path) -> None:
         return
     expected = json.loads(expected_file.read_text())
     plan = compile_plan(load_spec(case), overrides, home=tmp_path)
-    runs = [json.loads(msgspec.json.encode({"index": r.index, "params": r.params,
-                                            "argv": r.argv})) for r in plan.runs()]  # fmt: skip
+    runs = [
+        json.loads(msgspec.json.encode({"index": r.index, "params": r.params, "argv": r.argv}))
+        for r in plan.runs()
+    ]
     if "num_runs" in expected:
         assert len(runs) == expected["num_runs"]
         for run in runs:

@@ -20,13 +20,14 @@ def make_repo(path: Path) -> str:
     commit = ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one"]
     for args in (["init", "-q"], ["add", "."], commit):
         subprocess.run(["git", *args], cwd=path, check=True, capture_output=True)
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, check=True,
-                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=path, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
-def test_git_init_clones_once_per_url_and_revision(cli: Callable[..., CliResult],
-                                                   write: Callable[..., Path],
-                                                   tmp_path: Path) -> None:  # fmt: skip
+def test_git_init_clones_once_per_url_and_revision(
+    cli: Callable[..., CliResult], write: Callable[..., Path], tmp_path: Path
+) -> None:
     origin = tmp_path / "origin" / "demo-repo"
     commit = make_repo(origin)
     spec = write(f"""
@@ -54,9 +55,9 @@ def test_git_init_clones_once_per_url_and_revision(cli: Callable[..., CliResult]
     assert again.code == 0, "the second sweep clones from the cache, not the origin"
 
 
-def test_git_init_failure_fails_the_run_clearly(cli: Callable[..., CliResult],
-                                                write: Callable[..., Path],
-                                                tmp_path: Path) -> None:  # fmt: skip
+def test_git_init_failure_fails_the_run_clearly(
+    cli: Callable[..., CliResult], write: Callable[..., Path], tmp_path: Path
+) -> None:
     spec = write(f"""
         version: 1.1
         kind: component
@@ -72,9 +73,9 @@ def test_git_init_failure_fails_the_run_clearly(cli: Callable[..., CliResult],
     assert run["reason"].startswith("git clone failed:")
 
 
-def test_file_init_writes_content_before_start(cli: Callable[..., CliResult],
-                                               write: Callable[..., Path],
-                                               tmp_path: Path) -> None:  # fmt: skip
+def test_file_init_writes_content_before_start(
+    cli: Callable[..., CliResult], write: Callable[..., Path], tmp_path: Path
+) -> None:
     spec = write(f"""
         version: 1.1
         kind: component

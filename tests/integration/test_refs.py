@@ -61,8 +61,9 @@ def test_url_ref_http_error_is_clear(server: str, write: Callable[..., Path]) ->
     assert str(info.value) == f"{spec}: urlRef: fetching {server}/missing.yaml returned HTTP 404"
 
 
-def test_url_ref_size_limit(server: str, write: Callable[..., Path],
-                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_url_ref_size_limit(
+    server: str, write: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(load_module, "MAX_FILE_BYTES", 1000)
     _Handler.routes["/big.yaml"] = (200, b"# " + b"x" * 5000 + b"\n")
     spec = write(f"version: 1.1\nkind: operation\nurlRef: {server}/big.yaml\n")
@@ -103,14 +104,17 @@ def test_path_ref_to_an_operation_is_refused(write: Callable[..., Path]) -> None
 
 def test_path_ref_with_inline_component_is_an_error(write: Callable[..., Path]) -> None:
     write(COMPONENT, "c.yaml")
-    spec = write("version: 1.1\nkind: operation\npathRef: c.yaml\ncomponent:\n"
-                 "  run: {kind: job, container: {command: [x]}}\n")  # fmt: skip
+    spec = write(
+        "version: 1.1\nkind: operation\npathRef: c.yaml\ncomponent:\n"
+        "  run: {kind: job, container: {command: [x]}}\n"
+    )
     with pytest.raises(ComponentRefError, match=r"got component, pathRef|got pathRef, component"):
         load_spec(spec)
 
 
-def test_hub_ref_resolves_in_a_local_folder(write: Callable[..., Path], tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_hub_ref_resolves_in_a_local_folder(
+    write: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write(COMPONENT, "hub/trainer.yaml")
     write(COMPONENT.replace("0.1", "0.2"), "hub/trainer/v2.yaml")
     monkeypatch.setenv("ORCHESTRATOR_HUB", str(tmp_path / "hub"))

@@ -34,16 +34,29 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def spec_text(argv: list[str], *, values: list[dict[str, Any]] | None = None,
-              inputs: str = "[]", outputs: str = "[]", concurrency: int | None = None,
-              env: str = "[]") -> str:  # fmt: skip
+def spec_text(
+    argv: list[str],
+    *,
+    values: list[dict[str, Any]] | None = None,
+    inputs: str = "[]",
+    outputs: str = "[]",
+    concurrency: int | None = None,
+    env: str = "[]",
+) -> str:
     lines = ["version: 1.1", "kind: operation"]
     if values is not None:
         conc = f", concurrency: {concurrency}" if concurrency else ""
         lines.append(f"matrix: {{kind: mapping{conc}, values: {json.dumps(values)}}}")
-    lines += ["component:", f"  inputs: {inputs}", f"  outputs: {outputs}", "  run:",
-              "    kind: job", "    container:", f"      command: {json.dumps(argv)}",
-              f"      env: {env}"]  # fmt: skip
+    lines += [
+        "component:",
+        f"  inputs: {inputs}",
+        f"  outputs: {outputs}",
+        "  run:",
+        "    kind: job",
+        "    container:",
+        f"      command: {json.dumps(argv)}",
+        f"      env: {env}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -59,12 +72,20 @@ class Harness:
         spec.write_text(text)
         plan = compile_plan(load_spec(spec), home=self.home)
         bus = EventBus(uuid.uuid4().hex)
-        return SweepController(plan, journal=self.journal, executor=LocalExecutor(self.home),
-                               bus=bus, concurrency=concurrency, grace=grace, home=self.home,
-                               spec_path=str(spec))  # fmt: skip
+        return SweepController(
+            plan,
+            journal=self.journal,
+            executor=LocalExecutor(self.home),
+            bus=bus,
+            concurrency=concurrency,
+            grace=grace,
+            home=self.home,
+            spec_path=str(spec),
+        )
 
-    async def run(self, controller: SweepController,
-                  on_event: Callable[[Event], None] | None = None) -> SweepResult:  # fmt: skip
+    async def run(
+        self, controller: SweepController, on_event: Callable[[Event], None] | None = None
+    ) -> SweepResult:
         sub = controller.bus.subscribe([LogLine, MetricReported], buffer=100_000)
 
         async def consume() -> None:
@@ -104,14 +125,16 @@ def alive(pid: int) -> bool:
 
 async def test_concurrency_is_never_exceeded(harness: Harness, tmp_path: Path) -> None:
     stamps = tmp_path / "stamps.txt"
-    text = spec_text([PY, str(COMPONENTS / "stamp.py"), str(stamps), "0.3"],
-                     values=[{"i": i} for i in range(8)])  # fmt: skip
+    text = spec_text(
+        [PY, str(COMPONENTS / "stamp.py"), str(stamps), "0.3"], values=[{"i": i} for i in range(8)]
+    )
     result = await harness.run(harness.controller(text, concurrency=3))
     assert result.state is SweepState.SUCCEEDED
     intervals = [tuple(map(float, line.split())) for line in stamps.read_text().splitlines()]
     assert len(intervals) == 8
-    points = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals],
-                    key=lambda p: (p[0], p[1]))  # fmt: skip
+    points = sorted(
+        [(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda p: (p[0], p[1])
+    )
     live = peak = 0
     for _, delta in points:
         live += delta
@@ -120,8 +143,7 @@ async def test_concurrency_is_never_exceeded(harness: Harness, tmp_path: Path) -
 
 
 async def test_child_ignoring_sigterm_is_killed_after_grace(harness: Harness) -> None:
-    controller = harness.controller(spec_text([PY, str(COMPONENTS / "ignore_term.py")]),
-                                    grace=0.5)  # fmt: skip
+    controller = harness.controller(spec_text([PY, str(COMPONENTS / "ignore_term.py")]), grace=0.5)
     stop_at: list[float] = []
 
     def on_event(event: Event) -> None:
@@ -137,13 +159,18 @@ async def test_child_ignoring_sigterm_is_killed_after_grace(harness: Harness) ->
     assert run.reason == "test stop"
     assert run.exit_code == -signal.SIGKILL
     assert 0.5 <= took < 5
-    states = [r[0] for r in harness.rows("SELECT to_state FROM transitions WHERE run_id = ? "
-                                         "ORDER BY id", run.id)]  # fmt: skip
+    states = [
+        r[0]
+        for r in harness.rows(
+            "SELECT to_state FROM transitions WHERE run_id = ? ORDER BY id", run.id
+        )
+    ]
     assert states == ["created", "queued", "starting", "running", "stopping", "stopped"]
 
 
-async def test_grandchildren_die_when_their_run_is_stopped(harness: Harness,
-                                                           tmp_path: Path) -> None:  # fmt: skip
+async def test_grandchildren_die_when_their_run_is_stopped(
+    harness: Harness, tmp_path: Path
+) -> None:
     pid_file = tmp_path / "gpid"
     controller = harness.controller(
         spec_text([PY, str(COMPONENTS / "grandchild.py"), str(pid_file), "wait"]), grace=2
@@ -172,8 +199,11 @@ async def test_grandchildren_die_when_their_run_exits(harness: Harness, tmp_path
 
 
 async def test_missing_command_fails_that_run_only(harness: Harness) -> None:
-    text = spec_text(["{{ cmd }}", "-c", "pass"], inputs="[{name: cmd, type: str}]",
-                     values=[{"cmd": "definitely-not-a-command-xyz"}, {"cmd": PY}])  # fmt: skip
+    text = spec_text(
+        ["{{ cmd }}", "-c", "pass"],
+        inputs="[{name: cmd, type: str}]",
+        values=[{"cmd": "definitely-not-a-command-xyz"}, {"cmd": PY}],
+    )
     result = await harness.run(harness.controller(text))
     bad, good = result.runs
     assert bad.state is RunState.FAILED
@@ -221,13 +251,17 @@ async def test_log_files_are_complete(harness: Harness) -> None:
     assert streamed == [f"out {i}" for i in range(5000)]
 
 
-@pytest.mark.parametrize(("mode", "state", "reason", "code"), [
-    (["exit", "3"], RunState.FAILED, "exit code 3", 3),
-    (["exit", "0"], RunState.SUCCEEDED, None, 0),
-    (["selfkill"], RunState.FAILED, "killed by SIGKILL", -9),
-])  # fmt: skip
-async def test_exit_codes(harness: Harness, mode: list[str], state: RunState,
-                          reason: str | None, code: int) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("mode", "state", "reason", "code"),
+    [
+        (["exit", "3"], RunState.FAILED, "exit code 3", 3),
+        (["exit", "0"], RunState.SUCCEEDED, None, 0),
+        (["selfkill"], RunState.FAILED, "killed by SIGKILL", -9),
+    ],
+)
+async def test_exit_codes(
+    harness: Harness, mode: list[str], state: RunState, reason: str | None, code: int
+) -> None:
     result = await harness.run(
         harness.controller(spec_text([PY, str(COMPONENTS / "output.py"), *mode]))
     )
@@ -239,8 +273,9 @@ async def test_exit_codes(harness: Harness, mode: list[str], state: RunState,
 
 
 async def test_metrics_are_parsed_and_outputs_taken_from_them(harness: Harness) -> None:
-    text = spec_text([PY, str(COMPONENTS / "output.py"), "metrics"],
-                     outputs="[{name: loss, type: float}]")  # fmt: skip
+    text = spec_text(
+        [PY, str(COMPONENTS / "output.py"), "metrics"], outputs="[{name: loss, type: float}]"
+    )
     result = await harness.run(harness.controller(text))
     (run,) = result.runs
     assert run.metrics == {"loss": 1.0 / 3, "accuracy": 0.3 * 3}
@@ -248,29 +283,36 @@ async def test_metrics_are_parsed_and_outputs_taken_from_them(harness: Harness) 
     reported = [e for e in harness.events if isinstance(e, MetricReported)]
     assert [e.step for e in reported] == [1, 2, 3]
     assert harness.rows("SELECT count(*) FROM metrics WHERE run_id = ?", run.id) == [(6,)]
-    assert harness.rows("SELECT value FROM outputs WHERE run_id = ? AND name = 'loss'",
-                        run.id) == [(json.dumps(1.0 / 3),)]  # fmt: skip
+    assert harness.rows("SELECT value FROM outputs WHERE run_id = ? AND name = 'loss'", run.id) == [
+        (json.dumps(1.0 / 3),)
+    ]
 
 
 async def test_environment_and_working_dir(harness: Harness, tmp_path: Path) -> None:
-    text = spec_text([PY, str(COMPONENTS / "output.py"), "env"],
-                     env='[{name: MY_VAR, value: "v-{{ globals.iteration }}"}]')  # fmt: skip
+    text = spec_text(
+        [PY, str(COMPONENTS / "output.py"), "env"],
+        env='[{name: MY_VAR, value: "v-{{ globals.iteration }}"}]',
+    )
     result = await harness.run(harness.controller(text))
     (run,) = result.runs
     first, cwd = [e.line for e in harness.events if isinstance(e, LogLine)]
     env = json.loads(first)
     run_dir = harness.home / "runs" / run.id
-    assert env == {"ORCHESTRATOR_RUN_ID": run.id, "ORCHESTRATOR_RUN_DIR": str(run_dir),
-                   "ORCHESTRATOR_OUTPUTS_PATH": str(run_dir / "artifacts" / run.id / "outputs"),
-                   "MY_VAR": "v-0"}  # fmt: skip
+    assert env == {
+        "ORCHESTRATOR_RUN_ID": run.id,
+        "ORCHESTRATOR_RUN_DIR": str(run_dir),
+        "ORCHESTRATOR_OUTPUTS_PATH": str(run_dir / "artifacts" / run.id / "outputs"),
+        "MY_VAR": "v-0",
+    }
     assert cwd == str(tmp_path), "without workingDir, runs start beside the spec file"
     assert (run_dir / "artifacts" / run.id / "outputs").is_dir()
 
 
 async def test_stop_before_start_runs_nothing(harness: Harness, tmp_path: Path) -> None:
     stamps = tmp_path / "stamps.txt"
-    controller = harness.controller(spec_text([PY, str(COMPONENTS / "stamp.py"), str(stamps), "0"],
-                                              values=[{"i": 1}, {"i": 2}]))  # fmt: skip
+    controller = harness.controller(
+        spec_text([PY, str(COMPONENTS / "stamp.py"), str(stamps), "0"], values=[{"i": 1}, {"i": 2}])
+    )
     controller.request_stop("before start")
     result = await harness.run(controller)
     assert result.state is SweepState.STOPPED

@@ -139,10 +139,16 @@ def test_hyperband_bayes_hyperopt_validate() -> None:
     metric = {"name": "loss", "optimization": "minimize"}
     for matrix in (
         {"kind": "hyperband", "maxIterations": 10, "eta": 3, "resource": {"name": "e"}},
-        {"kind": "bayes", "numInitialRuns": 2, "maxIterations": 2, "metric": metric,
-         "params": {}, "utilityFunction": {"acquisitionFunction": "ucb", "kappa": 1.2}},
+        {
+            "kind": "bayes",
+            "numInitialRuns": 2,
+            "maxIterations": 2,
+            "metric": metric,
+            "params": {},
+            "utilityFunction": {"acquisitionFunction": "ucb", "kappa": 1.2},
+        },
         {"kind": "hyperopt", "metric": metric, "params": {}, "algorithm": "tpe"},
-    ):  # fmt: skip
+    ):
         decode(op(matrix=matrix), m.Polyaxonfile)
     bad = {"kind": "hyperopt", "metric": metric, "params": {}, "algorithm": "smac"}
     assert error_of(op(matrix=bad)).startswith("matrix.algorithm: invalid enum value")

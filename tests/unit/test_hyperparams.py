@@ -46,9 +46,17 @@ def test_linspace_matches_numpy() -> None:
 def test_arange_matches_numpy() -> None:
     assert arange(1.0, 10.0, 2) == [1.0, 3.0, 5.0, 7.0, 9.0]
     assert arange(0.0, 1.0, 0.1) == [
-        0.0, 0.1, 0.2, 0.30000000000000004, 0.4, 0.5, 0.6000000000000001,
-        0.7000000000000001, 0.8, 0.9,
-    ]  # fmt: skip
+        0.0,
+        0.1,
+        0.2,
+        0.30000000000000004,
+        0.4,
+        0.5,
+        0.6000000000000001,
+        0.7000000000000001,
+        0.8,
+        0.9,
+    ]
     assert arange(1, 10, 3) == [1, 4, 7]
 
 
@@ -72,8 +80,9 @@ def test_linspace_in_every_form(form: Any) -> None:
     assert values("linspace", form) == linspace(0.001, 0.1, 5)
 
 
-@pytest.mark.parametrize("form", ["1:3:3:2", [1, 3, 3, 2], {"start": 1, "stop": 3, "num": 3,
-                                                              "base": 2}])  # fmt: skip
+@pytest.mark.parametrize(
+    "form", ["1:3:3:2", [1, 3, 3, 2], {"start": 1, "stop": 3, "num": 3, "base": 2}]
+)
 def test_logspace_with_base_in_every_form(form: Any) -> None:
     assert values("logspace", form) == [2.0, 4.0, 8.0]
 
@@ -84,14 +93,18 @@ def test_geomspace_forms() -> None:
 
 def test_daterange_and_datetimerange() -> None:
     assert values("daterange", ["2019-06-22", "2019-06-25", 1]) == [
-        dt.date(2019, 6, 22), dt.date(2019, 6, 23), dt.date(2019, 6, 24),
-    ]  # fmt: skip
+        dt.date(2019, 6, 22),
+        dt.date(2019, 6, 23),
+        dt.date(2019, 6, 24),
+    ]
     assert values("daterange", {"start": "2019-06-22", "stop": "2019-06-26", "step": 2}) == [
-        dt.date(2019, 6, 22), dt.date(2019, 6, 24),
-    ]  # fmt: skip
+        dt.date(2019, 6, 22),
+        dt.date(2019, 6, 24),
+    ]
     assert values("datetimerange", ["2019-06-22 21:00", "2019-06-22 23:00", 3600]) == [
-        dt.datetime(2019, 6, 22, 21), dt.datetime(2019, 6, 22, 22),
-    ]  # fmt: skip
+        dt.datetime(2019, 6, 22, 21),
+        dt.datetime(2019, 6, 22, 22),
+    ]
 
 
 def test_choice_keeps_any_values() -> None:
@@ -158,7 +171,9 @@ def test_q_variants_floor_to_multiples_of_q() -> None:
     rng = random.Random(0)
     assert {d.sample(rng) for _ in range(200)} <= {0.0, 2.0, 4.0, 6.0, 8.0}
     for kind in ("qloguniform", "qnormal", "qlognormal"):
-        q = dim(kind, {"q": 0.5, **({"low": 0, "high": 1} if "uniform" in kind
-                                    else {"loc": 0, "scale": 1})})  # fmt: skip
+        q = dim(
+            kind,
+            {"q": 0.5, **({"low": 0, "high": 1} if "uniform" in kind else {"loc": 0, "scale": 1})},
+        )
         sample = q.sample(rng)
         assert math.isclose(sample / 0.5, round(sample / 0.5))

@@ -28,24 +28,28 @@ def test_grid_is_the_product_with_the_last_key_fastest() -> None:
 
 
 def test_grid_num_runs_truncates() -> None:
-    grid = matrix({"kind": "grid", "numRuns": 4,
-                   "params": {"a": choice(1, 2, 3), "b": choice(1, 2, 3)}})  # fmt: skip
+    grid = matrix(
+        {"kind": "grid", "numRuns": 4, "params": {"a": choice(1, 2, 3), "b": choice(1, 2, 3)}}
+    )
     expansion = expand_matrix(grid)
     assert len(expansion) == 4
     assert [r["b"] for r in expansion] == [1, 2, 3, 1]
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.integers(min_value=1, max_value=4), min_size=1, max_size=4),
-       st.none() | st.integers(min_value=1, max_value=300))  # fmt: skip
+@given(
+    st.lists(st.integers(min_value=1, max_value=4), min_size=1, max_size=4),
+    st.none() | st.integers(min_value=1, max_value=300),
+)
 def test_grid_size_and_order_property(sizes: list[int], num_runs: int | None) -> None:
     params = {f"k{i}": choice(*range(n)) for i, n in enumerate(sizes)}
     data: dict[str, Any] = {"kind": "grid", "params": params}
     if num_runs is not None:
         data["numRuns"] = num_runs
     expansion = expand_matrix(matrix(data))
-    expected = [dict(zip(params, p, strict=True)) for p in
-                itertools.product(*[range(n) for n in sizes])]  # fmt: skip
+    expected = [
+        dict(zip(params, p, strict=True)) for p in itertools.product(*[range(n) for n in sizes])
+    ]
     if num_runs is not None:
         expected = expected[:num_runs]
     runs = list(expansion)
@@ -79,8 +83,12 @@ def test_million_point_grid_is_lazy() -> None:
 
 def test_random_is_reproducible_with_seed_and_unique() -> None:
     uniform = {"kind": "uniform", "value": "0:1"}
-    data = {"kind": "random", "numRuns": 20, "seed": 7,
-            "params": {"a": choice(*range(10)), "b": uniform}}  # fmt: skip
+    data = {
+        "kind": "random",
+        "numRuns": 20,
+        "seed": 7,
+        "params": {"a": choice(*range(10)), "b": uniform},
+    }
     first = list(expand_matrix(matrix(data)))
     assert first == list(expand_matrix(matrix(data)))
     assert len(first) == 20
@@ -88,8 +96,12 @@ def test_random_is_reproducible_with_seed_and_unique() -> None:
 
 
 def test_random_is_capped_at_the_discrete_space_without_duplicates() -> None:
-    data = {"kind": "random", "numRuns": 50, "seed": 1,
-            "params": {"a": choice(1, 2, 3), "b": choice("x", "y")}}  # fmt: skip
+    data = {
+        "kind": "random",
+        "numRuns": 50,
+        "seed": 1,
+        "params": {"a": choice(1, 2, 3), "b": choice("x", "y")},
+    }
     expansion = expand_matrix(matrix(data))
     runs = list(expansion)
     assert len(expansion) == 6
@@ -116,13 +128,22 @@ def test_mapping_keeps_entries_in_order_and_collects_keys() -> None:
 def test_adaptive_kinds_validate_then_say_not_supported(kind: str) -> None:
     metric = {"name": "loss", "optimization": "minimize"}
     data: dict[str, dict[str, Any]] = {
-        "hyperband": {"maxIterations": 10, "eta": 3, "resource": {"name": "epochs"},
-                      "metric": metric, "params": {"lr": choice(0.1)}},
-        "bayes": {"numInitialRuns": 2, "maxIterations": 2, "metric": metric,
-                  "params": {"lr": choice(0.1)}},
+        "hyperband": {
+            "maxIterations": 10,
+            "eta": 3,
+            "resource": {"name": "epochs"},
+            "metric": metric,
+            "params": {"lr": choice(0.1)},
+        },
+        "bayes": {
+            "numInitialRuns": 2,
+            "maxIterations": 2,
+            "metric": metric,
+            "params": {"lr": choice(0.1)},
+        },
         "hyperopt": {"metric": metric, "params": {"lr": choice(0.1)}},
         "iterative": {"maxIterations": 2},
-    }  # fmt: skip
+    }
     with pytest.raises(SpecError) as info:
         expand_matrix(matrix({"kind": kind, **data[kind]}))
     assert info.value.field == "matrix.kind"
@@ -139,14 +160,26 @@ def test_hyperband_missing_fields_are_reported_before_unsupported() -> None:
     ("extra", "field"),
     [
         ({"concurrency": 0}, "matrix.concurrency"),
-        ({"earlyStopping": [{"kind": "failure_early_stopping", "percent": 150}]},
-         "matrix.earlyStopping[0].percent"),
-        ({"earlyStopping": [{"kind": "metric_early_stopping", "metric": "loss", "value": 1,
-                             "optimization": "minimize", "policy": {
-                                 "kind": "diff", "percent": 0, "evaluationInterval": 1}}]},
-         "matrix.earlyStopping[0].policy.percent"),
+        (
+            {"earlyStopping": [{"kind": "failure_early_stopping", "percent": 150}]},
+            "matrix.earlyStopping[0].percent",
+        ),
+        (
+            {
+                "earlyStopping": [
+                    {
+                        "kind": "metric_early_stopping",
+                        "metric": "loss",
+                        "value": 1,
+                        "optimization": "minimize",
+                        "policy": {"kind": "diff", "percent": 0, "evaluationInterval": 1},
+                    }
+                ]
+            },
+            "matrix.earlyStopping[0].policy.percent",
+        ),
     ],
-)  # fmt: skip
+)
 def test_concurrency_and_percentages_are_checked(extra: dict[str, Any], field: str) -> None:
     with pytest.raises(SpecError) as info:
         expand_matrix(matrix({"kind": "mapping", "values": [{"a": 1}], **extra}))

@@ -15,15 +15,39 @@ def feed(reporter: Reporter) -> None:
     reporter.handle(SweepStarted(sweep_id=s, ts=t, seq=1, name="x", total=3, concurrency=2))
     for i in range(2):
         params = {"lr": 0.1 * (i + 1)}
-        reporter.handle(RunCreated(sweep_id=s, ts=t, seq=2 + i, run_id=f"r{i}", index=i,
-                                   params=params, argv=["t"]))  # fmt: skip
-        reporter.handle(RunStateChanged(sweep_id=s, ts=t, seq=10 + i, run_id=f"r{i}", index=i,
-                                        previous="starting", state="running"))  # fmt: skip
-    reporter.handle(MetricReported(sweep_id=s, ts=t, seq=20, run_id="r0", index=0, step=1,
-                                   values={"loss": 0.5}))  # fmt: skip
-    reporter.handle(RunStateChanged(sweep_id=s, ts=t, seq=21, run_id="r1", index=1,
-                                    previous="running", state="failed", reason="exit code 2",
-                                    exit_code=2, stderr_tail=["Traceback", "ValueError: bad"]))  # fmt: skip
+        reporter.handle(
+            RunCreated(
+                sweep_id=s, ts=t, seq=2 + i, run_id=f"r{i}", index=i, params=params, argv=["t"]
+            )
+        )
+        reporter.handle(
+            RunStateChanged(
+                sweep_id=s,
+                ts=t,
+                seq=10 + i,
+                run_id=f"r{i}",
+                index=i,
+                previous="starting",
+                state="running",
+            )
+        )
+    reporter.handle(
+        MetricReported(sweep_id=s, ts=t, seq=20, run_id="r0", index=0, step=1, values={"loss": 0.5})
+    )
+    reporter.handle(
+        RunStateChanged(
+            sweep_id=s,
+            ts=t,
+            seq=21,
+            run_id="r1",
+            index=1,
+            previous="running",
+            state="failed",
+            reason="exit code 2",
+            exit_code=2,
+            stderr_tail=["Traceback", "ValueError: bad"],
+        )
+    )
 
 
 def test_plain_lines_per_transition_with_stderr_tail() -> None:
@@ -48,8 +72,9 @@ def test_live_status_line_has_counts_metrics_and_elapsed() -> None:
     assert "1 pending" in status
     assert "elapsed" in status and "ETA" in status
     assert "#0 loss=0.5" in status
-    reporter.handle(SweepFinished(seq=99, sweep_id="s", ts=0.0, state="failed", reason=None,
-                                  counts={}))  # fmt: skip
+    reporter.handle(
+        SweepFinished(seq=99, sweep_id="s", ts=0.0, state="failed", reason=None, counts={})
+    )
     assert out.getvalue().endswith("\n")
 
 

@@ -46,8 +46,9 @@ def component(write: Callable[..., Path]) -> Path:
     return write(COMPONENT, "component.yaml")
 
 
-def test_mapping_values_win_over_params_and_defaults(write: Callable[..., Path],
-                                                     component: Path) -> None:  # fmt: skip
+def test_mapping_values_win_over_params_and_defaults(
+    write: Callable[..., Path], component: Path
+) -> None:
     spec = write("""
         version: 1.1
         kind: operation
@@ -56,13 +57,25 @@ def test_mapping_values_win_over_params_and_defaults(write: Callable[..., Path],
         pathRef: component.yaml
     """)
     first, second = runs(spec)
-    assert first.params == {"lr": 0.5, "epochs": 3, "check": True, "fast": False, "opt": None,
-                            "tag": "10"}  # fmt: skip
+    assert first.params == {
+        "lr": 0.5,
+        "epochs": 3,
+        "check": True,
+        "fast": False,
+        "opt": None,
+        "tag": "10",
+    }
     assert second.params["lr"] == 0.2
     assert second.params["epochs"] == 4
     assert second.params["extra"] == 5, "pass-through values go through parse_expression"
-    assert first.argv == ["python3", "train.py", "--lr=0.5", "--epochs=3", "--check=true",
-                          "--tag=10"]  # fmt: skip
+    assert first.argv == [
+        "python3",
+        "train.py",
+        "--lr=0.5",
+        "--epochs=3",
+        "--check=true",
+        "--tag=10",
+    ]
 
 
 def test_p_overrides_params_and_is_coerced(write: Callable[..., Path], component: Path) -> None:
@@ -83,8 +96,9 @@ def test_p_with_wrong_type_names_the_flag(write: Callable[..., Path], component:
     assert str(err) == f"{spec}: -P epochs: expected int, got 5.5"
 
 
-def test_every_mapping_entry_is_type_checked_up_front(write: Callable[..., Path],
-                                                      component: Path) -> None:  # fmt: skip
+def test_every_mapping_entry_is_type_checked_up_front(
+    write: Callable[..., Path], component: Path
+) -> None:
     spec = write("""
         version: 1.1
         kind: operation
@@ -101,8 +115,9 @@ def test_missing_required_input(write: Callable[..., Path], component: Path) -> 
     assert "input 'epochs' is required, no param was passed" in str(error(spec))
 
 
-def test_required_input_missing_from_one_mapping_entry(write: Callable[..., Path],
-                                                       component: Path) -> None:  # fmt: skip
+def test_required_input_missing_from_one_mapping_entry(
+    write: Callable[..., Path], component: Path
+) -> None:
     spec = write("""
         version: 1.1
         kind: operation
@@ -114,8 +129,9 @@ def test_required_input_missing_from_one_mapping_entry(write: Callable[..., Path
     assert "'epochs' is required" in str(err)
 
 
-def test_unexpected_param_is_an_error_unless_context_only(write: Callable[..., Path],
-                                                          component: Path) -> None:  # fmt: skip
+def test_unexpected_param_is_an_error_unless_context_only(
+    write: Callable[..., Path], component: Path
+) -> None:
     spec = write("""
         version: 1.1
         kind: operation
@@ -123,12 +139,15 @@ def test_unexpected_param_is_an_error_unless_context_only(write: Callable[..., P
         pathRef: component.yaml
     """)
     assert "params.seed: no input or output named 'seed'" in str(error(spec))
-    ok = write("""
+    ok = write(
+        """
         version: 1.1
         kind: operation
         params: {epochs: {value: 1}, seed: {value: 3, contextOnly: true}}
         pathRef: component.yaml
-    """, "ok.yaml")  # fmt: skip
+    """,
+        "ok.yaml",
+    )
     (run,) = runs(ok)
     assert run.params["seed"] == 3
     assert str(error(ok, {"nope": "1"})).endswith("-P nope: no input or output named 'nope'")
@@ -184,8 +203,7 @@ def test_validation_rules(write: Callable[..., Path]) -> None:
     assert "expected one of ['fast', 'slow'], got 'medium'" in str(error(bad_option))
 
 
-def test_grid_values_must_fit_the_input_type(write: Callable[..., Path],
-                                             component: Path) -> None:  # fmt: skip
+def test_grid_values_must_fit_the_input_type(write: Callable[..., Path], component: Path) -> None:
     spec = write("""
         version: 1.1
         kind: operation
@@ -291,8 +309,7 @@ def test_as_args_include_inputs_then_pass_through(write: Callable[..., Path]) ->
     assert run.argv == ["train", "--lr=0.01", "--check=true", "--verbose", "--seed=1"]
 
 
-def test_config_hash_is_stable_and_sensitive(write: Callable[..., Path],
-                                             component: Path) -> None:  # fmt: skip
+def test_config_hash_is_stable_and_sensitive(write: Callable[..., Path], component: Path) -> None:
     spec = write("""
         version: 1.1
         kind: operation

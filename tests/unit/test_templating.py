@@ -56,8 +56,10 @@ def test_list_items_render_as_text_without_literal_eval() -> None:
 
 def test_none_and_empty_items_are_dropped_but_zero_stays() -> None:
     assert render_argv([None, "", 0, "{{ empty }}", "x", False], {"empty": ""}) == [
-        "0", "x", "False",
-    ]  # fmt: skip
+        "0",
+        "x",
+        "False",
+    ]
 
 
 def test_plain_string_is_one_item() -> None:
@@ -101,8 +103,15 @@ def test_syntax_error_is_reported() -> None:
         render_argv(["{{ lr "], {"lr": 1})
 
 
-@pytest.mark.parametrize("expr", ["{{ 'a' * 10**9 }}", "{{ [1] * 10**8 }}", "{{ 10 ** 100000000 }}",
-                                  "{{ range(10**9) | list }}"])  # fmt: skip
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "{{ 'a' * 10**9 }}",
+        "{{ [1] * 10**8 }}",
+        "{{ 10 ** 100000000 }}",
+        "{{ range(10**9) | list }}",
+    ],
+)
 def test_templates_cannot_exhaust_memory(expr: str) -> None:
     with pytest.raises(SpecError, match="template error"):
         render_argv([expr], {})
@@ -110,5 +119,7 @@ def test_templates_cannot_exhaust_memory(expr: str) -> None:
 
 def test_ordinary_arithmetic_still_works() -> None:
     assert render_argv(["{{ 2 ** 10 }}", "{{ 'ab' * 2 }}", "{{ 3 * 4 }}"], {}) == [
-        "1024", "abab", "12",
-    ]  # fmt: skip
+        "1024",
+        "abab",
+        "12",
+    ]

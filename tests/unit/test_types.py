@@ -81,9 +81,23 @@ def test_coercion_errors_say_what_was_expected(value: Any, tp: str, message: str
 
 
 @pytest.mark.parametrize(
-    "expr", ["int", "float", "bool", "str", "List[float]", "Dict[str, int]", "Optional[int]",
-             "list[str]", "typing.List[int]", "Union[int, None]", "path", "uri", "image"],
-)  # fmt: skip
+    "expr",
+    [
+        "int",
+        "float",
+        "bool",
+        "str",
+        "List[float]",
+        "Dict[str, int]",
+        "Optional[int]",
+        "list[str]",
+        "typing.List[int]",
+        "Union[int, None]",
+        "path",
+        "uri",
+        "image",
+    ],
+)
 def test_type_expressions_parse(expr: str) -> None:
     parse_type(expr)
 
