@@ -151,6 +151,7 @@ class SweepController:
         self._stop_state: SweepState | None = None
         self._feed_scope: anyio.CancelScope | None = None
         self._outputs = {io.name for io in plan.ios if io.is_output}
+        self._base_env = {"PYTHONUNBUFFERED": "1", **os.environ}
 
     # ------------------------------------------------------------------ states
     async def transition(
@@ -373,9 +374,7 @@ class SweepController:
     def _job(self, run: RunRecord) -> Job:
         layout = RunLayout(self.home, run.id)
         spec = run.spec
-        env = dict(os.environ)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        env.update(spec.env)
+        env = {**self._base_env, **spec.env}
         env["ORCHESTRATOR_RUN_ID"] = run.id
         env["ORCHESTRATOR_RUN_DIR"] = str(layout.run_dir)
         env["ORCHESTRATOR_OUTPUTS_PATH"] = str(layout.outputs)

@@ -15,8 +15,8 @@ import signal
 import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import BinaryIO
 
-import aiofiles
 import anyio
 from anyio.abc import ByteReceiveStream, Process
 
@@ -39,15 +39,16 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
-async def _pump(stream: ByteReceiveStream, name: str, log: Path, sink: OutputSink) -> None:
+async def _pump(stream: ByteReceiveStream, name: str, log: BinaryIO, sink: OutputSink) -> None:
+    """Copy ``stream`` to ``log`` (in a worker thread, chunk by chunk) and to ``sink`` by line."""
     pending = b""
-    async with aiofiles.open(log, "ab") as out:
+    try:
         while True:
             try:
                 chunk = await stream.receive(_CHUNK)
             except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
                 break
-            await out.write(chunk)
+            await anyio.to_thread.run_sync(log.write, chunk)
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
@@ -60,6 +61,8 @@ async def _pump(stream: ByteReceiveStream, name: str, log: Path, sink: OutputSin
                 pending = pending[MAX_LINE:]
         if pending:
             await sink.line(name, pending.decode(errors="replace"))
+    finally:
+        log.close()
 
 
 def _start_error(argv: list[str], exc: OSError) -> str:
@@ -83,14 +86,25 @@ class LocalExecutor:
     def __init__(self, home: Path) -> None:
         self.home = home
 
-    async def _prepare(self, job: Job) -> None:
+    @staticmethod
+    def _make_folders(job: Job) -> tuple[BinaryIO, BinaryIO]:
+        """Create the run's folders and open its log files: one worker-thread trip per run."""
         layout = job.layout
-        for folder in (layout.run_dir, layout.outputs, job.cwd):
-            await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
-        for log in (layout.stdout, layout.stderr):
-            await anyio.Path(log).touch()
+        os.makedirs(layout.outputs)  # creates the run folder too; both are new
+        if not os.path.isdir(job.cwd):
+            os.makedirs(job.cwd, exist_ok=True)
+        return open(layout.stdout, "ab", buffering=0), open(layout.stderr, "ab", buffering=0)
+
+    async def _prepare(self, job: Job) -> tuple[BinaryIO, BinaryIO]:
+        logs = await anyio.to_thread.run_sync(self._make_folders, job)
         if job.init:
-            await prepare_init(job.init, layout.artifacts, git_cache_dir(self.home))
+            try:
+                await prepare_init(job.init, job.layout.artifacts, git_cache_dir(self.home))
+            except BaseException:
+                for log in logs:
+                    log.close()
+                raise
+        return logs
 
     async def execute(
         self,
@@ -102,14 +116,14 @@ class LocalExecutor:
         if not job.argv:
             return Outcome(None, error="empty command: give run.container.command or args")
         try:
-            await self._prepare(job)
+            logs = await self._prepare(job)
         except ExecutorError as exc:
             return Outcome(None, error=str(exc))
         except OSError as exc:
             return Outcome(None, error=f"cannot prepare the run folder: {exc}")
-        if stop.is_requested:
-            return Outcome(None, stopped=True)
         try:
+            if stop.is_requested:
+                return Outcome(None, stopped=True)
             process = await anyio.open_process(
                 job.argv,
                 stdin=subprocess.DEVNULL,
@@ -120,14 +134,20 @@ class LocalExecutor:
                 start_new_session=True,
             )
         except OSError as exc:
+            for log in logs:
+                log.close()
             return Outcome(None, error=_start_error(job.argv, exc))
+        except BaseException:
+            for log in logs:
+                log.close()
+            raise
         async with process:
-            return await self._supervise(process, job, sink, stop, started)
+            return await self._supervise(process, logs, sink, stop, started)
 
     async def _supervise(
         self,
         process: Process,
-        job: Job,
+        logs: tuple[BinaryIO, BinaryIO],
         sink: OutputSink,
         stop: StopRequest,
         started: Callable[[int | None], Awaitable[None]],
@@ -135,8 +155,8 @@ class LocalExecutor:
         pid = process.pid
         assert process.stdout is not None and process.stderr is not None
         async with anyio.create_task_group() as pumps:
-            pumps.start_soon(_pump, process.stdout, "stdout", job.layout.stdout, sink)
-            pumps.start_soon(_pump, process.stderr, "stderr", job.layout.stderr, sink)
+            pumps.start_soon(_pump, process.stdout, "stdout", logs[0], sink)
+            pumps.start_soon(_pump, process.stderr, "stderr", logs[1], sink)
             async with anyio.create_task_group() as watch:
                 watch.start_soon(self._watch_stop, pid, stop)
                 await started(pid)

@@ -29,6 +29,7 @@ from orchestrator.spec.matrix import Expansion, expand_matrix
 from orchestrator.spec.templating import ParamView, Renderer, as_arg, as_str, to_string
 from orchestrator.spec.types import CoercionError, IOType, coerce, parse_type
 from orchestrator.spec.validation import check_rules
+from orchestrator.store.layout import RunLayout
 
 __all__ = ["Plan", "ResolvedIO", "RunSpec", "compile_plan", "run_paths"]
 
@@ -69,18 +70,8 @@ class ResolvedIO:
 
 
 def run_paths(home: Path, run_uuid: str) -> dict[str, str]:
-    """The local paths behind ``globals.*`` (Polyaxon's layout, under the home folder)."""
-    context = home / "runs" / run_uuid
-    artifacts = context / "artifacts"
-    run_artifacts = artifacts / run_uuid
-    return {
-        "context_path": str(context),
-        "artifacts_path": str(artifacts),
-        "run_artifacts_path": str(run_artifacts),
-        "run_outputs_path": str(run_artifacts / "outputs"),
-        "run_relative_outputs_path": f"{run_uuid}/outputs",
-        "store_path": str(artifacts),
-    }
+    """The local paths behind ``globals.*`` (see ``store/layout.py``)."""
+    return RunLayout(home, run_uuid).template_paths()
 
 
 def _typed(value: Any, io: ResolvedIO, where: str) -> Any:
@@ -240,13 +231,12 @@ class Plan:
         argv += self.renderer.argv_items(container.args, context, field="run.container.args")
         env: dict[str, str] = {}
         for i, var in enumerate(container.env or []):
-            value = var.value
-            if isinstance(value, str):
-                value = self.renderer.render(value, context, field=f"run.container.env[{i}].value")
-            elif value is not None:
-                value = json.dumps(value)
-            if value is not None:
-                env[var.name] = value
+            if var.value is not None:
+                env[var.name] = _env_text(
+                    self.renderer.render(var.value, context, field=f"run.container.env[{i}].value")
+                    if isinstance(var.value, str)
+                    else var.value
+                )
         working_dir = None
         if container.working_dir:
             working_dir = self.renderer.render(
@@ -349,6 +339,18 @@ class Plan:
                 as_args.append(rendered_arg)
         params["as_args"] = as_args
         return {**top, "params": params, "globals": glob}
+
+
+def _env_text(value: Any) -> str:
+    """Env values as Polyaxon's Kubernetes converter writes them: the rendered text is read as
+    a Python literal where it is one, and anything that is not a string becomes compact JSON
+    (``True`` -> ``true``, ``[1, 2]`` -> ``[1,2]``)."""
+    if isinstance(value, str):
+        value = _plain(value)
+    if isinstance(value, str):
+        return value
+    text = to_string(value)
+    return "" if text is None else text
 
 
 def _parsed_for(value: Any, io: ResolvedIO) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 __all__ = ["RunLayout", "default_home", "git_cache_dir", "journal_path"]
@@ -34,22 +35,33 @@ class RunLayout:
     home: Path
     run_uuid: str
 
-    @property
+    @cached_property
     def run_dir(self) -> Path:
         return self.home / "runs" / self.run_uuid
 
-    @property
+    @cached_property
     def stdout(self) -> Path:
         return self.run_dir / "stdout.log"
 
-    @property
+    @cached_property
     def stderr(self) -> Path:
         return self.run_dir / "stderr.log"
 
-    @property
+    @cached_property
     def artifacts(self) -> Path:
         return self.run_dir / "artifacts"
 
-    @property
+    @cached_property
     def outputs(self) -> Path:
-        return self.artifacts / self.run_uuid / "outputs"
+        return self.run_dir / "outputs"
+
+    def template_paths(self) -> dict[str, str]:
+        """The local paths behind ``globals.*``."""
+        return {
+            "context_path": str(self.run_dir),
+            "artifacts_path": str(self.artifacts),
+            "run_artifacts_path": str(self.run_dir),
+            "run_outputs_path": str(self.outputs),
+            "run_relative_outputs_path": "outputs",
+            "store_path": str(self.artifacts),
+        }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -145,19 +146,24 @@ def test_ctrl_c_stops_the_sweep(write: Callable[..., Path], tmp_path: Path) -> N
 
 
 def test_second_ctrl_c_kills_at_once(write: Callable[..., Path], tmp_path: Path) -> None:
+    ready = tmp_path / "ready.fifo"
+    os.mkfifo(ready)
+    child = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"open({str(ready)!r}, 'w').write('x'); time.sleep(600)"
+    )
     spec = write(f"""
         version: 1.1
         kind: component
-        run:
-          kind: job
-          container:
-            command: [/bin/sh, -c, "trap '' TERM; exec {PY} -c 'import time; time.sleep(600)'"]
+        run: {{kind: job, container: {{command: ["{PY}", -c, "{child}"]}}}}
     """)
-    # SIGTERM is ignored from the first instruction on (inherited), so only SIGKILL ends it.
     proc, watch = _start(
         ["run", str(spec), "--json", "--grace", "300", "--home", str(tmp_path / "h")]
     )
-    assert watch.running.wait(30), "".join(watch.lines)
+    # The child says it ignores SIGTERM through a FIFO: no polling, no race.
+    signalled = threading.Event()
+    threading.Thread(target=lambda: (ready.read_text(), signalled.set()), daemon=True).start()
+    assert signalled.wait(30), "".join(watch.lines)
     proc.send_signal(signal.SIGINT)
     assert watch.stopping.wait(30), "".join(watch.lines)
     proc.send_signal(signal.SIGINT)

@@ -301,11 +301,11 @@ async def test_environment_and_working_dir(harness: Harness, tmp_path: Path) -> 
     assert env == {
         "ORCHESTRATOR_RUN_ID": run.id,
         "ORCHESTRATOR_RUN_DIR": str(run_dir),
-        "ORCHESTRATOR_OUTPUTS_PATH": str(run_dir / "artifacts" / run.id / "outputs"),
+        "ORCHESTRATOR_OUTPUTS_PATH": str(run_dir / "outputs"),
         "MY_VAR": "v-0",
     }
     assert cwd == str(tmp_path), "without workingDir, runs start beside the spec file"
-    assert (run_dir / "artifacts" / run.id / "outputs").is_dir()
+    assert (run_dir / "outputs").is_dir()
 
 
 async def test_stop_before_start_runs_nothing(harness: Harness, tmp_path: Path) -> None:

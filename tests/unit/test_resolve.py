@@ -259,7 +259,7 @@ def test_globals_point_into_the_home_folder(write: Callable[..., Path], tmp_path
     """)
     plan = compile_plan(load_spec(spec), home=tmp_path / "home")
     (run,) = plan.runs()
-    outputs = tmp_path / "home" / "runs" / run.uuid / "artifacts" / run.uuid / "outputs"
+    outputs = tmp_path / "home" / "runs" / run.uuid / "outputs"
     assert run.argv == ["echo", run.uuid, str(outputs)]
     assert run.env == {"OUT": str(outputs), "N": "3"}
     assert run.working_dir == str(tmp_path / "home" / "runs" / run.uuid / "artifacts" / "code")
