@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import json
 import uuid as uuid_module
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field

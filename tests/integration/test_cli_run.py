@@ -162,7 +162,12 @@ def test_second_ctrl_c_kills_at_once(write: Callable[..., Path], tmp_path: Path)
     )
     # The child says it ignores SIGTERM through a FIFO: no polling, no race.
     signalled = threading.Event()
-    threading.Thread(target=lambda: (ready.read_text(), signalled.set()), daemon=True).start()
+
+    def wait_ready() -> None:
+        ready.read_text()
+        signalled.set()
+
+    threading.Thread(target=wait_ready, daemon=True).start()
     assert signalled.wait(30), "".join(watch.lines)
     proc.send_signal(signal.SIGINT)
     assert watch.stopping.wait(30), "".join(watch.lines)
