@@ -9,6 +9,7 @@ own connection and see all flushed writes.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import queue
 import sqlite3
@@ -93,8 +94,9 @@ class Journal:
             if statements and self._error is None:
                 try:
                     self._write.execute("BEGIN")
-                    for sql, params in statements:
-                        self._write.execute(sql, params)
+                    # Consecutive statements with the same SQL go in one executemany call.
+                    for sql, group in itertools.groupby(statements, key=lambda st: st[0]):
+                        self._write.executemany(sql, [params for _, params in group])
                     self._write.execute("COMMIT")
                 except (sqlite3.Error, OSError) as exc:
                     self._error = exc
