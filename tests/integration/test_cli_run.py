@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import CliResult
+from tests.conftest import CliResult, StaticHandler
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPONENTS = ROOT / "tests" / "components"
@@ -177,3 +177,44 @@ def test_second_ctrl_c_kills_at_once(write: Callable[..., Path], tmp_path: Path)
     assert proc.returncode == 1
     assert summary["runs"][0]["state"] == "stopped"
     assert summary["runs"][0]["exit_code"] == -9
+
+
+def test_run_url_with_name_and_tags(
+    cli: Callable[..., CliResult], server: str, tmp_path: Path
+) -> None:
+    StaticHandler.routes["/sweep.yaml"] = (
+        200,
+        f"""
+version: 1.1
+kind: operation
+matrix: {{kind: mapping, values: [{{n: 1}}, {{n: 2}}]}}
+component:
+  inputs: [{{name: n, type: int}}]
+  run: {{kind: job, container: {{command: ["{PY}", -c, "print({{{{ n }}}})"]}}}}
+""".encode(),
+    )
+    home = tmp_path / "home"
+    result = cli(
+        "run",
+        "--url",
+        f"{server}/sweep.yaml",
+        "--name",
+        "from-url",
+        "--tags",
+        "a, b",
+        "--description",
+        "fetched",
+        "--eager",
+        "--json",
+        "--home",
+        str(home),
+    )
+    assert result.code == 0, result.err
+    summary = json.loads(result.out)
+    assert [r["params"]["n"] for r in summary["runs"]] == [1, 2]
+    with sqlite3.connect(home / "journal.sqlite") as conn:
+        row = conn.execute("SELECT name, tags, description, spec_path FROM sweeps").fetchone()
+    assert row == ("from-url", '["a", "b"]', "fetched", f"{server}/sweep.yaml")
+    missing = cli("run", "--url", f"{server}/nope.yaml", "--home", str(home))
+    assert missing.code == 2
+    assert "--url: fetching" in missing.err and "HTTP 404" in missing.err

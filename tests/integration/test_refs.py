@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 
 from orchestrator.exceptions import ComponentRefError, SpecError
 from orchestrator.spec import compile_plan, load_spec
 from orchestrator.spec import load as load_module
+from tests.conftest import StaticHandler
 
 COMPONENT = """version: 1.1
 kind: component
@@ -21,34 +19,8 @@ run: {kind: job, container: {command: [train, "--lr={{ lr }}"]}}
 """
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    routes: ClassVar[dict[str, tuple[int, bytes]]] = {}
-
-    def do_GET(self) -> None:
-        status, body = self.routes.get(self.path, (404, b"not found"))
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def server() -> Iterator[str]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
 def test_url_ref_is_fetched(server: str, write: Callable[..., Path]) -> None:
-    _Handler.routes["/typed.yaml"] = (200, COMPONENT.encode())
+    StaticHandler.routes["/typed.yaml"] = (200, COMPONENT.encode())
     spec = write(f"version: 1.1\nkind: operation\nurlRef: {server}/typed.yaml\n")
     (run,) = compile_plan(load_spec(spec)).runs()
     assert run.argv == ["train", "--lr=0.1"]
@@ -65,7 +37,7 @@ def test_url_ref_size_limit(
     server: str, write: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(load_module, "MAX_FILE_BYTES", 1000)
-    _Handler.routes["/big.yaml"] = (200, b"# " + b"x" * 5000 + b"\n")
+    StaticHandler.routes["/big.yaml"] = (200, b"# " + b"x" * 5000 + b"\n")
     spec = write(f"version: 1.1\nkind: operation\nurlRef: {server}/big.yaml\n")
     with pytest.raises(ComponentRefError, match="larger than"):
         load_spec(spec)
@@ -82,7 +54,7 @@ def test_url_ref_offline_is_clear(write: Callable[..., Path]) -> None:
 def test_url_ref_errors_in_the_component_name_the_url(
     server: str, write: Callable[..., Path]
 ) -> None:
-    _Handler.routes["/bad.yaml"] = (200, COMPONENT.replace("inputs", "inputz").encode())
+    StaticHandler.routes["/bad.yaml"] = (200, COMPONENT.replace("inputs", "inputz").encode())
     spec = write(f"version: 1.1\nkind: operation\nurlRef: {server}/bad.yaml\n")
     with pytest.raises(SpecError) as info:
         load_spec(spec)
