@@ -8,6 +8,7 @@ commands so that ``--help`` starts fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import sys
@@ -84,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("spec", metavar="SPEC", nargs="?", help="polyaxonfile to run")
     run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the newest sweep of this spec instead of starting anew",
+    )
+    run.add_argument(
         "-f",
         "--polyaxonfile",
         dest="file",
@@ -126,7 +132,107 @@ def build_parser() -> argparse.ArgumentParser:
         help="accepted for Polyaxon compatibility; everything runs locally anyway",
     )
     _home_option(run)
+
+    resume = commands.add_parser(
+        "resume",
+        help="continue a sweep: run every configuration that has not succeeded",
+        description="Run exactly the configurations of SWEEP that have not succeeded (matched "
+        "by their params, not their position): failed, stopped, never started, and any added "
+        "to the spec since. SWEEP is an id, a unique prefix, or 'last'.",
+    )
+    resume.add_argument("sweep", metavar="SWEEP")
+    resume.add_argument(
+        "-P",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override an input (added to the sweep's own -P values)",
+    )
+    resume.add_argument(
+        "--force", action="store_true", help="resume even though the component changed"
+    )
+    _output_options(resume)
+    _home_option(resume)
+
+    rerun = commands.add_parser(
+        "rerun",
+        help="run a sweep's failed and/or stopped configurations again",
+        description="Run again just the configurations of SWEEP whose newest run failed "
+        "(--failed) or was stopped (--stopped).",
+    )
+    rerun.add_argument("sweep", metavar="SWEEP")
+    rerun.add_argument("--failed", action="store_true", help="re-run failed configurations")
+    rerun.add_argument("--stopped", action="store_true", help="re-run stopped configurations")
+    rerun.add_argument(
+        "--force", action="store_true", help="re-run even though the component changed"
+    )
+    _output_options(rerun)
+    _home_option(rerun)
+
+    ls = commands.add_parser(
+        "ls", help="list sweeps", description="List the sweeps of the home folder, newest first."
+    )
+    ls.add_argument("--json", action="store_true", help="print a JSON list")
+    ls.add_argument("--limit", type=int, default=50, metavar="N", help="newest N (default 50)")
+    _home_option(ls)
+
+    show = commands.add_parser(
+        "show",
+        help="show the runs of a sweep",
+        description="Show the newest run of every configuration of "
+        "SWEEP (an id, a unique prefix, or 'last').",
+    )
+    show.add_argument("sweep", metavar="SWEEP")
+    show.add_argument(
+        "--sort",
+        metavar="METRIC",
+        help="sort by an output or metric; prefix with '-' for descending",
+    )
+    show.add_argument("--all", action="store_true", help="include superseded attempts")
+    form = show.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print one JSON object")
+    form.add_argument("--csv", action="store_true", help="print CSV")
+    _home_option(show)
+
+    logs = commands.add_parser(
+        "logs",
+        help="print (or follow) a run's output",
+        description="Print the stdout (or stderr) of RUN: a run id, a "
+        "unique prefix, or SWEEP:INDEX (for example last:0).",
+    )
+    logs.add_argument("run", metavar="RUN")
+    logs.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="keep printing new output until the run finishes",
+    )
+    logs.add_argument("--stderr", action="store_true", help="stderr instead of stdout")
+    logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+    _home_option(logs)
     return parser
+
+
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="most runs alive at once (default: matrix.concurrency, else the number of CPUs)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="after SIGTERM, seconds before SIGKILL when stopping (default: 10)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON object at the end: {"sweep", "state", "runs"}',
+    )
 
 
 def _home(args: argparse.Namespace) -> Path:
@@ -166,27 +272,80 @@ def _load(args: argparse.Namespace) -> Any:
     return load_spec(given[0])
 
 
-def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    from orchestrator.runner import run_sweep
+def _run_options(args: argparse.Namespace, out: IO[str], err: IO[str]) -> Any:
+    from orchestrator.runner import RunOptions
 
     if args.concurrency is not None and args.concurrency < 1:
         raise _usage("--concurrency must be >= 1")
     if args.grace < 0:
         raise _usage("--grace must be >= 0")
-    loaded = _load(args)
-    tags = [t.strip() for t in (args.tags or "").split(",") if t.strip()]
-    return run_sweep(
-        loaded,
-        _overrides(args.param),
+    tags = [t.strip() for t in (getattr(args, "tags", None) or "").split(",") if t.strip()]
+    return RunOptions(
         home=_home(args),
         out=out,
         err=err,
         concurrency=args.concurrency,
         grace=args.grace,
         as_json=args.json,
-        name=args.name,
-        description=args.description,
+        name=getattr(args, "name", None),
+        description=getattr(args, "description", None),
         tags=tags,
+    )
+
+
+def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from orchestrator.runner import run_sweep
+
+    options = _run_options(args, out, err)
+    loaded = _load(args)
+    return run_sweep(loaded, _overrides(args.param), options, resume_latest=args.resume)
+
+
+def _cmd_resume(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from orchestrator.runner import resume_sweep
+
+    options = _run_options(args, out, err)
+    return resume_sweep(args.sweep, options, overrides=_overrides(args.param), force=args.force)
+
+
+def _cmd_rerun(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from orchestrator.runner import resume_sweep
+
+    states = {s for s, wanted in (("failed", args.failed), ("stopped", args.stopped)) if wanted}
+    if not states:
+        raise _usage("rerun needs --failed, --stopped or both")
+    options = _run_options(args, out, err)
+    return resume_sweep(args.sweep, options, overrides={}, force=args.force, only_states=states)
+
+
+def _cmd_ls(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from orchestrator import views
+
+    return views.list_sweeps(_home(args), out, err, as_json=args.json, limit=args.limit)
+
+
+def _cmd_show(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from orchestrator import views
+
+    fmt = "json" if args.json else "csv" if args.csv else "table"
+    return views.show_sweep(
+        _home(args), args.sweep, out, err, fmt=fmt, sort=args.sort, every_attempt=args.all
+    )
+
+
+def _cmd_logs(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from orchestrator import views
+
+    if args.tail is not None and args.tail < 0:
+        raise _usage("--tail must be >= 0")
+    return views.print_logs(
+        _home(args),
+        args.run,
+        out,
+        err,
+        follow=args.follow,
+        stream="stderr" if args.stderr else "stdout",
+        tail=args.tail,
     )
 
 
@@ -230,7 +389,7 @@ def _show(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
-_COMMANDS = {"plan", "run"}
+_COMMANDS = {"plan", "run", "resume", "rerun", "ls", "show", "logs"}
 
 
 def _with_default_command(argv: list[str]) -> list[str]:
@@ -272,9 +431,17 @@ def main(
     if args.command is None:
         parser.print_help(out)
         return EXIT_USAGE
-    from orchestrator.exceptions import OrchestratorError, SpecError
+    from orchestrator.exceptions import NotFoundError, OrchestratorError, SpecError, StoreError
 
-    command = {"plan": _cmd_plan, "run": _cmd_run}[args.command]
+    command = {
+        "plan": _cmd_plan,
+        "run": _cmd_run,
+        "resume": _cmd_resume,
+        "rerun": _cmd_rerun,
+        "ls": _cmd_ls,
+        "show": _cmd_show,
+        "logs": _cmd_logs,
+    }[args.command]
     try:
         return command(args, out, err)
     except _UsageError as exc:
@@ -283,9 +450,18 @@ def main(
     except SpecError as exc:
         err.write(f"{exc}\n")
         return EXIT_USAGE
+    except (NotFoundError, StoreError) as exc:
+        err.write(f"orchestrator: {exc}\n")
+        return EXIT_USAGE
     except OrchestratorError as exc:
         err.write(f"orchestrator: {exc}\n")
         return EXIT_FAILED
     except KeyboardInterrupt:
         err.write("orchestrator: interrupted\n")
         return 130
+    except BrokenPipeError:
+        # The reader went away (``orchestrator show ... | head``): stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(devnull, out.fileno())
+        return 141

@@ -7,7 +7,8 @@ The tree::
     │   └── ComponentRefError           a pathRef/urlRef/hubRef cannot be resolved
     ├── ExecutorError                   a run could not be started or controlled
     ├── PluginError                     a plugin misbehaved; ``.plugin`` names it
-    └── StoreError                      the journal or a run folder cannot be read or written
+    ├── StoreError                      the journal or a run folder cannot be read or written
+    └── NotFoundError (also LookupError) no sweep or run matches what was asked for
 
 The CLI turns any of these into one line on stderr and an exit code; a traceback is a bug.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 __all__ = [
     "ComponentRefError",
     "ExecutorError",
+    "NotFoundError",
     "OrchestratorError",
     "PluginError",
     "SpecError",
@@ -81,3 +83,7 @@ class PluginError(OrchestratorError):
 
 class StoreError(OrchestratorError):
     """The journal or a run folder cannot be read or written."""
+
+
+class NotFoundError(OrchestratorError, LookupError):
+    """No sweep or run matches an id, a prefix or ``last`` (or more than one does)."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -13,14 +15,18 @@ import anyio
 
 from orchestrator.engine.bus import EventBus
 from orchestrator.engine.states import SweepState
-from orchestrator.engine.sweep import SweepController, SweepResult
+from orchestrator.engine.sweep import Resume, SweepController, SweepResult
+from orchestrator.exceptions import NotFoundError, SpecError
 from orchestrator.executors.local import LocalExecutor
+from orchestrator.history import latest_records
 from orchestrator.reporting import Reporter, summary_json, summary_table
-from orchestrator.spec import LoadedSpec, compile_plan
+from orchestrator.spec import LoadedSpec, Plan, compile_plan, load_spec, load_text
+from orchestrator.spec.load import fetch_url
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import journal_path
+from orchestrator.store.recovery import recover
 
-__all__ = ["run_sweep"]
+__all__ = ["RunOptions", "open_journal", "resume_sweep", "run_sweep"]
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -90,54 +96,165 @@ def _fast_child_watcher() -> None:
         asyncio.get_event_loop_policy().set_child_watcher(asyncio.PidfdChildWatcher())
 
 
+@dataclass
+class RunOptions:
+    """What the command line says about how to run (shared by run, resume and rerun)."""
+
+    home: Path
+    out: IO[str]
+    err: IO[str]
+    concurrency: int | None = None
+    grace: float = 10.0
+    as_json: bool = False
+    name: str | None = None
+    description: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+def _spec_path(source: str) -> str:
+    """Where the spec came from, absolute, so resume works from any folder."""
+    if source.startswith(("http://", "https://")):
+        return source
+    return str(Path(source).resolve())
+
+
+def open_journal(home: Path, err: IO[str]) -> Journal:
+    """Open the home folder's journal and recover the runs of dead orchestrators."""
+    journal = Journal(journal_path(home))
+    for message in recover(journal):
+        err.write(f"recovered: {message}\n")
+    return journal
+
+
 def run_sweep(
     loaded: LoadedSpec,
     overrides: dict[str, str],
+    options: RunOptions,
     *,
-    home: Path,
-    out: IO[str],
-    err: IO[str],
-    concurrency: int | None,
-    grace: float,
-    as_json: bool,
-    name: str | None,
-    description: str | None,
-    tags: list[str],
+    resume_latest: bool = False,
 ) -> int:
-    plan = compile_plan(loaded, overrides, home=home, name=name)
-    limit, source = _concurrency(plan.concurrency, concurrency)
-    for note in loaded.ignored:
-        err.write(f"note: {note}: no local meaning, ignored\n")
-    journal = Journal(journal_path(home))
+    """Run a new sweep (or, with ``resume_latest``, continue the newest one of this spec)."""
+    journal = open_journal(options.home, options.err)
     try:
-        sweep_id = uuid.uuid4().hex
-        bus = EventBus(sweep_id)
-        controller = SweepController(
-            plan,
-            journal=journal,
-            executor=LocalExecutor(home),
-            bus=bus,
-            concurrency=limit,
-            grace=grace,
-            home=home,
-            spec_path=loaded.source,
-            name=name,
-            description=description,
-            tags=tags,
-        )
-        keys = plan.expansion.keys if plan.expansion is not None else None
-        live = err.isatty() and not as_json
-        reporter = Reporter(err, live=live, keys=keys)
-        err.write(
-            f"sweep {sweep_id[:12]} ({loaded.source}): {len(plan)} runs, "
-            f"concurrency {limit} ({source}); journal {journal.path}\n"
-        )
-        err.flush()
-        _fast_child_watcher()
-        result = anyio.run(_main, controller, reporter, err, grace)
+        if resume_latest:
+            rows = journal.query(
+                "SELECT id FROM sweeps WHERE spec_path = ? ORDER BY created_at DESC LIMIT 1",
+                (_spec_path(loaded.source),),
+            )
+            if rows:
+                return _resume(journal, rows[0]["id"], options, overrides=overrides, loaded=loaded)
+        plan = compile_plan(loaded, overrides, home=options.home, name=options.name)
+        return _execute(journal, plan, loaded, overrides, options, uuid.uuid4().hex, None)
     finally:
         journal.close()
-    if as_json:
+
+
+def resume_sweep(
+    ref: str,
+    options: RunOptions,
+    *,
+    overrides: dict[str, str],
+    force: bool = False,
+    only_states: set[str] | None = None,
+) -> int:
+    """``resume`` (everything not succeeded) or ``rerun`` (only ``only_states``)."""
+    journal = open_journal(options.home, options.err)
+    try:
+        return _resume(
+            journal, ref, options, overrides=overrides, force=force, only_states=only_states
+        )
+    finally:
+        journal.close()
+
+
+def _resume(
+    journal: Journal,
+    ref: str,
+    options: RunOptions,
+    *,
+    overrides: dict[str, str],
+    loaded: LoadedSpec | None = None,
+    force: bool = False,
+    only_states: set[str] | None = None,
+) -> int:
+    row = journal.find_sweep(ref)
+    sweep_id = row["id"]
+    if row["state"] in {"created", "running", "stopping"}:
+        raise SpecError(f"sweep {sweep_id[:12]} is still running (pid {row['pid']}); stop it first")
+    if loaded is None:
+        loaded = _load_source(row["spec_path"], sweep_id)
+    stored = json.loads(row["overrides"] or "{}")
+    merged = {**stored, **overrides}
+    plan = compile_plan(loaded, merged, home=options.home, name=row["name"])
+    if row["component_hash"] and plan.component_hash != row["component_hash"] and not force:
+        raise SpecError(
+            f"the component changed since sweep {sweep_id[:12]} ran (command, inputs, outputs "
+            "or init); resuming would mix results of two components. Pass --force to resume "
+            "anyway, matching configurations by their params",
+            file=loaded.source,
+        )
+    previous = latest_records(journal, sweep_id)
+    only = None
+    if only_states is not None:
+        only = {r.spec.params_hash for r in previous if r.state.value in only_states}
+    resume = Resume(sweep_id, previous, only)
+    options.name = options.name or row["name"]
+    return _execute(journal, plan, loaded, merged, options, sweep_id, resume)
+
+
+def _load_source(spec_path: str, sweep_id: str) -> LoadedSpec:
+    if spec_path.startswith(("http://", "https://")):
+        return load_text(fetch_url(spec_path, spec_path, "urlRef"), spec_path)
+    if not Path(spec_path).is_file():
+        raise NotFoundError(
+            f"the spec file of sweep {sweep_id[:12]}, {spec_path}, no longer exists"
+        )
+    return load_spec(spec_path)
+
+
+def _execute(
+    journal: Journal,
+    plan: Plan,
+    loaded: LoadedSpec,
+    overrides: dict[str, str],
+    options: RunOptions,
+    sweep_id: str,
+    resume: Resume | None,
+) -> int:
+    err, out = options.err, options.out
+    limit, source = _concurrency(plan.concurrency, options.concurrency)
+    for note in loaded.ignored:
+        err.write(f"note: {note}: no local meaning, ignored\n")
+    controller = SweepController(
+        plan,
+        journal=journal,
+        executor=LocalExecutor(options.home),
+        bus=EventBus(sweep_id),
+        concurrency=limit,
+        grace=options.grace,
+        home=options.home,
+        spec_path=_spec_path(loaded.source),
+        name=options.name,
+        description=options.description,
+        tags=options.tags,
+        overrides=overrides,
+        resume=resume,
+    )
+    keys = plan.expansion.keys if plan.expansion is not None else None
+    reporter = Reporter(err, live=err.isatty() and not options.as_json, keys=keys)
+    what = "resuming sweep" if resume is not None else "sweep"
+    if resume is not None:
+        done = len(resume.succeeded)
+        todo = f"{len(resume.only)} to re-run" if resume.only is not None else f"{done} done"
+        what = f"resuming sweep ({todo})"
+    err.write(
+        f"{what} {sweep_id[:12]} ({loaded.source}): {len(plan)} runs, "
+        f"concurrency {limit} ({source}); journal {journal.path}\n"
+    )
+    err.flush()
+    _fast_child_watcher()
+    result = anyio.run(_main, controller, reporter, err, options.grace)
+    if options.as_json:
         out.write(summary_json(result.sweep_id, result.state.value, result.runs) + "\n")
     else:
         out.write(summary_table(result.runs, keys) + "\n")

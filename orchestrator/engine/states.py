@@ -94,9 +94,10 @@ SWEEP_ALLOWED: dict[SweepState, frozenset[SweepState]] = {
     _W.CREATED: frozenset({_W.RUNNING, _W.FAILED, _W.STOPPED}),
     _W.RUNNING: frozenset({_W.STOPPING, _W.SUCCEEDED, _W.FAILED, _W.STOPPED}),
     _W.STOPPING: frozenset({_W.SUCCEEDED, _W.FAILED, _W.STOPPED}),
-    _W.SUCCEEDED: frozenset(),
-    _W.FAILED: frozenset(),
-    _W.STOPPED: frozenset(),
+    # A finished sweep runs again when resumed or re-run (``resume``, ``rerun``).
+    _W.SUCCEEDED: frozenset({_W.RUNNING}),
+    _W.FAILED: frozenset({_W.RUNNING}),
+    _W.STOPPED: frozenset({_W.RUNNING}),
 }
 
 

@@ -73,6 +73,21 @@ class RunRecord:
 
 
 @dataclass
+class Resume:
+    """Continue an existing sweep: which configurations to leave alone, which to run."""
+
+    sweep_id: str
+    #: The newest run of each configuration already journaled.
+    previous: list[RunRecord]
+    #: Run only configurations whose params hash is here (``rerun --failed``); None: all.
+    only: set[str] | None = None
+
+    @property
+    def succeeded(self) -> set[str]:
+        return {r.spec.params_hash for r in self.previous if r.state is RunState.SUCCEEDED}
+
+
+@dataclass
 class SweepResult:
     sweep_id: str
     state: SweepState
@@ -131,6 +146,8 @@ class SweepController:
         name: str | None = None,
         description: str | None = None,
         tags: Sequence[str] = (),
+        overrides: dict[str, str] | None = None,
+        resume: Resume | None = None,
     ) -> None:
         self.plan = plan
         self.journal = journal
@@ -149,9 +166,15 @@ class SweepController:
         self.runs: list[RunRecord] = []
         self.active: dict[str, RunRecord] = {}
         self._stop_state: SweepState | None = None
+        #: Set when a run could not even be rendered: the sweep cannot go on.
+        self._feed_error: str | None = None
         self._feed_scope: anyio.CancelScope | None = None
         self._outputs = {io.name for io in plan.ios if io.is_output}
         self._base_env = {"PYTHONUNBUFFERED": "1", **os.environ}
+        self.overrides = dict(overrides or {})
+        self.resume = resume
+        self._skip: set[str] = resume.succeeded if resume is not None else set()
+        self._attempts = {r.spec.params_hash: r.attempt for r in resume.previous} if resume else {}
 
     # ------------------------------------------------------------------ states
     async def transition(
@@ -259,19 +282,31 @@ class SweepController:
         plan = self.plan
         seed = plan.expansion.seed if plan.expansion is not None else None
         kind = plan.expansion.kind if plan.expansion is not None else "single"
-        self.journal.add_sweep(
-            self.sweep_id,
-            name=self.name,
-            description=self.description,
-            tags=self.tags,
-            spec_path=self.spec_path,
-            kind=kind,
-            total=len(plan),
-            concurrency=self.concurrency,
-            pid=os.getpid(),
-            seed=seed,
-        )
-        self._sweep_to(SweepState.RUNNING, None)
+        if self.resume is None:
+            self.journal.add_sweep(
+                self.sweep_id,
+                name=self.name,
+                description=self.description,
+                tags=self.tags,
+                spec_path=self.spec_path,
+                kind=kind,
+                total=len(plan),
+                concurrency=self.concurrency,
+                pid=os.getpid(),
+                seed=seed,
+                overrides=self.overrides,
+                component_hash=plan.component_hash,
+            )
+            self._sweep_to(SweepState.RUNNING, None)
+        else:
+            self.journal.reopen_sweep(
+                self.sweep_id,
+                pid=os.getpid(),
+                total=len(plan),
+                concurrency=self.concurrency,
+                component_hash=plan.component_hash,
+            )
+            self._sweep_to(SweepState.RUNNING, "resumed")
         await self.bus.publish(
             SweepStarted(
                 sweep_id=self.sweep_id,
@@ -291,7 +326,7 @@ class SweepController:
         final, reason = self._final_state()
         self._sweep_to(final, reason)
         counts: dict[str, int] = {}
-        for run in self.runs:
+        for run in self.all_runs():
             counts[run.state.value] = counts.get(run.state.value, 0) + 1
         await self.bus.publish(
             SweepFinished(
@@ -304,21 +339,30 @@ class SweepController:
             )
         )
         await self.journal.flush()
-        return SweepResult(self.sweep_id, final, reason, self.runs)
+        return SweepResult(self.sweep_id, final, reason, self.all_runs())
+
+    def all_runs(self) -> list[RunRecord]:
+        """Every configuration's newest run: earlier invocations' and this one's."""
+        if self.resume is None:
+            return list(self.runs)
+        rerun = {r.spec.params_hash for r in self.runs}
+        kept = [r for r in self.resume.previous if r.spec.params_hash not in rerun]
+        return sorted(kept + self.runs, key=lambda r: (r.index, r.created_at))
 
     def _final_state(self) -> tuple[SweepState, str | None]:
         if self._stop_state is not None:
             return self._stop_state, self.reason
-        if self.reason is not None and not self.runs:
-            return SweepState.FAILED, self.reason
-        states = [r.state for r in self.runs]
+        runs = self.all_runs()
+        if self._feed_error is not None and not runs:
+            return SweepState.FAILED, self._feed_error
+        states = [r.state for r in runs]
         failed = sum(s is RunState.FAILED for s in states)
         if failed:
             return SweepState.FAILED, f"{failed} of {len(states)} runs failed"
         if states and all(s is RunState.STOPPED for s in states):
             return SweepState.STOPPED, "all runs were stopped"
-        if self.reason is not None:
-            return SweepState.FAILED, self.reason
+        if self._feed_error is not None:
+            return SweepState.FAILED, self._feed_error
         return SweepState.SUCCEEDED, None
 
     async def _feed(self, tg: anyio.abc.TaskGroup) -> None:
@@ -334,9 +378,13 @@ class SweepController:
                     limiter.release_on_behalf_of(token)
                     return
                 spec = self.plan.render(index, suggestion, uuid.uuid4().hex)
+                if not self._wanted(spec):
+                    limiter.release_on_behalf_of(token)
+                    index += 1
+                    continue
             except SpecError as exc:
                 limiter.release_on_behalf_of(token)
-                self.reason = str(exc)
+                self._feed_error = str(exc)
                 return
             except BaseException:
                 limiter.release_on_behalf_of(token)
@@ -345,8 +393,15 @@ class SweepController:
             tg.start_soon(self._execute, run, limiter, token)
             index += 1
 
+    def _wanted(self, spec: RunSpec) -> bool:
+        if spec.params_hash in self._skip:
+            return False
+        only = self.resume.only if self.resume is not None else None
+        return only is None or spec.params_hash in only
+
     async def _create(self, spec: RunSpec) -> RunRecord:
-        run = RunRecord(id=spec.uuid, index=spec.index, spec=spec)
+        attempt = self._attempts.get(spec.params_hash, 0) + 1
+        run = RunRecord(id=spec.uuid, index=spec.index, spec=spec, attempt=attempt)
         self.runs.append(run)
         layout = RunLayout(self.home, run.id)
         self.journal.add_run(
@@ -357,6 +412,7 @@ class SweepController:
             msgspec.json.encode(spec.params).decode(),
             msgspec.json.encode(spec.argv).decode(),
             str(layout.run_dir),
+            spec.params_hash,
         )
         await self.bus.publish(
             RunCreated(

@@ -47,8 +47,11 @@ class RunSpec(msgspec.Struct, kw_only=True):
     working_dir: str | None
     #: ``run.init`` entries, rendered like the container.
     init: list[m.Init] = msgspec.field(default_factory=list)
-    #: Identifies the configuration independently of its position in the matrix.
+    #: The component plus the typed params: identifies the configuration independently of its
+    #: position in the matrix (cache keys build on it).
     config_hash: str = ""
+    #: The typed params alone: what resume matches on (the component is checked separately).
+    params_hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -254,6 +257,7 @@ class Plan:
             working_dir=working_dir,
             init=init,
             config_hash=self.config_hash(params),
+            params_hash=params_hash(params),
         )
 
     def _render_init(self, entry: m.Init, context: dict[str, Any], index: int) -> m.Init:
@@ -274,8 +278,13 @@ class Plan:
     def config_hash(self, params: Mapping[str, Any]) -> str:
         """SHA-256 of the component and the typed params, stable under key order."""
         digest = hashlib.sha256(self._component_json)
-        digest.update(msgspec.json.encode(dict(sorted(params.items())), order="sorted"))
+        digest.update(msgspec.json.encode(dict(params), order="sorted"))
         return digest.hexdigest()
+
+    @property
+    def component_hash(self) -> str:
+        """SHA-256 of the component: command, inputs, outputs, init..."""
+        return hashlib.sha256(self._component_json).hexdigest()
 
     def _globals(self, index: int, run_uuid: str) -> dict[str, Any]:
         name = self.name or self.spec.operation.name or self.spec.component.name
@@ -338,6 +347,11 @@ class Plan:
                 as_args.append(rendered_arg)
         params["as_args"] = as_args
         return {**top, "params": params, "globals": glob}
+
+
+def params_hash(params: Mapping[str, Any]) -> str:
+    """SHA-256 of typed params, stable under key order."""
+    return hashlib.sha256(msgspec.json.encode(dict(params), order="sorted")).hexdigest()
 
 
 def _env_text(value: Any) -> str:

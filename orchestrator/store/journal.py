@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from orchestrator.exceptions import StoreError
+from orchestrator.exceptions import NotFoundError, StoreError
+from orchestrator.procinfo import start_time
 
 __all__ = ["Journal"]
 
@@ -27,16 +28,18 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS sweeps (
     id TEXT PRIMARY KEY, name TEXT, description TEXT, tags TEXT, spec_path TEXT,
     kind TEXT, total INTEGER, concurrency INTEGER, state TEXT NOT NULL, reason TEXT,
-    created_at REAL, started_at REAL, finished_at REAL, pid INTEGER, seed INTEGER
+    created_at REAL, started_at REAL, finished_at REAL, pid INTEGER, seed INTEGER,
+    pid_start INTEGER, overrides TEXT, component_hash TEXT
 );
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, sweep_id TEXT NOT NULL, idx INTEGER NOT NULL, config_hash TEXT,
     params TEXT, argv TEXT, state TEXT NOT NULL, reason TEXT, exit_code INTEGER,
     attempt INTEGER NOT NULL DEFAULT 1, created_at REAL, started_at REAL, finished_at REAL,
-    run_dir TEXT, pid INTEGER
+    run_dir TEXT, pid INTEGER, pid_start INTEGER, params_hash TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_sweep ON runs (sweep_id, idx);
 CREATE INDEX IF NOT EXISTS runs_by_hash ON runs (config_hash);
+CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state);
 CREATE TABLE IF NOT EXISTS transitions (
     id INTEGER PRIMARY KEY AUTOINCREMENT, sweep_id TEXT NOT NULL, run_id TEXT,
     from_state TEXT, to_state TEXT NOT NULL, reason TEXT, at REAL NOT NULL
@@ -147,12 +150,14 @@ class Journal:
         concurrency: int,
         pid: int,
         seed: int | None,
+        overrides: dict[str, str] | None = None,
+        component_hash: str | None = None,
     ) -> None:
         now = time.time()
         self._put(
             "INSERT INTO sweeps (id, name, description, tags, spec_path, kind, total, "
-            "concurrency, state, created_at, started_at, pid, seed) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'created', ?, ?, ?, ?)",
+            "concurrency, state, created_at, started_at, pid, seed, pid_start, overrides, "
+            "component_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'created', ?, ?, ?, ?, ?, ?, ?)",
             (
                 sweep_id,
                 name,
@@ -166,7 +171,20 @@ class Journal:
                 now,
                 pid,
                 seed,
+                start_time(pid),
+                json.dumps(overrides or {}),
+                component_hash,
             ),
+        )
+
+    def reopen_sweep(
+        self, sweep_id: str, *, pid: int, total: int, concurrency: int, component_hash: str
+    ) -> None:
+        """A resumed sweep belongs to this process now."""
+        self._put(
+            "UPDATE sweeps SET pid = ?, pid_start = ?, total = ?, concurrency = ?, "
+            "component_hash = ?, finished_at = NULL WHERE id = ?",
+            (pid, start_time(pid), total, concurrency, component_hash, sweep_id),
         )
 
     def set_sweep_state(
@@ -192,12 +210,13 @@ class Journal:
         params: str,
         argv: str,
         run_dir: str,
+        params_hash: str = "",
     ) -> None:
         now = time.time()
         self._put(
             "INSERT INTO runs (id, sweep_id, idx, config_hash, params, argv, state, created_at, "
-            "run_dir) VALUES (?, ?, ?, ?, ?, ?, 'created', ?, ?)",
-            (run_id, sweep_id, index, config_hash, params, argv, now, run_dir),
+            "run_dir, params_hash) VALUES (?, ?, ?, ?, ?, ?, 'created', ?, ?, ?)",
+            (run_id, sweep_id, index, config_hash, params, argv, now, run_dir, params_hash),
         )
         self._put(
             "INSERT INTO transitions (sweep_id, run_id, from_state, to_state, reason, at) "
@@ -226,8 +245,19 @@ class Journal:
         self._put(
             "UPDATE runs SET state = ?, reason = ?, exit_code = COALESCE(?, exit_code), "
             "attempt = ?, started_at = COALESCE(?, started_at), "
-            "finished_at = COALESCE(?, finished_at), pid = COALESCE(?, pid) WHERE id = ?",
-            (state, reason, exit_code, attempt, started, finished, pid, run_id),
+            "finished_at = COALESCE(?, finished_at), pid = COALESCE(?, pid), "
+            "pid_start = COALESCE(?, pid_start) WHERE id = ?",
+            (
+                state,
+                reason,
+                exit_code,
+                attempt,
+                started,
+                finished,
+                pid,
+                start_time(pid) if pid else None,
+                run_id,
+            ),
         )
         self._put(
             "INSERT INTO transitions (sweep_id, run_id, from_state, to_state, reason, at) "
@@ -252,4 +282,64 @@ class Journal:
     # ------------------------------------------------------------------ reads
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         self._read.row_factory = sqlite3.Row
-        return list(self._read.execute(sql, tuple(params)))
+        try:
+            return list(self._read.execute(sql, tuple(params)))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the journal at {self.path}: {exc}") from None
+
+    def find_sweep(self, ref: str) -> sqlite3.Row:
+        """A sweep by id, unique id prefix, or ``last``."""
+        if ref == "last":
+            rows = self.query("SELECT * FROM sweeps ORDER BY created_at DESC LIMIT 1")
+            if not rows:
+                raise NotFoundError(f"no sweeps yet in {self.path.parent}")
+            return rows[0]
+        rows = self.query("SELECT * FROM sweeps WHERE id LIKE ? || '%' ORDER BY created_at", (ref,))
+        if not rows:
+            raise NotFoundError(f"no sweep matches {ref!r} in {self.path.parent}")
+        if len(rows) > 1 and rows[0]["id"] != ref:
+            raise NotFoundError(f"{ref!r} matches {len(rows)} sweeps; give more characters")
+        return rows[0]
+
+    def find_run(self, ref: str) -> sqlite3.Row:
+        """A run by id or unique id prefix."""
+        rows = self.query("SELECT * FROM runs WHERE id LIKE ? || '%'", (ref,))
+        if not rows:
+            raise NotFoundError(f"no run matches {ref!r} in {self.path.parent}")
+        if len(rows) > 1:
+            raise NotFoundError(f"{ref!r} matches {len(rows)} runs; give more characters")
+        return rows[0]
+
+    def latest_runs(self, sweep_id: str) -> list[sqlite3.Row]:
+        """The newest run of each configuration of a sweep, in matrix order."""
+        return self.query(
+            "SELECT * FROM runs r WHERE sweep_id = ? AND created_at = (SELECT max(created_at) "
+            "FROM runs WHERE sweep_id = r.sweep_id AND params_hash = r.params_hash) "
+            "ORDER BY idx, created_at",
+            (sweep_id,),
+        )
+
+    def last_metrics(self, run_ids: list[str]) -> dict[str, dict[str, float]]:
+        """The last reported value of every metric of each run."""
+        out: dict[str, dict[str, float]] = {}
+        for start in range(0, len(run_ids), 500):
+            chunk = run_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.query(
+                f"SELECT run_id, name, value FROM metrics WHERE run_id IN ({marks}) ORDER BY rowid",
+                chunk,
+            )
+            for row in rows:
+                out.setdefault(row["run_id"], {})[row["name"]] = row["value"]
+        return out
+
+    def outputs_of(self, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(run_ids), 500):
+            chunk = run_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.query(
+                f"SELECT run_id, name, value FROM outputs WHERE run_id IN ({marks})", chunk
+            ):
+                out.setdefault(row["run_id"], {})[row["name"]] = json.loads(row["value"])
+        return out

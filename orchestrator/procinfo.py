@@ -1,0 +1,57 @@
+"""Is a process still the one we started? A pid plus its start time answers it.
+
+Pids are recycled; the kernel's start time of a process (``/proc/<pid>/stat`` field 22, in
+clock ticks since boot) is not, so (pid, start time) names one process for good.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+
+__all__ = ["is_same_process", "signal_group", "start_time"]
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None if it does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ")".
+    fields = data[data.rfind(b")") + 2 :].split()
+    if fields and fields[0] in (b"Z", b"X"):
+        return None  # a zombie has finished; only its exit status is left
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_same_process(pid: int | None, started: int | None) -> bool:
+    """True when ``pid`` is alive and started at ``started`` (not a recycled pid)."""
+    if not pid:
+        return False
+    if not os.path.isdir("/proc/self"):  # no procfs: existence is all we can check
+        return _exists(pid)
+    current = start_time(pid)
+    if current is None:
+        return False
+    return started is None or current == started
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)

@@ -1,0 +1,279 @@
+"""History: ``ls`` (sweeps), ``show`` (a sweep's runs), ``logs`` (a run's output, followed)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import os
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+
+from orchestrator.engine.sweep import RunRecord
+from orchestrator.exceptions import NotFoundError
+from orchestrator.history import latest_records, record_from_row
+from orchestrator.reporting import format_duration, summary_table
+from orchestrator.store.journal import Journal
+from orchestrator.store.layout import RunLayout, journal_path
+from orchestrator.store.recovery import recover
+
+__all__ = ["list_sweeps", "print_logs", "show_sweep"]
+
+_TERMINAL = {"succeeded", "failed", "stopped", "skipped", "upstream_failed"}
+#: How often ``logs -f`` looks for new output.
+FOLLOW_POLL_S = 0.1
+
+
+def _open(home: Path) -> Journal:
+    path = journal_path(home)
+    if not path.exists():
+        raise NotFoundError(f"no journal in {home} (run a sweep first, or pass --home)")
+    journal = Journal(path)
+    recover(journal)
+    return journal
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def list_sweeps(home: Path, out: IO[str], err: IO[str], *, as_json: bool, limit: int) -> int:
+    journal = _open(home)
+    try:
+        sweeps = journal.query("SELECT * FROM sweeps ORDER BY created_at DESC LIMIT ?", (limit,))
+        counts: dict[str, dict[str, int]] = {}
+        for sweep in sweeps:
+            per_state: dict[str, int] = {}
+            for run in journal.latest_runs(sweep["id"]):
+                per_state[run["state"]] = per_state.get(run["state"], 0) + 1
+            counts[sweep["id"]] = per_state
+    finally:
+        journal.close()
+    items = [
+        {
+            "id": s["id"],
+            "name": s["name"],
+            "spec": s["spec_path"],
+            "state": s["state"],
+            "reason": s["reason"],
+            "counts": counts[s["id"]],
+            "total": s["total"],
+            "started": s["started_at"],
+            "duration_s": None
+            if s["started_at"] is None
+            else round((s["finished_at"] or time.time()) - s["started_at"], 3),
+        }
+        for s in sweeps
+    ]
+    if as_json:
+        out.write(json.dumps(items) + "\n")
+        return 0
+    if not items:
+        err.write(f"no sweeps in {home}\n")
+        return 0
+    rows = [["id", "name", "spec", "state", "runs", "started", "duration"]]
+    for item in items:
+        spec = item["spec"] or ""
+        shown_spec = os.path.relpath(spec) if spec and not spec.startswith("http") else spec
+        runs = ", ".join(f"{n} {state}" for state, n in sorted(item["counts"].items())) or "-"
+        rows.append(
+            [
+                item["id"][:12],
+                item["name"] or "-",
+                shown_spec,
+                item["state"],
+                runs,
+                _when(item["started"]),
+                format_duration(item["duration_s"]),
+            ]
+        )
+    out.write(_table(rows) + "\n")
+    return 0
+
+
+def _sort_key(metric: str) -> Any:
+    def key(run: RunRecord) -> tuple[int, float]:
+        value = run.outputs.get(metric, run.metrics.get(metric))
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return (1, 0.0)  # runs without the metric go last
+        return (0, float(value))
+
+    return key
+
+
+def show_sweep(
+    home: Path,
+    ref: str,
+    out: IO[str],
+    err: IO[str],
+    *,
+    fmt: str,
+    sort: str | None,
+    every_attempt: bool,
+) -> int:
+    journal = _open(home)
+    try:
+        sweep = journal.find_sweep(ref)
+        if every_attempt:
+            found = journal.query(
+                "SELECT * FROM runs WHERE sweep_id = ? ORDER BY idx, created_at", (sweep["id"],)
+            )
+            ids = [r["id"] for r in found]
+            outputs, metrics = journal.outputs_of(ids), journal.last_metrics(ids)
+            runs = [
+                record_from_row(r, outputs.get(r["id"], {}), metrics.get(r["id"], {}))
+                for r in found
+            ]
+        else:
+            runs = latest_records(journal, sweep["id"])
+    finally:
+        journal.close()
+    if sort:
+        descending = sort.startswith("-")
+        metric = sort.lstrip("-")
+        with_metric = [r for r in runs if _sort_key(metric)(r)[0] == 0]
+        without = [r for r in runs if _sort_key(metric)(r)[0] == 1]
+        with_metric.sort(key=_sort_key(metric), reverse=descending)
+        runs = with_metric + without
+    rows: list[dict[str, Any]] = [
+        {
+            "index": r.index,
+            "id": r.id,
+            "state": r.state.value,
+            "reason": r.reason,
+            "exit_code": r.exit_code,
+            "attempt": r.attempt,
+            "params": r.spec.params,
+            "outputs": r.outputs,
+            "metrics": r.metrics,
+            "duration_s": None if r.duration is None else round(r.duration, 3),
+        }
+        for r in runs
+    ]
+    if fmt == "json":
+        body = {
+            "sweep": sweep["id"],
+            "name": sweep["name"],
+            "state": sweep["state"],
+            "reason": sweep["reason"],
+            "spec": sweep["spec_path"],
+            "runs": rows,
+        }
+        out.write(msgspec.json.encode(body).decode() + "\n")
+    elif fmt == "csv":
+        params = sorted({k for r in rows for k in r["params"]})
+        values = sorted({k for r in rows for k in {**r["metrics"], **r["outputs"]}})
+        writer = csv.writer(out)
+        writer.writerow(["index", "id", "state", "reason", "duration_s", *params, *values])
+        for r in rows:
+            merged = {**r["metrics"], **r["outputs"]}
+            writer.writerow(
+                [
+                    r["index"],
+                    r["id"],
+                    r["state"],
+                    r["reason"] or "",
+                    "" if r["duration_s"] is None else r["duration_s"],
+                    *[_cell(r["params"].get(p)) for p in params],
+                    *[_cell(merged.get(v)) for v in values],
+                ]
+            )
+    else:
+        reason = f" ({sweep['reason']})" if sweep["reason"] else ""
+        out.write(f"sweep {sweep['id'][:12]} {sweep['name'] or ''} {sweep['state']}{reason}\n")
+        out.write(f"spec {sweep['spec_path']}\n\n")
+        out.write(summary_table(runs, None) + "\n")
+    return 0
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return msgspec.json.encode(value).decode()
+
+
+def _find_run(journal: Journal, ref: str) -> Any:
+    if ":" in ref:
+        sweep_ref, _, index = ref.rpartition(":")
+        if index.isdigit():
+            sweep = journal.find_sweep(sweep_ref)
+            rows = journal.query(
+                "SELECT * FROM runs WHERE sweep_id = ? AND idx = ? "
+                "ORDER BY created_at DESC LIMIT 1",
+                (sweep["id"], int(index)),
+            )
+            if not rows:
+                raise NotFoundError(f"sweep {sweep['id'][:12]} has no run {index}")
+            return rows[0]
+    return journal.find_run(ref)
+
+
+def print_logs(
+    home: Path, ref: str, out: IO[str], err: IO[str], *, follow: bool, stream: str, tail: int | None
+) -> int:
+    journal = _open(home)
+    try:
+        run = _find_run(journal, ref)
+        run_dir = Path(run["run_dir"]) if run["run_dir"] else RunLayout(home, run["id"]).run_dir
+        path = run_dir / f"{stream}.log"
+        position = 0
+        if tail is not None and path.exists():
+            position = _tail_offset(path, tail)
+        while True:
+            if path.exists():
+                with open(path, "rb") as f:
+                    f.seek(position)
+                    data = f.read()
+                if data:
+                    position += len(data)
+                    out.write(data.decode(errors="replace"))
+                    out.flush()
+            if not follow:
+                break
+            state = journal.query("SELECT state FROM runs WHERE id = ?", (run["id"],))[0][0]
+            if state in _TERMINAL:
+                follow = False  # one last read picks up what was written before the end
+                continue
+            time.sleep(FOLLOW_POLL_S)
+    finally:
+        journal.close()
+    return 0
+
+
+def _tail_offset(path: Path, lines: int) -> int:
+    """Byte offset where the last ``lines`` lines of ``path`` start."""
+    size = path.stat().st_size
+    if lines == 0:
+        return size
+    with open(path, "rb") as f:
+        block = 64 * 1024
+        offset = size
+        found = 0
+        data = b""
+        while offset > 0 and found <= lines:
+            step = min(block, offset)
+            offset -= step
+            f.seek(offset)
+            data = f.read(step) + data
+            found = data.count(b"\n") - (1 if data.endswith(b"\n") else 0)
+        if found < lines:
+            return 0
+        body = data[:-1] if data.endswith(b"\n") else data
+        cut = len(body)
+        for _ in range(lines):
+            cut = body.rfind(b"\n", 0, cut)
+        return offset + cut + 1
