@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import io
+import subprocess
 import textwrap
 import threading
 from collections.abc import Callable, Iterator
@@ -26,6 +27,20 @@ def write(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return _write
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[str]]]:
+    """Processes a test starts; killed (with their groups) if still alive when it ends."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 class CliResult:

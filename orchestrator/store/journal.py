@@ -58,12 +58,24 @@ _Statement = tuple[str, tuple[Any, ...]]
 _STOP = object()
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=30000")
-    return conn
+def _connect(path: Path, schema: bool = False) -> sqlite3.Connection:
+    """Open with WAL; retried while another process is creating the same journal (switching
+    to WAL and creating tables take locks that SQLite's busy handler does not always wait on)."""
+    deadline = time.monotonic() + 30
+    while True:
+        conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            if schema:
+                conn.executescript(SCHEMA)
+            return conn
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class Journal:
@@ -73,8 +85,7 @@ class Journal:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._read = _connect(path)
-            self._read.executescript(SCHEMA)
+            self._read = _connect(path, schema=True)
             self._write = _connect(path)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the journal at {path}: {exc}") from None

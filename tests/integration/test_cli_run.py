@@ -115,7 +115,10 @@ class _Watcher:
                 self.stopping.set()
 
 
-def _start(args: list[str]) -> tuple[subprocess.Popen[str], _Watcher]:
+def _start(
+    args: list[str],
+    procs: list[subprocess.Popen[str]],
+) -> tuple[subprocess.Popen[str], _Watcher]:
     proc = subprocess.Popen(
         [PY, "-m", "orchestrator", *args],
         stdout=subprocess.PIPE,
@@ -123,10 +126,13 @@ def _start(args: list[str]) -> tuple[subprocess.Popen[str], _Watcher]:
         text=True,
         cwd=ROOT,
     )
+    procs.append(proc)
     return proc, _Watcher(proc)
 
 
-def test_ctrl_c_stops_the_sweep(write: Callable[..., Path], tmp_path: Path) -> None:
+def test_ctrl_c_stops_the_sweep(
+    write: Callable[..., Path], tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
     spec = write(f"""
         version: 1.1
         kind: operation
@@ -134,7 +140,7 @@ def test_ctrl_c_stops_the_sweep(write: Callable[..., Path], tmp_path: Path) -> N
         component:
           run: {{kind: job, container: {{command: ["{PY}", -c, "import time; time.sleep(600)"]}}}}
     """)
-    proc, watch = _start(["run", str(spec), "--json", "--home", str(tmp_path / "h")])
+    proc, watch = _start(["run", str(spec), "--json", "--home", str(tmp_path / "h")], procs)
     assert watch.running.wait(30), "".join(watch.lines)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=30)
@@ -145,7 +151,9 @@ def test_ctrl_c_stops_the_sweep(write: Callable[..., Path], tmp_path: Path) -> N
     assert summary["runs"][0]["reason"] == "interrupted (SIGINT)"
 
 
-def test_second_ctrl_c_kills_at_once(write: Callable[..., Path], tmp_path: Path) -> None:
+def test_second_ctrl_c_kills_at_once(
+    write: Callable[..., Path], tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
     ready = tmp_path / "ready.fifo"
     os.mkfifo(ready)
     child = (
@@ -158,7 +166,7 @@ def test_second_ctrl_c_kills_at_once(write: Callable[..., Path], tmp_path: Path)
         run: {{kind: job, container: {{command: ["{PY}", -c, "{child}"]}}}}
     """)
     proc, watch = _start(
-        ["run", str(spec), "--json", "--grace", "300", "--home", str(tmp_path / "h")]
+        ["run", str(spec), "--json", "--grace", "300", "--home", str(tmp_path / "h")], procs
     )
     # The child says it ignores SIGTERM through a FIFO: no polling, no race.
     signalled = threading.Event()

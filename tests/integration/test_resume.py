@@ -36,7 +36,7 @@ def marker_spec(
     code = (
         f"import os, time; time.sleep({hold}); "
         f"open({str(marker)!r}, 'a')"
-        ".write('{{{{ i }}}} ' + os.environ['ORCHESTRATOR_RUN_ID'] + chr(10))"
+        ".write('{{ i }} ' + os.environ['ORCHESTRATOR_RUN_ID'] + chr(10))"
     )
     return write(
         f"""

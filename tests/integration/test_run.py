@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import select
 import signal
 import sqlite3
 import sys
@@ -115,6 +117,22 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
     h.journal.close()
 
 
+def gone_within(pid: int, timeout: float) -> bool:
+    """Wait (on a pidfd, no polling) until ``pid`` has exited; False if it is still alive.
+
+    A SIGKILL is delivered asynchronously, so the test must wait for the death it caused.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        readable, _, _ = select.select([fd], [], [], timeout)
+        return bool(readable) or not alive(pid)
+    finally:
+        os.close(fd)
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -182,7 +200,7 @@ async def test_grandchildren_die_when_their_run_is_stopped(
 
     result = await harness.run(controller, on_event)
     assert result.runs[0].state is RunState.STOPPED
-    assert not alive(int(pid_file.read_text()))
+    assert gone_within(int(pid_file.read_text()), 10)
 
 
 async def test_grandchildren_die_when_their_run_exits(harness: Harness, tmp_path: Path) -> None:
@@ -195,7 +213,7 @@ async def test_grandchildren_die_when_their_run_exits(harness: Harness, tmp_path
     )
     assert result.state is SweepState.SUCCEEDED
     assert time.monotonic() - started < 10, "a grandchild holding the pipes must not hang us"
-    assert not alive(int(pid_file.read_text()))
+    assert gone_within(int(pid_file.read_text()), 10)
 
 
 async def test_missing_command_fails_that_run_only(harness: Harness) -> None:
