@@ -19,6 +19,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from benchmarks_common import noop_spec
+
 ASYNCIO_ANCHOR = textwrap.dedent("""
     import asyncio, subprocess, sys
     async def main(n, cmd):
@@ -31,16 +33,6 @@ ASYNCIO_ANCHOR = textwrap.dedent("""
         await asyncio.gather(*(one() for _ in range(n)))
     asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
 """)
-
-
-def spec(n: int) -> str:
-    return textwrap.dedent(f"""
-        version: 1.1
-        kind: operation
-        matrix: {{kind: grid, params: {{i: {{kind: range, value: "0:{n}:1"}}}}}}
-        component:
-          run: {{kind: job, container: {{command: [/bin/true]}}}}
-    """)
 
 
 def timed(cmd: str | list[str], repeat: int, *, shell: bool = False) -> float:
@@ -77,7 +69,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
         path = Path(tmp) / "noop.yaml"
-        path.write_text(spec(n))
+        path.write_text(noop_spec(n))
         walls = []
         for i in range(repeat):
             home = Path(tmp) / f"home{i}"

@@ -297,3 +297,19 @@ def test_unusable_home_gives_a_clear_error(
     assert result.code == 2
     assert result.err.startswith("orchestrator: cannot open the journal at")
     assert "Traceback" not in result.err and result.err.count("\n") == 1
+
+
+def test_run_resume_continues_the_newest_sweep_of_the_spec(
+    write: Callable[..., Path], tmp_path: Path, cli: Callable[..., CliResult]
+) -> None:
+    marker, home = tmp_path / "marker.txt", tmp_path / "home"
+    spec = marker_spec(write, marker, 2, hold=0)
+    first = json.loads(cli(str(spec), "--json", "--home", str(home)).out)
+    marker_spec(write, marker, 3, hold=0)
+    again = cli("run", str(spec), "--resume", "--json", "--home", str(home))
+    assert again.code == 0, again.err
+    assert json.loads(again.out)["sweep"] == first["sweep"]
+    assert len(marker.read_text().splitlines()) == 3
+    other = write(spec.read_text(), "other.yaml")
+    fresh = json.loads(cli("run", str(other), "--resume", "--json", "--home", str(home)).out)
+    assert fresh["sweep"] != first["sweep"], "no sweep of that spec yet: a new one starts"
