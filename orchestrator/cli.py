@@ -408,6 +408,19 @@ def _with_default_command(argv: list[str]) -> list[str]:
     return argv
 
 
+def _first_expected(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first error we raise on purpose inside ``group``, or the group itself."""
+    from orchestrator.exceptions import OrchestratorError
+
+    matched, _ = group.split((OrchestratorError, KeyboardInterrupt))
+    if matched is None:
+        return group
+    first: BaseException = matched
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
+
+
 class _UsageError(Exception):
     pass
 
@@ -443,7 +456,10 @@ def main(
         "logs": _cmd_logs,
     }[args.command]
     try:
-        return command(args, out, err)
+        try:
+            return command(args, out, err)
+        except BaseExceptionGroup as group:  # errors raised inside the engine's task groups
+            raise _first_expected(group) from None
     except _UsageError as exc:
         err.write(f"orchestrator: error: {exc}\n")
         return EXIT_USAGE

@@ -72,10 +72,13 @@ async def _main(
         tg.start_soon(reporter.consume, subscription.receive)
         tg.start_soon(reporter.tick)
         await tg.start(_watch_signals, controller, err, grace)
-        result = await controller.run()
-        await controller.bus.close()
-        reporter.live = False
-        tg.cancel_scope.cancel()
+        try:
+            result = await controller.run()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await controller.bus.close()
+            reporter.live = False
+            tg.cancel_scope.cancel()
     return result
 
 

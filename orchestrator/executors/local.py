@@ -141,8 +141,13 @@ class LocalExecutor:
             for log in logs:
                 log.close()
             raise
-        async with process:
-            return await self._supervise(process, logs, sink, stop, started)
+        try:
+            async with process:
+                return await self._supervise(process, logs, sink, stop, started)
+        except BaseException:
+            # Cancelled (the engine is going down) or failed: the whole group goes with us.
+            _signal_group(process.pid, signal.SIGKILL)
+            raise
 
     async def _supervise(
         self,

@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import CliResult
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -313,3 +315,31 @@ def test_run_resume_continues_the_newest_sweep_of_the_spec(
     other = write(spec.read_text(), "other.yaml")
     fresh = json.loads(cli("run", str(other), "--resume", "--json", "--home", str(home)).out)
     assert fresh["sweep"] != first["sweep"], "no sweep of that spec yet: a new one starts"
+
+
+def test_journal_failure_mid_sweep_is_one_line(
+    write: Callable[..., Path],
+    tmp_path: Path,
+    cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from orchestrator.exceptions import StoreError
+    from orchestrator.store.journal import Journal
+
+    calls = {"n": 0}
+    original = Journal.record_transition
+
+    def failing(self: Journal, *args: object, **kwargs: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise StoreError("journal write failed: database or disk is full")
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Journal, "record_transition", failing)
+    spec = marker_spec(write, tmp_path / "m.txt", 2, hold=0)
+    result = cli(str(spec), "--home", str(tmp_path / "home"))
+    assert result.code == 2
+    assert result.err.splitlines()[-1] == (
+        "orchestrator: journal write failed: database or disk is full"
+    )
+    assert "Traceback" not in result.err
