@@ -108,24 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", help="name of the sweep (default: the operation's name)")
     run.add_argument("--description", help="description of the sweep")
     run.add_argument("--tags", help="comma-separated tags")
-    run.add_argument(
-        "--concurrency",
-        type=int,
-        metavar="N",
-        help="most runs alive at once (default: matrix.concurrency, else the number of CPUs)",
-    )
-    run.add_argument(
-        "--grace",
-        type=float,
-        default=10.0,
-        metavar="SECONDS",
-        help="after SIGTERM, seconds before SIGKILL when stopping (default: 10)",
-    )
-    run.add_argument(
-        "--json",
-        action="store_true",
-        help='print one JSON object at the end: {"sweep", "state", "runs": [...]}',
-    )
+    _output_options(run)
     run.add_argument(
         "--eager",
         action="store_true",
@@ -195,6 +178,31 @@ def build_parser() -> argparse.ArgumentParser:
     form.add_argument("--csv", action="store_true", help="print CSV")
     _home_option(show)
 
+    plugins = commands.add_parser(
+        "plugins",
+        help="list the plugins that would be loaded",
+        description="List installed plugins (entry-point group orchestrator.plugins): where "
+        "each comes from and which hooks it implements.",
+    )
+    plugins.add_argument("--plugin", action="append", metavar="NAME", help="only these")
+    plugins.add_argument(
+        "--no-plugin", action="append", default=[], metavar="NAME", help="not this one"
+    )
+    plugins.add_argument("--json", action="store_true", help="print a JSON list")
+    _home_option(plugins)
+
+    cache_cmd = commands.add_parser(
+        "cache", help="list or clear cached runs", description="The run cache of the home folder."
+    )
+    cache_cmd.add_argument("action", choices=["ls", "clear"])
+    cache_cmd.add_argument(
+        "--older-than",
+        metavar="AGE",
+        help="with clear: only entries older than AGE (90s, 30m, 12h, 7d)",
+    )
+    cache_cmd.add_argument("--json", action="store_true", help="with ls: print a JSON list")
+    _home_option(cache_cmd)
+
     logs = commands.add_parser(
         "logs",
         help="print (or follow) a run's output",
@@ -232,6 +240,34 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
         "--json",
         action="store_true",
         help='print one JSON object at the end: {"sweep", "state", "runs"}',
+    )
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        metavar="NAME",
+        help="load only these plugins (repeatable; see `plugins`)",
+    )
+    parser.add_argument(
+        "--no-plugin",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="do not load this plugin (repeatable)",
+    )
+    parser.add_argument(
+        "--strict-plugins",
+        action="store_true",
+        help="a plugin that fails stops the sweep (default: it is switched off)",
+    )
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--cache",
+        type=_bool,
+        metavar="BOOL",
+        help="use the cache (true) or not (false), whatever the spec's cache section says",
+    )
+    cache.add_argument(
+        "--nocache", action="store_const", const=False, dest="cache", help="same as --cache false"
     )
 
 
@@ -272,6 +308,15 @@ def _load(args: argparse.Namespace) -> Any:
     return load_spec(given[0])
 
 
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on", "t", "y"}:
+        return True
+    if lowered in {"0", "false", "no", "off", "f", "n"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def _run_options(args: argparse.Namespace, out: IO[str], err: IO[str]) -> Any:
     from orchestrator.runner import RunOptions
 
@@ -290,6 +335,10 @@ def _run_options(args: argparse.Namespace, out: IO[str], err: IO[str]) -> Any:
         name=getattr(args, "name", None),
         description=getattr(args, "description", None),
         tags=tags,
+        allow_plugins=args.plugin,
+        deny_plugins=args.no_plugin,
+        strict_plugins=args.strict_plugins,
+        cache=args.cache,
     )
 
 
@@ -331,6 +380,38 @@ def _cmd_show(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     return views.show_sweep(
         _home(args), args.sweep, out, err, fmt=fmt, sort=args.sort, every_attempt=args.all
     )
+
+
+def _cmd_plugins(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    import json
+
+    from orchestrator.plugin_host import PluginHost
+
+    def report(message: str) -> None:
+        err.write(f"{message}\n")
+
+    host = PluginHost(allow=args.plugin, deny=args.no_plugin, report=report)
+    host.discover()
+    items = [{"name": p.name, "source": p.source, "hooks": p.hooks} for p in host.loaded.values()]
+    if args.json:
+        out.write(json.dumps(items) + "\n")
+    elif not items:
+        out.write("no plugins loaded\n")
+    for item in [] if args.json else items:
+        out.write(f"{item['name']}  {item['source']}\n    hooks: {', '.join(item['hooks'])}\n")
+    return EXIT_OK
+
+
+def _cmd_cache(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from orchestrator import cache_admin
+
+    try:
+        older = cache_admin.parse_age(args.older_than) if args.older_than else None
+    except ValueError as exc:
+        raise _usage(str(exc)) from None
+    if args.action == "ls":
+        return cache_admin.list_entries(_home(args), out, as_json=args.json)
+    return cache_admin.clear_entries(_home(args), out, older_than=older)
 
 
 def _cmd_logs(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
@@ -389,7 +470,7 @@ def _show(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
-_COMMANDS = {"plan", "run", "resume", "rerun", "ls", "show", "logs"}
+_COMMANDS = {"plan", "run", "resume", "rerun", "ls", "show", "logs", "plugins", "cache"}
 
 
 def _with_default_command(argv: list[str]) -> list[str]:
@@ -454,6 +535,8 @@ def main(
         "ls": _cmd_ls,
         "show": _cmd_show,
         "logs": _cmd_logs,
+        "plugins": _cmd_plugins,
+        "cache": _cmd_cache,
     }[args.command]
     try:
         try:

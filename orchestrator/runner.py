@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO
 
 import anyio
+import msgspec
 
 from orchestrator.engine.bus import EventBus
 from orchestrator.engine.states import SweepState
@@ -19,8 +20,10 @@ from orchestrator.engine.sweep import Resume, SweepController, SweepResult
 from orchestrator.exceptions import NotFoundError, SpecError
 from orchestrator.executors.local import LocalExecutor
 from orchestrator.history import latest_records
+from orchestrator.plugin_host import PluginHost
 from orchestrator.reporting import Reporter, summary_json, summary_table
 from orchestrator.spec import LoadedSpec, Plan, compile_plan, load_spec, load_text
+from orchestrator.spec import models as m
 from orchestrator.spec.load import fetch_url
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import journal_path
@@ -112,6 +115,37 @@ class RunOptions:
     name: str | None = None
     description: str | None = None
     tags: list[str] = field(default_factory=list)
+    #: ``--plugin`` (only these) and ``--no-plugin`` (not these); ``--strict-plugins``.
+    allow_plugins: list[str] | None = None
+    deny_plugins: list[str] = field(default_factory=list)
+    strict_plugins: bool = False
+    #: ``--cache BOOL`` / ``--nocache``: None leaves the spec's ``cache`` section alone.
+    cache: bool | None = None
+
+
+def load_plugins(options: RunOptions, err: IO[str]) -> PluginHost:
+    """Discover the plugins allowed by ``options``; problems are reported, not fatal."""
+
+    def report(message: str) -> None:
+        err.write(f"{message}\n")
+        err.flush()
+
+    host = PluginHost(
+        allow=options.allow_plugins,
+        deny=options.deny_plugins,
+        strict=options.strict_plugins,
+        report=report,
+    )
+    host.discover()
+    return host
+
+
+def _apply_cache_flag(loaded: LoadedSpec, enabled: bool | None) -> None:
+    """``--cache BOOL`` sets ``cache.disable: not BOOL``, as Polyaxon's CLI does."""
+    if enabled is None:
+        return
+    op = loaded.operation
+    op.cache = msgspec.structs.replace(op.cache or m.Cache(), disable=not enabled)
 
 
 def _spec_path(source: str) -> str:
@@ -225,6 +259,11 @@ def _execute(
     resume: Resume | None,
 ) -> int:
     err, out = options.err, options.out
+    _apply_cache_flag(loaded, options.cache)
+    plugins = load_plugins(options, err)
+    plugins.pm.hook.orchestrator_configure.call_historic(
+        kwargs={"config": {"home": options.home, "spec": loaded, "options": options}}
+    )
     limit, source = _concurrency(plan.concurrency, options.concurrency)
     for note in loaded.ignored:
         err.write(f"note: {note}: no local meaning, ignored\n")
@@ -242,6 +281,7 @@ def _execute(
         tags=options.tags,
         overrides=overrides,
         resume=resume,
+        plugins=plugins,
     )
     keys = plan.expansion.keys if plan.expansion is not None else None
     reporter = Reporter(err, live=err.isatty() and not options.as_json, keys=keys)

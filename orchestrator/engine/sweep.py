@@ -9,6 +9,7 @@ publishes. Stopping (Ctrl-C, SIGTERM, a plugin) starts no new runs and stops the
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import uuid
 from collections import deque
@@ -20,7 +21,8 @@ from typing import Any
 import anyio
 import msgspec
 
-from orchestrator.engine.bus import EventBus
+from orchestrator.engine.bus import EventBus, Subscription
+from orchestrator.engine.context import PluginContext
 from orchestrator.engine.events import (
     LogLine,
     MetricReported,
@@ -38,12 +40,15 @@ from orchestrator.engine.states import (
 )
 from orchestrator.exceptions import SpecError
 from orchestrator.executors.base import Executor, Job, Outcome, StopRequest
+from orchestrator.hooks import Defer, Skip, UseCached
+from orchestrator.plugin_host import PluginHost
 from orchestrator.spec.resolve import Plan, RunSpec
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import RunLayout
 
 __all__ = ["RunRecord", "SweepController", "SweepResult"]
 
+EVENT_TYPES = (SweepStarted, RunCreated, RunStateChanged, LogLine, MetricReported, SweepFinished)
 #: Stderr lines kept per run to show when it fails.
 STDERR_TAIL = 20
 
@@ -64,6 +69,8 @@ class RunRecord:
     outputs: dict[str, Any] = field(default_factory=dict)
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL))
     stop: StopRequest | None = None
+    #: The run whose results a cache hit reused.
+    cached_from: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -123,6 +130,15 @@ class _Sink:
             )
 
 
+def _copy_logs(source: RunLayout, target: RunLayout) -> None:
+    os.makedirs(target.outputs, exist_ok=True)
+    for src, dst in ((source.stdout, target.stdout), (source.stderr, target.stderr)):
+        if src.exists():
+            shutil.copyfile(src, dst)
+        else:
+            dst.touch()
+
+
 class _MetricLine(msgspec.Struct):
     metrics: dict[str, float]
     step: int | None = None
@@ -148,6 +164,7 @@ class SweepController:
         tags: Sequence[str] = (),
         overrides: dict[str, str] | None = None,
         resume: Resume | None = None,
+        plugins: PluginHost | None = None,
     ) -> None:
         self.plan = plan
         self.journal = journal
@@ -172,6 +189,12 @@ class SweepController:
         self._outputs = {io.name for io in plan.ios if io.is_output}
         self._base_env = {"PYTHONUNBUFFERED": "1", **os.environ}
         self.overrides = dict(overrides or {})
+        self.plugins = plugins
+        self.ctx = PluginContext(self)
+        if plugins is not None:
+            plugins.on_strict_failure = lambda reason: self.request_stop(
+                reason, final_state=SweepState.FAILED
+            )
         self.resume = resume
         self._skip: set[str] = resume.succeeded if resume is not None else set()
         self._attempts = {r.spec.params_hash: r.attempt for r in resume.previous} if resume else {}
@@ -307,6 +330,31 @@ class SweepController:
                 component_hash=plan.component_hash,
             )
             self._sweep_to(SweepState.RUNNING, "resumed")
+        async with anyio.create_task_group() as observers:
+            subscriptions = self._start_observers(observers)
+            await self._publish_started(plan)
+            async with anyio.create_task_group() as tg:
+                with anyio.CancelScope() as scope:
+                    self._feed_scope = scope
+                    if self.stopping:
+                        scope.cancel()
+                    await self._feed(tg)
+            result = await self._finish_sweep()
+            for subscription in subscriptions:
+                await subscription.send.aclose()
+        return result
+
+    def _start_observers(self, tg: anyio.abc.TaskGroup) -> list[Subscription]:
+        if self.plugins is None:
+            return []
+        subscriptions = []
+        for name, types in self.plugins.observer_plan(EVENT_TYPES).items():
+            subscription = self.bus.subscribe(types)
+            subscriptions.append(subscription)
+            tg.start_soon(self.plugins.observe, name, subscription.receive, self.ctx)
+        return subscriptions
+
+    async def _publish_started(self, plan: Plan) -> None:
         await self.bus.publish(
             SweepStarted(
                 sweep_id=self.sweep_id,
@@ -317,12 +365,8 @@ class SweepController:
                 concurrency=self.concurrency,
             )
         )
-        async with anyio.create_task_group() as tg:
-            with anyio.CancelScope() as scope:
-                self._feed_scope = scope
-                if self.stopping:
-                    scope.cancel()
-                await self._feed(tg)
+
+    async def _finish_sweep(self) -> SweepResult:
         final, reason = self._final_state()
         self._sweep_to(final, reason)
         counts: dict[str, int] = {}
@@ -446,6 +490,8 @@ class SweepController:
             if self.stopping:
                 await self.transition(run, RunState.STOPPED, self.reason)
                 return
+            if await self._decided(run):
+                return
             await self.transition(run, RunState.STARTING)
 
             async def started(pid: int | None) -> None:
@@ -455,9 +501,47 @@ class SweepController:
                 self._job(run), _Sink(self, run), run.stop, started
             )
             await self._finish(run, outcome)
+            if self.plugins is not None:
+                await self.plugins.call_all("on_run_finished", run=run, ctx=self.ctx)
         finally:
             self.active.pop(run.id, None)
             limiter.release_on_behalf_of(token)
+
+    async def _decided(self, run: RunRecord) -> bool:
+        """Ask ``decide_before_run``; True when the run ended without executing."""
+        if self.plugins is None or not self.plugins.implements("decide_before_run"):
+            return False
+        while True:
+            decision = await self.plugins.call_first("decide_before_run", run=run, ctx=self.ctx)
+            if not isinstance(decision, Defer):
+                break
+            await decision.until.wait()
+            if self.stopping:
+                await self.transition(run, RunState.STOPPED, self.reason)
+                return True
+        if isinstance(decision, UseCached):
+            await self._use_cached(run, decision)
+        elif isinstance(decision, Skip):
+            await self.transition(run, RunState.SKIPPED, decision.reason)
+        else:
+            return False
+        await self.plugins.call_all("on_run_finished", run=run, ctx=self.ctx)
+        return True
+
+    async def _use_cached(self, run: RunRecord, hit: UseCached) -> None:
+        """End ``run`` succeeded with the outputs, metrics and logs of an earlier run."""
+        await self.journal.flush()
+        source = RunLayout(self.home, hit.source_run_id)
+        target = RunLayout(self.home, run.id)
+        await anyio.to_thread.run_sync(_copy_logs, source, target)
+        self.journal.copy_metrics(hit.source_run_id, run.id)
+        await self.journal.flush()
+        run.metrics = self.journal.last_metrics([hit.source_run_id]).get(hit.source_run_id, {})
+        run.outputs = dict(hit.outputs)
+        for name, value in run.outputs.items():
+            self.journal.set_output(run.id, name, value)
+        run.cached_from = hit.source_run_id
+        await self.transition(run, RunState.SUCCEEDED, hit.reason)
 
     async def _finish(self, run: RunRecord, outcome: Outcome) -> None:
         for name, value in run.outputs.items():

@@ -284,6 +284,14 @@ class Journal:
                 (run_id, name, step, value, now),
             )
 
+    def copy_metrics(self, source_run: str, target_run: str) -> None:
+        """Give ``target_run`` every metric report of ``source_run`` (a cache hit)."""
+        self._put(
+            "INSERT INTO metrics (run_id, name, step, value, at) SELECT ?, name, step, "
+            "value, at FROM metrics WHERE run_id = ? ORDER BY rowid",
+            (target_run, source_run),
+        )
+
     def set_output(self, run_id: str, name: str, value: Any) -> None:
         self._put(
             "INSERT OR REPLACE INTO outputs (run_id, name, value) VALUES (?, ?, ?)",

@@ -1,0 +1,205 @@
+"""Loading plugins and calling their hooks from async code (pluggy itself is synchronous).
+
+Discovery reads the ``orchestrator.plugins`` entry-point group (built-in plugins included),
+honouring allow (``--plugin``) and deny (``--no-plugin``) lists and the API-version fence.
+Calls follow pluggy's order (last registered first), pass each implementation only the
+arguments it names, enforce ``firstresult`` for decisions, bound every call with a timeout,
+and run synchronous implementations in a worker thread so that even a hung one can be
+abandoned. A failing plugin is named and switched off for the sweep, or, with
+``--strict-plugins``, stops the sweep.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import anyio
+import pluggy
+
+from orchestrator.engine.events import Event
+from orchestrator.exceptions import PluginError
+from orchestrator.hooks import OBSERVERS, PLUGIN_API_VERSION, OrchestratorHooks
+
+__all__ = ["ENTRY_POINT_GROUP", "LoadedPlugin", "PluginHost"]
+
+ENTRY_POINT_GROUP = "orchestrator.plugins"
+#: Seconds one hook call may take before its plugin is switched off.
+DEFAULT_TIMEOUT_S = 30.0
+
+
+@dataclass
+class LoadedPlugin:
+    name: str
+    source: str
+    hooks: list[str] = field(default_factory=list)
+
+
+class PluginHost:
+    """The plugins of one process, and the async caller of their hooks."""
+
+    def __init__(
+        self,
+        *,
+        allow: Iterable[str] | None = None,
+        deny: Iterable[str] = (),
+        strict: bool = False,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        report: Callable[[str], None] | None = None,
+    ) -> None:
+        self.pm = pluggy.PluginManager("orchestrator")
+        self.pm.add_hookspecs(OrchestratorHooks)
+        self.allow = set(allow) if allow is not None else None
+        self.deny = set(deny)
+        self.strict = strict
+        self.timeout = timeout
+        self.report = report or (lambda message: None)
+        self.loaded: dict[str, LoadedPlugin] = {}
+        self.disabled: set[str] = set()
+        #: Called with a reason when a plugin fails under ``--strict-plugins``.
+        self.on_strict_failure: Callable[[str], None] | None = None
+
+    # ------------------------------------------------------------------ loading
+    def discover(self) -> None:
+        """Load every plugin registered under the entry-point group that is allowed."""
+        for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if entry.name in self.deny or (self.allow is not None and entry.name not in self.allow):
+                continue
+            dist = entry.dist
+            where = f"{entry.value} ({dist.name} {dist.version})" if dist else entry.value
+            try:
+                plugin = entry.load()
+            except Exception as exc:  # a broken plugin must not take the orchestrator down
+                self._problem(entry.name, f"cannot be imported: {type(exc).__name__}: {exc}")
+                continue
+            self.register(plugin, entry.name, where)
+        if self.allow:
+            for missing in sorted(self.allow - set(self.loaded) - self.disabled):
+                self._problem(missing, "is not installed (no such entry point)")
+
+    def register(self, plugin: object, name: str, source: str = "") -> bool:
+        """Register ``plugin``; on a bad declaration report it (or raise when strict)."""
+        declared = getattr(plugin, "ORCHESTRATOR_PLUGIN_API", PLUGIN_API_VERSION)
+        if declared != PLUGIN_API_VERSION:
+            return self._problem(
+                name,
+                f"is written for plugin API {declared}; this orchestrator "
+                f"speaks API {PLUGIN_API_VERSION}",
+            )
+        try:
+            self.pm.register(plugin, name=name)
+        except (pluggy.PluginValidationError, ValueError) as exc:
+            return self._problem(name, f"declares a hook wrongly: {exc}")
+        hooks = []
+        for caller in self.pm.get_hookcallers(plugin) or []:
+            for impl in caller.get_hookimpls():
+                if impl.plugin_name != name:
+                    continue
+                if impl.hookwrapper or impl.wrapper:
+                    self.pm.unregister(name=name)
+                    return self._problem(
+                        name,
+                        f"uses a wrapper for {caller.name}; wrappers are "
+                        "not supported (pluggy#320)",
+                    )
+                hooks.append(caller.name)
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            self.pm.unregister(name=name)
+            return self._problem(name, f"implements a hook that does not exist: {exc}")
+        self.loaded[name] = LoadedPlugin(
+            name, source or getattr(plugin, "__name__", ""), sorted(hooks)
+        )
+        return True
+
+    def _problem(self, name: str, message: str) -> bool:
+        error = PluginError(name, message)
+        if self.strict:
+            raise error
+        self.report(f"{error}; switched off")
+        self.disabled.add(name)
+        return False
+
+    # ------------------------------------------------------------------ calling
+    def _impls(self, hook: str) -> list[pluggy.HookImpl]:
+        caller = getattr(self.pm.hook, hook)
+        return [i for i in reversed(caller.get_hookimpls()) if i.plugin_name not in self.disabled]
+
+    def implements(self, hook: str) -> bool:
+        return bool(self._impls(hook))
+
+    async def _call(self, impl: pluggy.HookImpl, hook: str, kwargs: dict[str, Any]) -> Any:
+        args = {name: kwargs[name] for name in impl.argnames if name in kwargs}
+        with anyio.fail_after(self.timeout):
+            if inspect.iscoroutinefunction(impl.function):
+                return await impl.function(**args)
+            return await anyio.to_thread.run_sync(
+                partial(impl.function, **args), abandon_on_cancel=True
+            )
+
+    def _failed(self, name: str, hook: str, exc: BaseException) -> None:
+        if name in self.disabled:
+            return  # concurrent calls failing together: report the plugin once
+        if isinstance(exc, TimeoutError):
+            what = f"{hook} did not return within {self.timeout:g}s"
+        else:
+            what = f"{hook} raised {type(exc).__name__}: {exc}"
+        self.disabled.add(name)
+        if self.strict:
+            message = f"plugin {name!r}: {what}"
+            self.report(f"{message}; stopping the sweep (--strict-plugins)")
+            if self.on_strict_failure is not None:
+                self.on_strict_failure(message)
+        else:
+            self.report(f"plugin {name!r}: {what}; switched off for this sweep")
+
+    async def call_first(self, hook: str, **kwargs: Any) -> Any:
+        """A decision: implementations in pluggy's order, the first non-None answer wins."""
+        for impl in self._impls(hook):
+            try:
+                result = await self._call(impl, hook, kwargs)
+            except Exception as exc:
+                self._failed(impl.plugin_name, hook, exc)
+                continue
+            if result is not None:
+                return result
+        return None
+
+    async def call_all(self, hook: str, **kwargs: Any) -> None:
+        """Call every implementation of ``hook`` (their answers are ignored)."""
+        for impl in self._impls(hook):
+            try:
+                await self._call(impl, hook, kwargs)
+            except Exception as exc:
+                self._failed(impl.plugin_name, hook, exc)
+
+    def observer_plan(self, event_types: Iterable[type]) -> dict[str, list[type]]:
+        """Which event types each plugin observes."""
+        by_name = {t.__name__: t for t in event_types}
+        plan: dict[str, list[type]] = {}
+        for type_name, hook in OBSERVERS.items():
+            for impl in self._impls(hook):
+                plan.setdefault(impl.plugin_name, []).append(by_name[type_name])
+        return plan
+
+    async def observe(
+        self, name: str, receive: anyio.abc.ObjectReceiveStream[Event], ctx: Any
+    ) -> None:
+        """One plugin's observer task: its events, in order, until the bus closes."""
+        async with receive:
+            async for event in receive:
+                if name in self.disabled:
+                    continue  # keep draining so the engine never blocks on a dead plugin
+                hook = OBSERVERS[type(event).__name__]
+                for impl in self._impls(hook):
+                    if impl.plugin_name != name:
+                        continue
+                    try:
+                        await self._call(impl, hook, {"event": event, "ctx": ctx})
+                    except Exception as exc:
+                        self._failed(name, hook, exc)
