@@ -2,7 +2,9 @@
 
 N no-op runs (``/bin/true``), 8 at a time, each tool timed end to end (start-up included), the
 median of REPEAT runs. Targets: within 1.5x of ``xargs -P`` and ahead of GNU parallel.
-``--plugins-off`` is reserved for the plugin issue. Install the peers with
+Ours runs twice: with the built-in plugins (the cache: a key and an entry per run) and
+without (``--no-plugin cache``), which is what the event bus and plugins cost. Install the
+peers with
 ``benchmarks/install-peers.sh``.
 
 Run: ``.venv/bin/python benchmarks/bench_overhead.py [N] [REPEAT]``
@@ -70,26 +72,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
         path = Path(tmp) / "noop.yaml"
         path.write_text(noop_spec(n))
-        walls = []
-        for i in range(repeat):
-            home = Path(tmp) / f"home{i}"
-            walls.append(
-                timed(
-                    [
-                        sys.executable,
-                        "-m",
-                        "orchestrator",
-                        str(path),
-                        "--concurrency",
-                        "8",
-                        "--home",
-                        str(home),
-                        "--json",
-                    ],
-                    1,
-                )
-            )
-        rows.append(("orchestrator (journal, logs, events)", statistics.median(walls)))
+        variants = {
+            "orchestrator, built-in plugins on": [],
+            "orchestrator, plugins off": ["--no-plugin", "cache"],
+        }
+        for label, extra in variants.items():
+            walls = []
+            for i in range(repeat):
+                home = Path(tmp) / f"home-{len(rows)}-{i}"
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "orchestrator",
+                    str(path),
+                    "--concurrency",
+                    "8",
+                    "--home",
+                    str(home),
+                    "--json",
+                    *extra,
+                ]
+                walls.append(timed(cmd, 1))
+            rows.append((label, statistics.median(walls)))
     base = rows[0][1]
     print(f"{n} no-op runs, 8 at a time, median of {repeat}")
     print(f"{'tool':<40} {'total s':>8} {'ms/run':>8} {'vs xargs':>9}")

@@ -62,6 +62,13 @@ def cli() -> Callable[..., CliResult]:
 
 class StaticHandler(http.server.BaseHTTPRequestHandler):
     routes: ClassVar[dict[str, tuple[int, bytes]]] = {}
+    posted: ClassVar[list[tuple[str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.posted.append((self.path, self.rfile.read(length)))
+        self.send_response(204)
+        self.end_headers()
 
     def do_GET(self) -> None:
         status, body = self.routes.get(self.path, (404, b"not found"))
