@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.exceptions import (
     ComponentRefError,
     ExecutorError,
+    NotFoundError,
     OrchestratorError,
     PluginError,
     SpecError,
@@ -18,6 +19,7 @@ from orchestrator.exceptions import (
 )
 
 if TYPE_CHECKING:
+    from orchestrator.hooks import hookimpl
     from orchestrator.spec import LoadedSpec, Plan, RunSpec, compile_plan, load_spec, load_text
 
 __version__ = "0.1.0"
@@ -26,6 +28,7 @@ __all__ = [
     "ComponentRefError",
     "ExecutorError",
     "LoadedSpec",
+    "NotFoundError",
     "OrchestratorError",
     "Plan",
     "PluginError",
@@ -34,6 +37,7 @@ __all__ = [
     "StoreError",
     "__version__",
     "compile_plan",
+    "hookimpl",
     "load_spec",
     "load_text",
 ]
@@ -42,6 +46,10 @@ _LAZY = {"LoadedSpec", "Plan", "RunSpec", "compile_plan", "load_spec", "load_tex
 
 
 def __getattr__(name: str) -> Any:
+    if name == "hookimpl":
+        from orchestrator.hooks import hookimpl
+
+        return hookimpl
     if name in _LAZY:
         from orchestrator import spec
 

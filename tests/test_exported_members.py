@@ -10,6 +10,8 @@ def test_all_is_sorted_and_importable() -> None:
 def test_public_api_is_pinned() -> None:
     assert set(orchestrator.__all__) == {
         "ComponentRefError",
+        "NotFoundError",
+        "hookimpl",
         "ExecutorError",
         "LoadedSpec",
         "OrchestratorError",
