@@ -259,6 +259,12 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="a plugin that fails stops the sweep (default: it is switched off)",
     )
+    parser.add_argument(
+        "--max-time",
+        type=_age,
+        metavar="TIME",
+        help="time budget of the whole sweep (90s, 30m, 2h): then it is stopped",
+    )
     cache = parser.add_mutually_exclusive_group()
     cache.add_argument(
         "--cache",
@@ -308,6 +314,18 @@ def _load(args: argparse.Namespace) -> Any:
     return load_spec(given[0])
 
 
+def _age(text: str) -> float:
+    from orchestrator.cache_admin import parse_age
+
+    try:
+        seconds = parse_age(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive time, got {text!r}")
+    return seconds
+
+
 def _bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in {"1", "true", "yes", "on", "t", "y"}:
@@ -339,6 +357,7 @@ def _run_options(args: argparse.Namespace, out: IO[str], err: IO[str]) -> Any:
         deny_plugins=args.no_plugin,
         strict_plugins=args.strict_plugins,
         cache=args.cache,
+        max_time=args.max_time,
     )
 
 

@@ -99,6 +99,10 @@ class OrchestratorHooks:
         """A run reported metrics (``MetricReported``: step, values)."""
 
     @hookspec
+    def on_sweep_stopping(self, event: Any, ctx: Any) -> None:
+        """A stop was decided (``SweepStopping``: reason, final_state)."""
+
+    @hookspec
     def on_sweep_finished(self, event: Any, ctx: Any) -> None:
         """A sweep ended (``SweepFinished``: state, reason, counts by state)."""
 
@@ -120,5 +124,6 @@ OBSERVERS = {
     "RunStateChanged": "on_run_state_changed",
     "LogLine": "on_log_line",
     "MetricReported": "on_metric",
+    "SweepStopping": "on_sweep_stopping",
     "SweepFinished": "on_sweep_finished",
 }

@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import pluggy
 
+from orchestrator.engine.bus import Subscription
 from orchestrator.engine.events import Event
 from orchestrator.exceptions import PluginError
 from orchestrator.hooks import OBSERVERS, PLUGIN_API_VERSION, OrchestratorHooks
@@ -187,19 +188,23 @@ class PluginHost:
                 plan.setdefault(impl.plugin_name, []).append(by_name[type_name])
         return plan
 
-    async def observe(
-        self, name: str, receive: anyio.abc.ObjectReceiveStream[Event], ctx: Any
-    ) -> None:
+    async def observe(self, name: str, subscription: Subscription, ctx: Any) -> None:
         """One plugin's observer task: its events, in order, until the bus closes."""
-        async with receive:
-            async for event in receive:
-                if name in self.disabled:
-                    continue  # keep draining so the engine never blocks on a dead plugin
-                hook = OBSERVERS[type(event).__name__]
-                for impl in self._impls(hook):
-                    if impl.plugin_name != name:
-                        continue
-                    try:
-                        await self._call(impl, hook, {"event": event, "ctx": ctx})
-                    except Exception as exc:
-                        self._failed(name, hook, exc)
+        try:
+            async with subscription.receive:
+                async for event in subscription.receive:
+                    if name not in self.disabled:  # a dead plugin's stream is still drained
+                        await self._deliver(name, event, ctx)
+                    subscription.handled()
+        finally:
+            subscription.gone()
+
+    async def _deliver(self, name: str, event: Event, ctx: Any) -> None:
+        hook = OBSERVERS[type(event).__name__]
+        for impl in self._impls(hook):
+            if impl.plugin_name != name:
+                continue
+            try:
+                await self._call(impl, hook, {"event": event, "ctx": ctx})
+            except Exception as exc:
+                self._failed(name, hook, exc)

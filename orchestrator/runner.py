@@ -121,6 +121,8 @@ class RunOptions:
     strict_plugins: bool = False
     #: ``--cache BOOL`` / ``--nocache``: None leaves the spec's ``cache`` section alone.
     cache: bool | None = None
+    #: ``--max-time``: seconds the whole sweep may take before it is stopped.
+    max_time: float | None = None
 
 
 def load_plugins(options: RunOptions, err: IO[str]) -> PluginHost:
@@ -160,6 +162,7 @@ def open_journal(home: Path, err: IO[str]) -> Journal:
     journal = Journal(journal_path(home))
     for message in recover(journal):
         err.write(f"recovered: {message}\n")
+    journal.run_due_cleanups()
     return journal
 
 
@@ -282,6 +285,7 @@ def _execute(
         overrides=overrides,
         resume=resume,
         plugins=plugins,
+        max_time=options.max_time,
     )
     keys = plan.expansion.keys if plan.expansion is not None else None
     reporter = Reporter(err, live=err.isatty() and not options.as_json, keys=keys)

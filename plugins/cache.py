@@ -147,7 +147,11 @@ class RunCache:
         ttl = cache.ttl if cache is not None else None
         fresh = entry is not None and (ttl is None or time.time() - entry.finished_at < ttl)
         if entry is not None and fresh and entry.run_id != run.id:
-            return UseCached(entry.run_id, dict(entry.outputs))
+            # The journal is the truth: an entry whose run it does not show as succeeded
+            # (say, its orchestrator was killed before the journal caught up) is void.
+            if await ctx.journaled_state(entry.run_id) == "succeeded":
+                return UseCached(entry.run_id, dict(entry.outputs))
+            CacheStore(ctx.home).delete(key)
         owner = self._inflight.get(key)
         if owner is not None and owner[0] != run.id:
             return Defer(owner[1])

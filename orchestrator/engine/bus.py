@@ -25,6 +25,30 @@ class Subscription:
     types: frozenset[type]
     send: MemoryObjectSendStream[Event]
     receive: MemoryObjectReceiveStream[Event]
+    #: Events sent, and events the consumer says it has handled (see :meth:`handled`).
+    sent: int = 0
+    done: int = 0
+    consumer_gone: bool = False
+    _caught_up: anyio.Event | None = None
+
+    def handled(self) -> None:
+        """The consumer finished one event."""
+        self.done += 1
+        if self.done >= self.sent and self._caught_up is not None:
+            self._caught_up.set()
+
+    def gone(self) -> None:
+        """The consumer stopped reading: nobody is left to wait for."""
+        self.done = self.sent = max(self.done, self.sent)
+        self.consumer_gone = True
+        if self._caught_up is not None:
+            self._caught_up.set()
+
+    async def wait_caught_up(self) -> None:
+        """Return once every event sent so far has been handled (or the consumer is gone)."""
+        while self.done < self.sent and not self.consumer_gone:
+            self._caught_up = anyio.Event()
+            await self._caught_up.wait()
 
 
 class EventBus:
@@ -54,8 +78,31 @@ class EventBus:
             if type(event) in sub.types:
                 try:
                     await sub.send.send(event)
+                    sub.sent += 1
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                     continue
+
+    async def send_to(self, event: Event, subscriptions: list[Subscription]) -> None:
+        for sub in subscriptions:
+            try:
+                await sub.send.send(event)
+                sub.sent += 1
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                continue
+
+    def publish_nowait(self, event: Event) -> list[Subscription]:
+        """Publish without waiting; returns the subscribers whose stream was full."""
+        full = []
+        for sub in self._subs:
+            if type(event) in sub.types:
+                try:
+                    sub.send.send_nowait(event)
+                    sub.sent += 1
+                except anyio.WouldBlock:
+                    full.append(sub)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    continue
+        return full
 
     async def close(self) -> None:
         for sub in self._subs:

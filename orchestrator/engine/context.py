@@ -98,6 +98,13 @@ class PluginContext:
             out[run.state.value] = out.get(run.state.value, 0) + 1
         return out
 
+    async def journaled_state(self, run_id: str) -> str | None:
+        """The state the journal holds for any run of the home folder (None: unknown)."""
+        journal = self._controller.journal
+        await journal.flush()
+        rows = journal.query("SELECT state FROM runs WHERE id = ?", (run_id,))
+        return str(rows[0]["state"]) if rows else None
+
     @staticmethod
     def is_final(state: str) -> bool:
         return RunState(state) in {

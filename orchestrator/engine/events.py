@@ -18,6 +18,7 @@ __all__ = [
     "RunStateChanged",
     "SweepFinished",
     "SweepStarted",
+    "SweepStopping",
 ]
 
 
@@ -65,10 +66,25 @@ class MetricReported(_Event, frozen=True, tag="metric_reported"):
     values: dict[str, float]
 
 
+class SweepStopping(_Event, frozen=True, tag="sweep_stopping"):
+    """A stop was decided (Ctrl-C, a time budget, early stopping...): why, and how it ends."""
+
+    reason: str
+    final_state: str
+
+
 class SweepFinished(_Event, frozen=True, tag="sweep_finished"):
     state: str
     reason: str | None
     counts: dict[str, int]
 
 
-Event = SweepStarted | RunCreated | RunStateChanged | LogLine | MetricReported | SweepFinished
+Event = (
+    SweepStarted
+    | RunCreated
+    | RunStateChanged
+    | LogLine
+    | MetricReported
+    | SweepStopping
+    | SweepFinished
+)

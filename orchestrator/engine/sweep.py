@@ -30,6 +30,7 @@ from orchestrator.engine.events import (
     RunStateChanged,
     SweepFinished,
     SweepStarted,
+    SweepStopping,
 )
 from orchestrator.engine.states import (
     SWEEP_ALLOWED,
@@ -48,7 +49,15 @@ from orchestrator.store.layout import RunLayout
 
 __all__ = ["RunRecord", "SweepController", "SweepResult"]
 
-EVENT_TYPES = (SweepStarted, RunCreated, RunStateChanged, LogLine, MetricReported, SweepFinished)
+EVENT_TYPES = (
+    SweepStarted,
+    RunCreated,
+    RunStateChanged,
+    LogLine,
+    MetricReported,
+    SweepStopping,
+    SweepFinished,
+)
 #: Stderr lines kept per run to show when it fails.
 STDERR_TAIL = 20
 
@@ -71,12 +80,38 @@ class RunRecord:
     stop: StopRequest | None = None
     #: The run whose results a cache hit reused.
     cached_from: str | None = None
+    #: Its ``termination.timeout`` expired (it ends failed, reason ``timeout``).
+    timed_out: bool = False
 
     @property
     def duration(self) -> float | None:
         if self.started_at is None:
             return None
         return (self.finished_at or time.time()) - self.started_at
+
+
+@dataclass(frozen=True)
+class Limits:
+    """``termination`` (per run; the operation's fields override the component's) and the
+    sweep's time budget."""
+
+    timeout: float | None = None
+    max_retries: int = 0
+    ttl: float | None = None
+    max_time: float | None = None
+
+    @classmethod
+    def of(cls, plan: Plan, max_time: float | None = None) -> Limits:
+        op, comp = plan.spec.operation.termination, plan.spec.component.termination
+
+        def pick(name: str) -> Any:
+            for section in (op, comp):
+                value = getattr(section, name, None) if section is not None else None
+                if value is not None:
+                    return value
+            return None
+
+        return cls(pick("timeout"), pick("max_retries") or 0, pick("ttl"), max_time)
 
 
 @dataclass
@@ -165,6 +200,7 @@ class SweepController:
         overrides: dict[str, str] | None = None,
         resume: Resume | None = None,
         plugins: PluginHost | None = None,
+        max_time: float | None = None,
     ) -> None:
         self.plan = plan
         self.journal = journal
@@ -189,6 +225,9 @@ class SweepController:
         self._outputs = {io.name for io in plan.ios if io.is_output}
         self._base_env = {"PYTHONUNBUFFERED": "1", **os.environ}
         self.overrides = dict(overrides or {})
+        self.limits = Limits.of(plan, max_time)
+        self._background: anyio.abc.TaskGroup | None = None
+        self._timers: list[anyio.CancelScope] = []
         self.plugins = plugins
         self.ctx = PluginContext(self)
         if plugins is not None:
@@ -264,6 +303,17 @@ class SweepController:
             self.reason = reason
             if self.state is SweepState.RUNNING:
                 self._sweep_to(SweepState.STOPPING, reason)
+            event = SweepStopping(
+                sweep_id=self.sweep_id,
+                seq=self.bus.next_seq(),
+                ts=time.time(),
+                reason=reason,
+                final_state=final_state.value,
+            )
+            full = self.bus.publish_nowait(event)
+            if full and self._background is not None:
+                # Those subscribers' streams are full: deliver to them, in order, later.
+                self._background.start_soon(self.bus.send_to, event, full)
         if self._feed_scope is not None:
             self._feed_scope.cancel()
         wait = self.grace if grace is None else grace
@@ -331,7 +381,10 @@ class SweepController:
             )
             self._sweep_to(SweepState.RUNNING, "resumed")
         async with anyio.create_task_group() as observers:
+            self._background = observers
             subscriptions = self._start_observers(observers)
+            if self.limits.max_time is not None:
+                self._after(self.limits.max_time, self._budget_spent)
             await self._publish_started(plan)
             async with anyio.create_task_group() as tg:
                 with anyio.CancelScope() as scope:
@@ -339,10 +392,33 @@ class SweepController:
                     if self.stopping:
                         scope.cancel()
                     await self._feed(tg)
+            # Plugins see every run's end before the sweep's state is decided (a strict
+            # failure or an early-stopping target reached by the last run counts).
+            for subscription in subscriptions:
+                await subscription.wait_caught_up()
             result = await self._finish_sweep()
             for subscription in subscriptions:
                 await subscription.send.aclose()
+            for timer in self._timers:
+                timer.cancel()
+        self._background = None
         return result
+
+    def _after(self, seconds: float, action: Any, *args: Any) -> None:
+        """Call ``action(*args)`` in ``seconds`` unless the sweep ends first."""
+        scope = anyio.CancelScope()
+        self._timers.append(scope)
+
+        async def wait() -> None:
+            with scope:
+                await anyio.sleep(seconds)
+                await action(*args)
+
+        assert self._background is not None
+        self._background.start_soon(wait)
+
+    async def _budget_spent(self) -> None:
+        self.request_stop(f"the time budget of {self.limits.max_time:g}s is spent")
 
     def _start_observers(self, tg: anyio.abc.TaskGroup) -> list[Subscription]:
         if self.plugins is None:
@@ -351,7 +427,7 @@ class SweepController:
         for name, types in self.plugins.observer_plan(EVENT_TYPES).items():
             subscription = self.bus.subscribe(types)
             subscriptions.append(subscription)
-            tg.start_soon(self.plugins.observe, name, subscription.receive, self.ctx)
+            tg.start_soon(self.plugins.observe, name, subscription, self.ctx)
         return subscriptions
 
     async def _publish_started(self, plan: Plan) -> None:
@@ -492,20 +568,71 @@ class SweepController:
                 return
             if await self._decided(run):
                 return
-            await self.transition(run, RunState.STARTING)
-
-            async def started(pid: int | None) -> None:
-                await self.transition(run, RunState.RUNNING, pid=pid)
-
-            outcome = await self.executor.execute(
-                self._job(run), _Sink(self, run), run.stop, started
-            )
+            while True:
+                await self.transition(run, RunState.STARTING)
+                outcome = await self._attempt(run)
+                why = self._retry_reason(run, outcome)
+                if why is None:
+                    break
+                await self.transition(run, RunState.RETRYING, why, exit_code=outcome.exit_code)
+                run.attempt += 1
+                run.stop = StopRequest()
+                await self.transition(run, RunState.QUEUED)
+                if self.stopping:
+                    await self.transition(run, RunState.STOPPED, self.reason)
+                    return
             await self._finish(run, outcome)
             if self.plugins is not None:
                 await self.plugins.call_all("on_run_finished", run=run, ctx=self.ctx)
+            if self.limits.ttl is not None:
+                self._schedule_cleanup(run)
         finally:
             self.active.pop(run.id, None)
             limiter.release_on_behalf_of(token)
+
+    async def _attempt(self, run: RunRecord) -> Outcome:
+        """One execution, bounded by ``termination.timeout``."""
+        assert run.stop is not None
+
+        async def started(pid: int | None) -> None:
+            await self.transition(run, RunState.RUNNING, pid=pid)
+
+        async with anyio.create_task_group() as tg:
+            if self.limits.timeout is not None:
+                tg.start_soon(self._deadline, run, run.stop, self.limits.timeout)
+            outcome = await self.executor.execute(
+                self._job(run), _Sink(self, run), run.stop, started
+            )
+            tg.cancel_scope.cancel()
+        return outcome
+
+    async def _deadline(self, run: RunRecord, stop: StopRequest, seconds: float) -> None:
+        await anyio.sleep(seconds)
+        if not stop.is_requested:
+            run.timed_out = True
+            stop.request("timeout", self.grace)
+
+    def _retry_reason(self, run: RunRecord, outcome: Outcome) -> str | None:
+        """Why ``run`` should run again (``termination.maxRetries``), or None."""
+        failed = outcome.error is not None or (outcome.exit_code not in (0, None))
+        if outcome.stopped or run.timed_out or not failed or self.stopping:
+            return None  # stopped, early-stopped and timed-out runs are not retried
+        if run.attempt > self.limits.max_retries:
+            return None
+        detail = outcome.error or f"exit code {outcome.exit_code}"
+        return f"{detail}; retry {run.attempt} of {self.limits.max_retries}"
+
+    def _schedule_cleanup(self, run: RunRecord) -> None:
+        """``termination.ttl``: the run's working files go after that many seconds; the
+        journal keeps its entry. Pending removals survive the process (journaled)."""
+        assert self.limits.ttl is not None
+        layout = RunLayout(self.home, run.id)
+        self.journal.add_cleanup(run.id, str(layout.artifacts), time.time() + self.limits.ttl)
+        self._after(self.limits.ttl, self._cleanup, run.id, layout.artifacts)
+
+    async def _cleanup(self, run_id: str, folder: Path) -> None:
+        await anyio.to_thread.run_sync(shutil.rmtree, folder, True)
+        self.journal.cleanup_done(run_id)
 
     async def _decided(self, run: RunRecord) -> bool:
         """Ask ``decide_before_run``; True when the run ended without executing."""
@@ -546,7 +673,18 @@ class SweepController:
     async def _finish(self, run: RunRecord, outcome: Outcome) -> None:
         for name, value in run.outputs.items():
             self.journal.set_output(run.id, name, value)
-        if outcome.stopped:
+        if outcome.stopped and run.timed_out:
+            if run.state is RunState.RUNNING:
+                await self.transition(run, RunState.STOPPING, "timeout")
+            limit = self.limits.timeout
+            await self.transition(
+                run,
+                RunState.FAILED,
+                "timeout",
+                exit_code=outcome.exit_code,
+                stderr_tail=[f"(stopped after termination.timeout = {limit:g}s)"],
+            )
+        elif outcome.stopped:
             reason = run.stop.reason if run.stop else None
             if run.state is RunState.RUNNING:
                 await self.transition(run, RunState.STOPPING, reason)

@@ -49,6 +49,9 @@ CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL, name TEXT NOT NULL, step INTEGER, value REAL, at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics (run_id, name);
+CREATE TABLE IF NOT EXISTS cleanups (
+    run_id TEXT PRIMARY KEY, path TEXT NOT NULL, due_at REAL NOT NULL, done_at REAL
+);
 CREATE TABLE IF NOT EXISTS outputs (
     run_id TEXT NOT NULL, name TEXT NOT NULL, value TEXT, PRIMARY KEY (run_id, name)
 );
@@ -283,6 +286,29 @@ class Journal:
                 "INSERT INTO metrics (run_id, name, step, value, at) VALUES (?, ?, ?, ?, ?)",
                 (run_id, name, step, value, now),
             )
+
+    def add_cleanup(self, run_id: str, path: str, due_at: float) -> None:
+        """``termination.ttl``: remove ``path`` at ``due_at`` (by this or a later process)."""
+        self._put(
+            "INSERT OR REPLACE INTO cleanups (run_id, path, due_at) VALUES (?, ?, ?)",
+            (run_id, path, due_at),
+        )
+
+    def cleanup_done(self, run_id: str) -> None:
+        self._put("UPDATE cleanups SET done_at = ? WHERE run_id = ?", (time.time(), run_id))
+
+    def run_due_cleanups(self) -> int:
+        """Remove the working files of runs whose ``ttl`` has passed; returns how many."""
+        import shutil
+
+        due = self.query(
+            "SELECT run_id, path FROM cleanups WHERE done_at IS NULL AND due_at <= ?",
+            (time.time(),),
+        )
+        for row in due:
+            shutil.rmtree(row["path"], ignore_errors=True)
+            self.cleanup_done(row["run_id"])
+        return len(due)
 
     def copy_metrics(self, source_run: str, target_run: str) -> None:
         """Give ``target_run`` every metric report of ``source_run`` (a cache hit)."""
