@@ -23,6 +23,7 @@ from orchestrator.engine.events import (
     RunStateChanged,
     SweepFinished,
     SweepStarted,
+    SweepStopping,
 )
 
 __all__ = ["Reporter", "format_duration", "summary_json", "summary_table"]
@@ -57,7 +58,14 @@ def _pairs(values: dict[str, Any], keys: Iterable[str] | None = None) -> str:
 class Reporter:
     """Consumes events and writes progress to ``out``."""
 
-    TYPES = (SweepStarted, RunCreated, RunStateChanged, MetricReported, SweepFinished)
+    TYPES = (
+        SweepStarted,
+        RunCreated,
+        RunStateChanged,
+        MetricReported,
+        SweepStopping,
+        SweepFinished,
+    )
 
     def __init__(self, out: IO[str], *, live: bool, keys: Sequence[str] | None) -> None:
         self.out = out
@@ -91,6 +99,8 @@ class Reporter:
         elif isinstance(event, RunStateChanged):
             self.states[event.run_id] = event.state
             self._transition(event)
+        elif isinstance(event, SweepStopping):
+            self._write(f"stopping the sweep ({event.final_state}): {event.reason}")
         elif isinstance(event, SweepFinished):
             self.status(final=True)
 

@@ -90,7 +90,7 @@ class LocalExecutor:
     def _make_folders(job: Job) -> tuple[BinaryIO, BinaryIO]:
         """Create the run's folders and open its log files: one worker-thread trip per run."""
         layout = job.layout
-        os.makedirs(layout.outputs)  # creates the run folder too; both are new
+        os.makedirs(layout.outputs, exist_ok=True)  # the run folder too (exists on a retry)
         if not os.path.isdir(job.cwd):
             os.makedirs(job.cwd, exist_ok=True)
         return open(layout.stdout, "ab", buffering=0), open(layout.stderr, "ab", buffering=0)
