@@ -10,9 +10,10 @@ When it applies (Polyaxon's rule, ``POLYAXONFILE.md`` §5): ``cache.disable`` de
 otherwise the cache is on for matrix children and off for a single run. ``--nocache`` and
 ``--cache BOOL`` set ``disable``.
 
-The key hashes Polyaxon's parts: the component; the inputs (name, type, value; only those in
-``cache.io`` when given); and, per ``cache.sections`` (default: all), ``containers`` (the
-rendered command, args, env and working folder, with run-specific paths and ids masked),
+The key hashes Polyaxon's parts: the component; the inputs and context params (matrix keys
+that are no input) as name, type, value, only those in ``cache.io`` when given; and, per
+``cache.sections`` (default: all), ``containers`` (the rendered command, args, env and working
+folder, with run-specific paths and ids masked),
 ``init`` and ``connections``. ``containers`` also covers the code a run executes, so editing
 ``train.py`` invalidates the cache: the content of every argv item that names an existing
 file, and, when the working folder is inside a git repository, its commit and a hash of its
@@ -64,13 +65,16 @@ class RunCache:
         plan, spec = ctx.plan, run.spec
         wanted_io = set(cache.io) if cache is not None and cache.io else None
         sections = set(cache.sections) if cache is not None and cache.sections else set(_SECTIONS)
+        types = {io.name: str(io.type) for io in plan.ios if not io.is_output}
+        # Inputs and context params (matrix keys that are no input) both count, as in
+        # Polyaxon's "in-" and "ctx-" parts; ``cache.io`` filters them all.
         inputs = sorted(
             (
-                {"name": io.name, "type": str(io.type), "value": spec.params.get(io.name)}
-                for io in plan.ios
-                if not io.is_output and (wanted_io is None or io.name in wanted_io)
+                {"name": name, "type": types.get(name), "value": value}
+                for name, value in spec.params.items()
+                if wanted_io is None or name in wanted_io
             ),
-            key=lambda item: item["name"],
+            key=lambda item: str(item["name"]),
         )
         mask = _masker(ctx.home, run.id)
         parts: dict[str, Any] = {"component": plan.component_hash, "inputs": inputs}
