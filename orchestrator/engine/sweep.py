@@ -201,6 +201,7 @@ class SweepController:
         resume: Resume | None = None,
         plugins: PluginHost | None = None,
         max_time: float | None = None,
+        shared_limiter: anyio.CapacityLimiter | None = None,
     ) -> None:
         self.plan = plan
         self.journal = journal
@@ -226,6 +227,8 @@ class SweepController:
         self._base_env = {"PYTHONUNBUFFERED": "1", **os.environ}
         self.overrides = dict(overrides or {})
         self.limits = Limits.of(plan, max_time)
+        #: A daemon's limit on runs across all its sweeps (first come, first served).
+        self.shared_limiter = shared_limiter
         self._background: anyio.abc.TaskGroup | None = None
         self._timers: list[anyio.CancelScope] = []
         self.plugins = plugins
@@ -569,8 +572,19 @@ class SweepController:
             if await self._decided(run):
                 return
             while True:
-                await self.transition(run, RunState.STARTING)
-                outcome = await self._attempt(run)
+                borrower = object()
+                if self.shared_limiter is not None:
+                    await self.shared_limiter.acquire_on_behalf_of(borrower)
+                    if self.stopping:
+                        self.shared_limiter.release_on_behalf_of(borrower)
+                        await self.transition(run, RunState.STOPPED, self.reason)
+                        return
+                try:
+                    await self.transition(run, RunState.STARTING)
+                    outcome = await self._attempt(run)
+                finally:
+                    if self.shared_limiter is not None:
+                        self.shared_limiter.release_on_behalf_of(borrower)
                 why = self._retry_reason(run, outcome)
                 if why is None:
                     break

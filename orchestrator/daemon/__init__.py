@@ -1,0 +1,1 @@
+"""The daemon: the engine served over HTTP (Starlette under uvicorn), a queue of sweeps."""

@@ -1,0 +1,149 @@
+"""Sweeps submitted to the daemon: each runs as a task, all under one limit of running runs."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from orchestrator.engine.bus import EventBus
+from orchestrator.engine.events import Event
+from orchestrator.engine.sweep import EVENT_TYPES, SweepController
+from orchestrator.executors.local import LocalExecutor
+from orchestrator.plugin_host import PluginHost
+from orchestrator.spec import compile_plan, load_text
+from orchestrator.store.journal import Journal
+
+__all__ = ["Submission", "SweepManager"]
+
+
+@dataclass
+class Submission:
+    spec: str
+    params: dict[str, str] = field(default_factory=dict)
+    name: str | None = None
+    #: Folder that relative paths in the spec (pathRef, the default working folder) mean.
+    base_dir: str | None = None
+    #: Where the spec came from, for the journal (``resume`` reads it again).
+    spec_path: str | None = None
+    concurrency: int | None = None
+
+
+class SweepManager:
+    """Owns the journal, the global run limit and the running sweeps."""
+
+    def __init__(
+        self,
+        home: Path,
+        journal: Journal,
+        *,
+        max_runs: int,
+        grace: float,
+        publish: Any,
+        plugins: PluginHost,
+        report: Any = None,
+    ) -> None:
+        self.home = home
+        self.journal = journal
+        self.limiter = anyio.CapacityLimiter(max_runs)
+        self.grace = grace
+        self.publish = publish
+        self.plugins = plugins
+        self.report = report or (lambda message: None)
+        self.sweeps: dict[str, SweepController] = {}
+        self.accepting = True
+        self._tg: anyio.abc.TaskGroup | None = None
+        #: Set whenever no sweep is running (shutdown waits on it, never polls).
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    async def run(
+        self,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            task_status.started()
+            await anyio.sleep_forever()
+
+    def submit(self, submission: Submission) -> tuple[str, int]:
+        """Validate and start a sweep; raises SpecError (a 400) when the spec is bad."""
+        if not self.accepting or self._tg is None:
+            raise RuntimeError("the daemon is shutting down")
+        base = Path(submission.base_dir) if submission.base_dir else Path.cwd()
+        source = submission.spec_path or "<submitted>"
+        loaded = load_text(submission.spec, source, base)
+        plan = compile_plan(loaded, submission.params, home=self.home, name=submission.name)
+        sweep_id = uuid.uuid4().hex
+        bus = EventBus(sweep_id)
+        controller = SweepController(
+            plan,
+            journal=self.journal,
+            executor=LocalExecutor(self.home),
+            bus=bus,
+            concurrency=submission.concurrency
+            or plan.concurrency
+            or int(self.limiter.total_tokens),
+            grace=self.grace,
+            home=self.home,
+            spec_path=source,
+            name=submission.name,
+            overrides=submission.params,
+            plugins=self.plugins,
+            shared_limiter=self.limiter,
+        )
+        self.sweeps[sweep_id] = controller
+        if self._idle.is_set():
+            self._idle = anyio.Event()
+        self._tg.start_soon(self._drive, controller)
+        return sweep_id, len(plan)
+
+    async def _drive(self, controller: SweepController) -> None:
+        subscription = controller.bus.subscribe(EVENT_TYPES, buffer=10_000)
+
+        async def forward() -> None:
+            async with subscription.receive:
+                event: Event
+                async for event in subscription.receive:
+                    self.publish(event)
+                    subscription.handled()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(forward)
+                try:
+                    await controller.run()
+                finally:
+                    await controller.bus.close()
+        except Exception as exc:  # one broken sweep must not take the daemon down
+            self.report(f"sweep {controller.sweep_id[:12]} crashed: {type(exc).__name__}: {exc}")
+        finally:
+            self.sweeps.pop(controller.sweep_id, None)
+            if not self.sweeps:
+                self._idle.set()
+
+    def stop_sweep(self, sweep_id: str, reason: str = "stopped through the API") -> bool:
+        controller = self.sweeps.get(sweep_id)
+        if controller is None:
+            return False
+        controller.request_stop(reason)
+        return True
+
+    def stop_run(self, run_id: str, reason: str = "stopped through the API") -> bool:
+        return any(c.ctx.stop_run(run_id, reason) for c in list(self.sweeps.values()))
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop taking work; let running sweeps finish for ``grace`` seconds, then stop them."""
+        self.accepting = False
+        with anyio.move_on_after(grace):
+            await self._idle.wait()
+        for controller in list(self.sweeps.values()):
+            controller.request_stop("the daemon is shutting down")
+        with anyio.move_on_after(self.grace + 5):
+            await self._idle.wait()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()

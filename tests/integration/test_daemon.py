@@ -1,0 +1,259 @@
+"""The daemon for real: a server process on a Unix socket and a loopback port."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PY = sys.executable
+
+
+class Daemon:
+    def __init__(self, home: Path, proc: subprocess.Popen[str]) -> None:
+        self.home = home
+        self.proc = proc
+        self.info = json.loads((home / "daemon.json").read_text())
+
+    def unix(self) -> httpx.Client:
+        return httpx.Client(
+            transport=httpx.HTTPTransport(uds=self.info["socket"]),
+            base_url="http://daemon",
+            timeout=httpx.Timeout(10, read=None),
+        )
+
+    def tcp(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(
+            base_url=f"http://127.0.0.1:{self.info['port']}",
+            headers=headers,
+            timeout=httpx.Timeout(10, read=None),
+        )
+
+
+@pytest.fixture
+def daemon() -> Iterator[Daemon]:
+    home = Path(tempfile.mkdtemp(prefix="orch-", dir="/tmp"))  # AF_UNIX paths are short
+    proc = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "orchestrator",
+            "daemon",
+            "--home",
+            str(home),
+            "--port",
+            "0",
+            "--max-runs",
+            "4",
+            "--grace",
+            "2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the daemon says "ready" once it serves
+        if line.strip() == "ready":
+            break
+    else:
+        raise AssertionError(f"daemon did not start: {proc.wait()}")
+    drain = threading.Thread(target=proc.stderr.read, daemon=True)
+    drain.start()
+    try:
+        yield Daemon(home, proc)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=20)
+            assert code == 0, "a SIGTERM ends the daemon cleanly"
+        drain.join(5)
+        proc.stderr.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def spec(command: list[str], values: list[dict[str, Any]] | None = None) -> str:
+    matrix = f"matrix: {{kind: mapping, values: {json.dumps(values)}}}\n" if values else ""
+    inputs = "  inputs: [{name: n, type: int}]\n" if values else ""
+    return (
+        f"version: 1.1\nkind: operation\n{matrix}component:\n{inputs}"
+        f"  run: {{kind: job, container: {{command: {json.dumps(command)}}}}}\n"
+    )
+
+
+def sse(response: httpx.Response) -> Iterator[tuple[str, str]]:
+    """(event type, data) of each SSE event."""
+    kind, data = "message", list[str]()
+    for line in response.iter_lines():
+        if line == "":
+            if data:
+                yield kind, "\n".join(data)
+            kind, data = "message", []
+        elif line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("data: "):
+            data.append(line[6:])
+        elif line == "data:":
+            data.append("")
+
+
+def test_health_token_and_socket_permissions(daemon: Daemon) -> None:
+    assert oct(os.stat(daemon.info["socket"]).st_mode & 0o777) == "0o600"
+    assert oct(os.stat(daemon.home).st_mode & 0o777) == "0o700"
+    assert oct(os.stat(daemon.home / "daemon.json").st_mode & 0o777) == "0o600"
+    with daemon.unix() as client:
+        assert client.get("/api/v1/health").json() == {"status": "ok"}
+    with daemon.tcp() as client:
+        missing = client.get("/api/v1/health")
+        assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    with daemon.tcp("wrong") as client:
+        assert client.get("/api/v1/sweeps").status_code == 401
+    with daemon.tcp(daemon.info["token"]) as client:
+        assert client.get("/api/v1/ready").json()["ready"] is True
+
+
+def test_bad_requests_get_4xx_with_one_line(daemon: Daemon) -> None:
+    with daemon.unix() as client:
+        big = client.post("/api/v1/sweeps", content=b"x" * (1024 * 1024 + 1))
+        assert big.status_code == 413
+        bad_yaml = client.post("/api/v1/sweeps", json={"spec": "version: 1.1\nkind: [oops\n"})
+        assert bad_yaml.status_code == 400
+        assert bad_yaml.json()["error"].startswith("<submitted>: invalid YAML: line")
+        bad_json = client.post("/api/v1/sweeps", content=b"{not json")
+        assert bad_json.status_code == 400 and "expected JSON" in bad_json.json()["error"]
+        wrong = client.post("/api/v1/sweeps", json={"spec": "version: 1.1\nkind: operation\n"})
+        assert wrong.status_code == 400 and "one and only one" in wrong.json()["error"]
+        assert client.get("/api/v1/sweeps/nope").status_code == 404
+        assert client.get("/api/v1/nothing").status_code == 404
+
+
+def test_two_clients_submit_at_once_and_both_finish(daemon: Daemon) -> None:
+    text = spec([PY, "-c", "print({{ n }})"], [{"n": i} for i in range(4)])
+    with daemon.unix() as watcher, watcher.stream("GET", "/api/v1/events") as events:
+        answers: list[dict[str, Any]] = []
+
+        def submit() -> None:
+            with daemon.unix() as client:
+                answers.append(client.post("/api/v1/sweeps", json={"spec": text}).json())
+
+        threads = [threading.Thread(target=submit) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(answers) == 2 and all(a["runs"] == 4 for a in answers)
+        finished: dict[str, str] = {}
+        for kind, data in sse(events):
+            if kind == "SweepFinished":
+                event = json.loads(data)
+                finished[event["sweep_id"]] = event["state"]
+                if len(finished) == 2:
+                    break
+    assert finished == {a["sweep"]: "succeeded" for a in answers}
+
+
+def test_logs_follow_over_sse_delivers_every_line_in_order(daemon: Daemon) -> None:
+    code = (
+        "import time\nfor i in range(60):\n    print(f'line {i}', flush=True)\n    time.sleep(0.01)"
+    )
+    with daemon.unix() as client, client.stream("GET", "/api/v1/events") as events:
+        sweep = client.post("/api/v1/sweeps", json={"spec": spec([PY, "-c", code])}).json()
+        run_id = next(
+            json.loads(data)["run_id"]
+            for kind, data in sse(events)
+            if kind == "RunCreated" and json.loads(data)["sweep_id"] == sweep["sweep"]
+        )
+    with (
+        daemon.unix() as client,
+        client.stream("GET", f"/api/v1/runs/{run_id}/logs", params={"follow": "1"}) as response,
+    ):
+        lines: list[str] = []
+        for kind, data in sse(response):
+            if kind == "end":
+                break
+            lines.extend(data.split("\n"))
+    assert lines == [f"line {i}" for i in range(60)]
+    with daemon.unix() as client:
+        assert client.get(f"/api/v1/runs/{run_id}/logs").text.splitlines()[-1] == "line 59"
+
+
+def test_stop_a_sweep_through_the_api_and_the_cli(daemon: Daemon) -> None:
+    text = spec([PY, "-c", "import time; print('up', flush=True); time.sleep(600)"])
+    with daemon.unix() as client, client.stream("GET", "/api/v1/events") as events:
+        sweep = client.post("/api/v1/sweeps", json={"spec": text}).json()["sweep"]
+        stream = sse(events)
+        for kind, data in stream:
+            if kind == "RunStateChanged" and json.loads(data)["state"] == "running":
+                break
+        stopped = subprocess.run(
+            [PY, "-m", "orchestrator", "stop", sweep, "--home", str(daemon.home)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=30,
+        )
+        assert stopped.returncode == 0, stopped.stderr
+        for kind, data in stream:
+            if kind == "SweepFinished":
+                assert json.loads(data)["state"] == "stopped"
+                break
+        assert client.post("/api/v1/sweeps/nope/stop").status_code == 404
+
+
+def test_cli_submit(daemon: Daemon, tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(spec([PY, "-c", "print(1)"]))
+    done = subprocess.run(
+        [PY, "-m", "orchestrator", "submit", str(path), "--json", "--home", str(daemon.home)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["runs"] == 1
+    path.write_text("version: 1.1\nkind: operation\n")
+    bad = subprocess.run(
+        [PY, "-m", "orchestrator", "submit", str(path), "--home", str(daemon.home)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
+    assert bad.returncode == 2 and bad.stderr.startswith(f"{path}: one and only one")
+    none = subprocess.run(
+        [PY, "-m", "orchestrator", "submit", str(path), "--home", str(tmp_path / "nodaemon")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
+    assert none.returncode == 2 and "no daemon is running" in none.stderr
+
+
+def test_a_second_daemon_on_the_same_home_is_refused(daemon: Daemon) -> None:
+    second = subprocess.run(
+        [PY, "-m", "orchestrator", "daemon", "--home", str(daemon.home)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
+    assert second.returncode == 2
+    assert "a daemon is already running" in second.stderr
+    with daemon.unix() as client:
+        assert client.get("/api/v1/health").status_code == 200, "the first keeps its socket"
