@@ -135,6 +135,27 @@ def build_app(manager: SweepManager, hub: Hub, home: Path, token: str | None) ->
             return JSONResponse({"stopping": True}, status_code=202)
         return _error("no running sweep with that id", 404)
 
+    async def add_configurations(request: Request) -> Response:
+        try:
+            body = json.loads(await request.body() or b"null")
+        except json.JSONDecodeError as exc:
+            return _error(f"body: expected JSON ({exc.msg})", 400)
+        values = body.get("values") if isinstance(body, dict) else None
+        if not isinstance(values, list):
+            return _error('body: expected {"values": [{...}, ...]}', 400)
+        try:
+            indexes = manager.add_configurations(request.path_params["sweep"], values)
+        except SpecError as exc:
+            return _error(str(exc), 400)
+        except LookupError as exc:
+            return _error(str(exc), 404)
+        return JSONResponse({"indexes": indexes}, status_code=202)
+
+    async def close_sweep(request: Request) -> Response:
+        if manager.close_sweep(request.path_params["sweep"]):
+            return JSONResponse({"closed": True}, status_code=202)
+        return _error("no open sweep with that id", 404)
+
     async def stop_run(request: Request) -> Response:
         if manager.stop_run(request.path_params["run"]):
             return JSONResponse({"stopping": True}, status_code=202)
@@ -181,6 +202,8 @@ def build_app(manager: SweepManager, hub: Hub, home: Path, token: str | None) ->
         Route("/api/v1/sweeps", list_sweeps, methods=["GET"]),
         Route("/api/v1/sweeps/{sweep}", show_sweep),
         Route("/api/v1/sweeps/{sweep}/stop", stop_sweep, methods=["POST"]),
+        Route("/api/v1/sweeps/{sweep}/configurations", add_configurations, methods=["POST"]),
+        Route("/api/v1/sweeps/{sweep}/close", close_sweep, methods=["POST"]),
         Route("/api/v1/runs/{run}/stop", stop_run, methods=["POST"]),
         Route("/api/v1/runs/{run}/logs", logs),
         Route("/api/v1/events", events),

@@ -11,10 +11,12 @@ import anyio
 
 from orchestrator.engine.bus import EventBus
 from orchestrator.engine.events import Event
-from orchestrator.engine.sweep import EVENT_TYPES, SweepController
+from orchestrator.engine.sweep import EVENT_TYPES, OpenMapping, SweepController
+from orchestrator.exceptions import SpecError
 from orchestrator.executors.local import LocalExecutor
 from orchestrator.plugin_host import PluginHost
 from orchestrator.spec import compile_plan, load_text
+from orchestrator.spec import models as m
 from orchestrator.store.journal import Journal
 
 __all__ = ["Submission", "SweepManager"]
@@ -30,6 +32,8 @@ class Submission:
     #: Where the spec came from, for the journal (``resume`` reads it again).
     spec_path: str | None = None
     concurrency: int | None = None
+    #: Keep the mapping open: configurations may be added until the sweep is closed.
+    open: bool = False
 
 
 class SweepManager:
@@ -77,7 +81,23 @@ class SweepManager:
         base = Path(submission.base_dir) if submission.base_dir else Path.cwd()
         source = submission.spec_path or "<submitted>"
         loaded = load_text(submission.spec, source, base)
-        plan = compile_plan(loaded, submission.params, home=self.home, name=submission.name)
+        plan = compile_plan(
+            loaded,
+            submission.params,
+            home=self.home,
+            name=submission.name,
+            open_mapping=submission.open,
+        )
+        open_mapping = None
+        if submission.open:
+            matrix = loaded.operation.matrix
+            if not isinstance(matrix, m.Mapping):
+                raise SpecError(
+                    "an open sweep needs a mapping matrix (values may be empty)",
+                    field="matrix",
+                    file=source,
+                )
+            open_mapping = OpenMapping(len(matrix.values))
         sweep_id = uuid.uuid4().hex
         bus = EventBus(sweep_id)
         controller = SweepController(
@@ -95,6 +115,7 @@ class SweepManager:
             overrides=submission.params,
             plugins=self.plugins,
             shared_limiter=self.limiter,
+            open_mapping=open_mapping,
         )
         self.sweeps[sweep_id] = controller
         if self._idle.is_set():
@@ -125,6 +146,35 @@ class SweepManager:
             self.sweeps.pop(controller.sweep_id, None)
             if not self.sweeps:
                 self._idle.set()
+
+    def add_configurations(self, sweep_id: str, values: list[dict[str, Any]]) -> list[int]:
+        """Ask: more configurations for an open sweep, each checked before it is accepted."""
+        controller = self.sweeps.get(sweep_id)
+        if controller is None or controller.open_mapping is None:
+            raise LookupError("no open sweep with that id")
+        if controller.open_mapping.closed:
+            raise LookupError("that sweep is closed")
+        first = controller.open_mapping.next_index
+        for offset, entry in enumerate(values):
+            if not isinstance(entry, dict):
+                raise SpecError(
+                    f"expected a mapping, got {type(entry).__name__}", field=f"values[{offset}]"
+                )
+            try:
+                controller.plan.check_entry(first + offset, entry)
+            except SpecError as exc:
+                exc.field = (exc.field or "").replace(
+                    f"matrix.values[{first + offset}]", f"values[{offset}]"
+                )
+                raise
+        return controller.open_mapping.add(values)
+
+    def close_sweep(self, sweep_id: str) -> bool:
+        controller = self.sweeps.get(sweep_id)
+        if controller is None or controller.open_mapping is None:
+            return False
+        controller.open_mapping.close()
+        return True
 
     def stop_sweep(self, sweep_id: str, reason: str = "stopped through the API") -> bool:
         controller = self.sweeps.get(sweep_id)

@@ -50,6 +50,8 @@ class RunStateChanged(_Event, frozen=True, tag="run_state_changed"):
     exit_code: int | None = None
     #: The last stderr lines of a run that just failed, so they show at once.
     stderr_tail: list[str] | None = None
+    #: A finished run's outputs (the "tell" of an open mapping).
+    outputs: dict[str, Any] | None = None
 
 
 class LogLine(_Event, frozen=True, tag="log_line"):

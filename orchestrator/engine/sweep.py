@@ -34,6 +34,7 @@ from orchestrator.engine.events import (
 )
 from orchestrator.engine.states import (
     SWEEP_ALLOWED,
+    TERMINAL,
     InvalidTransition,
     RunState,
     SweepState,
@@ -88,6 +89,35 @@ class RunRecord:
         if self.started_at is None:
             return None
         return (self.finished_at or time.time()) - self.started_at
+
+
+class OpenMapping:
+    """Configurations added while a sweep runs (the daemon's ask/tell), until it is closed."""
+
+    def __init__(self, next_index: int) -> None:
+        self.next_index = next_index
+        self.closed = False
+        self._pending: list[dict[str, Any]] = []
+        self._wake = anyio.Event()
+
+    def add(self, values: list[dict[str, Any]]) -> list[int]:
+        indexes = list(range(self.next_index, self.next_index + len(values)))
+        self.next_index += len(values)
+        self._pending.extend(values)
+        self._wake.set()
+        return indexes
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+
+    async def next(self) -> dict[str, Any] | None:
+        while not self._pending:
+            if self.closed:
+                return None
+            self._wake = anyio.Event()
+            await self._wake.wait()
+        return self._pending.pop(0)
 
 
 @dataclass(frozen=True)
@@ -202,6 +232,7 @@ class SweepController:
         plugins: PluginHost | None = None,
         max_time: float | None = None,
         shared_limiter: anyio.CapacityLimiter | None = None,
+        open_mapping: OpenMapping | None = None,
     ) -> None:
         self.plan = plan
         self.journal = journal
@@ -229,6 +260,8 @@ class SweepController:
         self.limits = Limits.of(plan, max_time)
         #: A daemon's limit on runs across all its sweeps (first come, first served).
         self.shared_limiter = shared_limiter
+        #: When set, the sweep waits for more configurations after its mapping runs out.
+        self.open_mapping = open_mapping
         self._background: anyio.abc.TaskGroup | None = None
         self._timers: list[anyio.CancelScope] = []
         self.plugins = plugins
@@ -277,6 +310,7 @@ class SweepController:
                 reason=reason,
                 exit_code=exit_code,
                 stderr_tail=stderr_tail,
+                outputs=dict(run.outputs) if to in TERMINAL else None,
             )
         )
 
@@ -497,6 +531,8 @@ class SweepController:
             await limiter.acquire_on_behalf_of(token)
             try:
                 suggestion = next(suggestions, None)
+                if suggestion is None and self.open_mapping is not None:
+                    suggestion = await self.open_mapping.next()
                 if suggestion is None or self.stopping:
                     limiter.release_on_behalf_of(token)
                     return

@@ -159,6 +159,8 @@ class Plan:
     #: Sweep-level name, shown in globals.
     name: str | None = None
     _component_json: bytes = field(default=b"", repr=False)
+    #: Inputs given by params or -P (a mapping entry need not repeat them).
+    _given: set[str] = field(default_factory=set, repr=False)
 
     def __len__(self) -> int:
         return len(self.expansion) if self.expansion is not None else 1
@@ -275,6 +277,24 @@ class Plan:
         data = walk(msgspec.to_builtins(entry), f"run.init[{index}]")
         return msgspec.convert(data, m.Init)
 
+    def check_entry(self, index: int, entry: Mapping[str, Any]) -> None:
+        """A mapping entry must cover the required inputs, fit their types and render."""
+        missing = [
+            io.name
+            for io in self.ios
+            if io.required
+            and not io.is_output
+            and io.name not in self._given
+            and io.name not in entry
+        ]
+        if missing:
+            raise SpecError(
+                f"input {missing[0]!r} is required, no param was passed",
+                field=f"matrix.values[{index}]",
+            )
+        self.values_for(index, entry)
+        self.render(index, entry, uuid_module.uuid4().hex)
+
     def config_hash(self, params: Mapping[str, Any]) -> str:
         """SHA-256 of the component and the typed params, stable under key order."""
         digest = hashlib.sha256(self._component_json)
@@ -387,15 +407,27 @@ def compile_plan(
     *,
     home: Path | None = None,
     name: str | None = None,
+    open_mapping: bool = False,
 ) -> Plan:
-    """Check the spec with its ``-P NAME=VALUE`` overrides and return the lazy plan."""
+    """Check the spec with its ``-P NAME=VALUE`` overrides and return the lazy plan.
+
+    With ``open_mapping``, the mapping may grow later (the daemon's open sweeps): inputs it
+    does not cover yet are checked per added entry (:meth:`Plan.check_entry`)."""
     try:
-        return _compile(spec, dict(overrides or {}), home or Path(".orchestrator"), name)
+        return _compile(
+            spec, dict(overrides or {}), home or Path(".orchestrator"), name, open_mapping
+        )
     except SpecError as exc:
         raise exc.with_file(spec.source) from None
 
 
-def _compile(spec: LoadedSpec, overrides: dict[str, str], home: Path, name: str | None) -> Plan:
+def _compile(
+    spec: LoadedSpec,
+    overrides: dict[str, str],
+    home: Path,
+    name: str | None,
+    open_mapping: bool = False,
+) -> Plan:
     op, component = spec.operation, spec.component
     run = component.run
     if not isinstance(run, m.Job | m.Service):
@@ -449,29 +481,18 @@ def _compile(spec: LoadedSpec, overrides: dict[str, str], home: Path, name: str 
             continue
         if expansion is not None and _matrix_covers(op.matrix, io.name):
             continue
+        if open_mapping and isinstance(op.matrix, m.Mapping):
+            continue
         raise SpecError(f"input {io.name!r} is required, no param was passed", field="params")
 
     lenient = set(expansion.keys) if expansion is not None else set()
     plan = Plan(spec, ios, base, context_values, expansion, home, Renderer(lenient), name)
     plan._component_json = msgspec.json.encode(component, order="sorted")
+    plan._given = given
     if isinstance(op.matrix, m.Mapping):
         # Type-check every mapping entry before anything runs (Polyaxon only checks the first).
         for index, entry in enumerate(op.matrix.values):
-            missing = [
-                io.name
-                for io in ios
-                if io.required
-                and not io.is_output
-                and io.name not in given
-                and io.name not in entry
-            ]
-            if missing:
-                raise SpecError(
-                    f"input {missing[0]!r} is required, no param was passed",
-                    field=f"matrix.values[{index}]",
-                )
-            plan.values_for(index, entry)
-            plan.render(index, entry, uuid_module.uuid4().hex)
+            plan.check_entry(index, entry)
     elif expansion is None or len(expansion):
         # Render the first run now, so template errors surface before anything runs.
         next(iter(plan.runs()))

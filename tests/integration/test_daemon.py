@@ -257,3 +257,41 @@ def test_a_second_daemon_on_the_same_home_is_refused(daemon: Daemon) -> None:
     assert "a daemon is already running" in second.stderr
     with daemon.unix() as client:
         assert client.get("/api/v1/health").status_code == 200, "the first keeps its socket"
+
+
+def test_open_mapping_ask_and_tell(daemon: Daemon) -> None:
+    score = "import json, sys; print(json.dumps({'metrics': {'score': int(sys.argv[1]) * 10}}))"
+    text = (
+        "version: 1.1\nkind: operation\nmatrix: {kind: mapping, values: []}\ncomponent:\n"
+        "  inputs: [{name: n, type: int}]\n  outputs: [{name: score, type: float}]\n"
+        f"  run: {{kind: job, container: {{command: {json.dumps([PY, '-c', score])}, "
+        "args: ['{{ n }}']}}\n"
+    )
+    with daemon.unix() as client, client.stream("GET", "/api/v1/events") as events:
+        sweep = client.post("/api/v1/sweeps", json={"spec": text, "open": True}).json()["sweep"]
+        bad = client.post(f"/api/v1/sweeps/{sweep}/configurations", json={"values": [{"n": 1.5}]})
+        assert bad.status_code == 400 and bad.json()["error"] == (
+            "values[0].n: expected int, got 1.5"
+        )
+        asked = client.post(
+            f"/api/v1/sweeps/{sweep}/configurations", json={"values": [{"n": 1}, {"n": 2}]}
+        )
+        assert asked.status_code == 202 and asked.json() == {"indexes": [0, 1]}
+        told: dict[int, Any] = {}
+        stream = sse(events)
+        for kind, data in stream:
+            event = json.loads(data)
+            if kind == "RunStateChanged" and event["state"] == "succeeded":
+                told[event["index"]] = event["outputs"]
+                if len(told) == 2:
+                    break
+        assert told == {0: {"score": 10.0}, 1: {"score": 20.0}}
+        more = client.post(f"/api/v1/sweeps/{sweep}/configurations", json={"values": [{"n": 3}]})
+        assert more.json() == {"indexes": [2]}
+        assert client.post(f"/api/v1/sweeps/{sweep}/close").status_code == 202
+        for kind, data in stream:
+            if kind == "SweepFinished":
+                assert json.loads(data)["counts"] == {"succeeded": 3}
+                break
+        closed = client.post(f"/api/v1/sweeps/{sweep}/configurations", json={"values": [{"n": 4}]})
+        assert closed.status_code == 404
