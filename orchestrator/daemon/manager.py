@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,13 +12,15 @@ import anyio
 
 from orchestrator.engine.bus import EventBus
 from orchestrator.engine.events import Event
-from orchestrator.engine.sweep import EVENT_TYPES, OpenMapping, SweepController
+from orchestrator.engine.sweep import EVENT_TYPES, OpenMapping, Resume, SweepController
 from orchestrator.exceptions import SpecError
 from orchestrator.executors.local import LocalExecutor
+from orchestrator.history import latest_records
 from orchestrator.plugin_host import PluginHost
 from orchestrator.spec import compile_plan, load_text
 from orchestrator.spec import models as m
 from orchestrator.store.journal import Journal
+from orchestrator.store.recovery import LOST
 
 __all__ = ["Submission", "SweepManager"]
 
@@ -116,11 +119,9 @@ class SweepManager:
             plugins=self.plugins,
             shared_limiter=self.limiter,
             open_mapping=open_mapping,
+            daemon_spec=(submission.spec, str(base)),
         )
-        self.sweeps[sweep_id] = controller
-        if self._idle.is_set():
-            self._idle = anyio.Event()
-        self._tg.start_soon(self._drive, controller)
+        self._start(controller)
         return sweep_id, len(plan)
 
     async def _drive(self, controller: SweepController) -> None:
@@ -146,6 +147,46 @@ class SweepManager:
             self.sweeps.pop(controller.sweep_id, None)
             if not self.sweeps:
                 self._idle.set()
+
+    def resume_lost(self) -> list[str]:
+        """After a crash: continue every daemon sweep whose daemon died (its unfinished runs
+        were just marked ``orchestrator_lost``), running what has not succeeded."""
+        rows = self.journal.query(
+            "SELECT * FROM sweeps WHERE via_daemon = 1 AND state = 'failed' AND reason = ?", (LOST,)
+        )
+        resumed = []
+        for row in rows:
+            loaded = load_text(
+                row["spec_text"], row["spec_path"] or "<submitted>", Path(row["base_dir"] or ".")
+            )
+            overrides = json.loads(row["overrides"] or "{}")
+            plan = compile_plan(loaded, overrides, home=self.home, name=row["name"])
+            resume = Resume(row["id"], latest_records(self.journal, row["id"]))
+            controller = SweepController(
+                plan,
+                journal=self.journal,
+                executor=LocalExecutor(self.home),
+                bus=EventBus(row["id"]),
+                concurrency=row["concurrency"] or 1,
+                grace=self.grace,
+                home=self.home,
+                spec_path=row["spec_path"] or "<submitted>",
+                name=row["name"],
+                overrides=overrides,
+                plugins=self.plugins,
+                shared_limiter=self.limiter,
+                resume=resume,
+            )
+            self._start(controller)
+            resumed.append(row["id"])
+        return resumed
+
+    def _start(self, controller: SweepController) -> None:
+        assert self._tg is not None
+        self.sweeps[controller.sweep_id] = controller
+        if self._idle.is_set():
+            self._idle = anyio.Event()
+        self._tg.start_soon(self._drive, controller)
 
     def add_configurations(self, sweep_id: str, values: list[dict[str, Any]]) -> list[int]:
         """Ask: more configurations for an open sweep, each checked before it is accepted."""

@@ -123,6 +123,8 @@ async def _main(
         server = _EmbeddedServer(config)
         async with anyio.create_task_group() as tg:
             await tg.start(manager.run)
+            for sweep_id in manager.resume_lost():
+                err.write(f"resuming sweep {sweep_id[:12]} (its daemon was lost)\n")
             tg.start_soon(server.serve, sockets)
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 err.write("ready\n")

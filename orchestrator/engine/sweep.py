@@ -233,6 +233,7 @@ class SweepController:
         max_time: float | None = None,
         shared_limiter: anyio.CapacityLimiter | None = None,
         open_mapping: OpenMapping | None = None,
+        daemon_spec: tuple[str, str] | None = None,
     ) -> None:
         self.plan = plan
         self.journal = journal
@@ -262,6 +263,7 @@ class SweepController:
         self.shared_limiter = shared_limiter
         #: When set, the sweep waits for more configurations after its mapping runs out.
         self.open_mapping = open_mapping
+        self.daemon_spec = daemon_spec
         self._background: anyio.abc.TaskGroup | None = None
         self._timers: list[anyio.CancelScope] = []
         self.plugins = plugins
@@ -406,6 +408,7 @@ class SweepController:
                 seed=seed,
                 overrides=self.overrides,
                 component_hash=plan.component_hash,
+                daemon_spec=self.daemon_spec,
             )
             self._sweep_to(SweepState.RUNNING, None)
         else:

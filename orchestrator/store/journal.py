@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS sweeps (
     id TEXT PRIMARY KEY, name TEXT, description TEXT, tags TEXT, spec_path TEXT,
     kind TEXT, total INTEGER, concurrency INTEGER, state TEXT NOT NULL, reason TEXT,
     created_at REAL, started_at REAL, finished_at REAL, pid INTEGER, seed INTEGER,
-    pid_start INTEGER, overrides TEXT, component_hash TEXT
+    pid_start INTEGER, overrides TEXT, component_hash TEXT,
+    spec_text TEXT, base_dir TEXT, via_daemon INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, sweep_id TEXT NOT NULL, idx INTEGER NOT NULL, config_hash TEXT,
@@ -166,12 +167,16 @@ class Journal:
         seed: int | None,
         overrides: dict[str, str] | None = None,
         component_hash: str | None = None,
+        daemon_spec: tuple[str, str] | None = None,
     ) -> None:
+        """``daemon_spec`` (spec text, base folder) lets a restarted daemon resume the sweep."""
         now = time.time()
+        text, base = daemon_spec if daemon_spec is not None else (None, None)
         self._put(
             "INSERT INTO sweeps (id, name, description, tags, spec_path, kind, total, "
             "concurrency, state, created_at, started_at, pid, seed, pid_start, overrides, "
-            "component_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'created', ?, ?, ?, ?, ?, ?, ?)",
+            "component_hash, spec_text, base_dir, via_daemon) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'created', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 sweep_id,
                 name,
@@ -188,6 +193,9 @@ class Journal:
                 start_time(pid),
                 json.dumps(overrides or {}),
                 component_hash,
+                text,
+                base,
+                int(daemon_spec is not None),
             ),
         )
 

@@ -43,9 +43,7 @@ class Daemon:
         )
 
 
-@pytest.fixture
-def daemon() -> Iterator[Daemon]:
-    home = Path(tempfile.mkdtemp(prefix="orch-", dir="/tmp"))  # AF_UNIX paths are short
+def start_daemon(home: Path) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [
             PY,
@@ -72,6 +70,14 @@ def daemon() -> Iterator[Daemon]:
             break
     else:
         raise AssertionError(f"daemon did not start: {proc.wait()}")
+    return proc
+
+
+@pytest.fixture
+def daemon() -> Iterator[Daemon]:
+    home = Path(tempfile.mkdtemp(prefix="orch-", dir="/tmp"))  # AF_UNIX paths are short
+    proc = start_daemon(home)
+    assert proc.stderr is not None
     drain = threading.Thread(target=proc.stderr.read, daemon=True)
     drain.start()
     try:
@@ -295,3 +301,54 @@ def test_open_mapping_ask_and_tell(daemon: Daemon) -> None:
                 break
         closed = client.post(f"/api/v1/sweeps/{sweep}/configurations", json={"values": [{"n": 4}]})
         assert closed.status_code == 404
+
+
+def test_kill_9_and_restart_finishes_the_sweep(tmp_path: Path) -> None:
+    home = Path(tempfile.mkdtemp(prefix="orch-", dir="/tmp"))
+    marker = tmp_path / "marker.txt"
+    code = (
+        "import os, time; time.sleep(0.3); "
+        f"open({str(marker)!r}, 'a').write('{{{{ n }}}} ' + os.environ['ORCHESTRATOR_RUN_ID'] "
+        "+ chr(10))"
+    )
+    text = spec([PY, "-c", code], [{"n": i} for i in range(6)]).replace(
+        "kind: mapping,", "kind: mapping, concurrency: 2,"
+    )
+    first = start_daemon(home)
+    second: subprocess.Popen[str] | None = None
+    try:
+        daemon = Daemon(home, first)
+        with daemon.unix() as client, client.stream("GET", "/api/v1/events") as events:
+            sweep = client.post("/api/v1/sweeps", json={"spec": text}).json()["sweep"]
+            done = 0
+            for kind, data in sse(events):
+                if kind == "RunStateChanged" and json.loads(data)["state"] == "succeeded":
+                    done += 1
+                    if done == 2:
+                        break
+            first.kill()
+        first.wait(10)
+        second = start_daemon(home)
+        with (
+            Daemon(home, second).unix() as client,
+            client.stream("GET", "/api/v1/events", headers={"Last-Event-ID": "0"}) as events,
+        ):
+            for kind, data in sse(events):
+                if kind == "SweepFinished" and json.loads(data)["sweep_id"] == sweep:
+                    assert json.loads(data)["state"] == "succeeded"
+                    break
+            shown = client.get(f"/api/v1/sweeps/{sweep}").json()
+        assert sorted(r["params"]["n"] for r in shown["runs"]) == list(range(6))
+        assert {r["state"] for r in shown["runs"]} == {"succeeded"}
+        succeeded = {r["id"] for r in shown["runs"]}
+        lines = [line.split() for line in marker.read_text().splitlines()]
+        counted = sorted(int(n) for n, run_id in lines if run_id in succeeded)
+        assert counted == list(range(6)), "every configuration succeeded exactly once"
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(20) == 0
+            if proc is not None and proc.stderr is not None:
+                proc.stderr.close()
+        shutil.rmtree(home, ignore_errors=True)
