@@ -11,7 +11,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-
 from tests.integration.test_daemon import Daemon, start_daemon
 
 SUBMISSIONS = 200
