@@ -418,9 +418,36 @@ def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     return run_sweep(loaded, _overrides(args.param), options, resume_latest=args.resume)
 
 
+def _through_daemon(
+    args: argparse.Namespace, out: IO[str], err: IO[str], only: list[str] | None
+) -> int | None:
+    """``resume``/``rerun`` hand the sweep to the daemon of the home folder, if one runs."""
+    from orchestrator.daemon.client import daemon_info, unix_client
+
+    info = daemon_info(_home(args))
+    if info is None:
+        return None
+    body = {"force": args.force, "only": only}
+    with unix_client(info) as client:
+        response = client.post(f"/api/v1/sweeps/{args.sweep}/resume", json=body)
+    answer = response.json()
+    if response.status_code != 202:
+        err.write(f"orchestrator: {answer.get('error')}\n")
+        return EXIT_USAGE
+    out.write(
+        f"the daemon resumes sweep {answer['sweep']} (follow it with `orchestrator "
+        f"logs` or `show`)\n"
+    )
+    return EXIT_OK
+
+
 def _cmd_resume(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     from orchestrator.runner import resume_sweep
 
+    if not args.param:
+        handed = _through_daemon(args, out, err, None)
+        if handed is not None:
+            return handed
     options = _run_options(args, out, err)
     return resume_sweep(args.sweep, options, overrides=_overrides(args.param), force=args.force)
 
@@ -431,6 +458,9 @@ def _cmd_rerun(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     states = {s for s, wanted in (("failed", args.failed), ("stopped", args.stopped)) if wanted}
     if not states:
         raise _usage("rerun needs --failed, --stopped or both")
+    handed = _through_daemon(args, out, err, sorted(states))
+    if handed is not None:
+        return handed
     options = _run_options(args, out, err)
     return resume_sweep(args.sweep, options, overrides={}, force=args.force, only_states=states)
 

@@ -12,6 +12,7 @@ from typing import IO, Any
 
 import msgspec
 
+from orchestrator.daemon.client import daemon_info, unix_client
 from orchestrator.engine.sweep import RunRecord
 from orchestrator.exceptions import NotFoundError
 from orchestrator.history import latest_records, record_from_row
@@ -49,34 +50,44 @@ def _table(rows: list[list[str]]) -> str:
     )
 
 
+def sweep_items(journal: Journal, limit: int) -> list[dict[str, Any]]:
+    """The newest ``limit`` sweeps with their counts by state (``ls --json``, the API)."""
+    sweeps = journal.query("SELECT * FROM sweeps ORDER BY created_at DESC LIMIT ?", (limit,))
+    items = []
+    for s in sweeps:
+        counts: dict[str, int] = {}
+        for run in journal.latest_runs(s["id"]):
+            counts[run["state"]] = counts.get(run["state"], 0) + 1
+        started, finished = s["started_at"], s["finished_at"]
+        items.append(
+            {
+                "id": s["id"],
+                "name": s["name"],
+                "spec": s["spec_path"],
+                "state": s["state"],
+                "reason": s["reason"],
+                "counts": counts,
+                "total": s["total"],
+                "started": started,
+                "duration_s": None
+                if started is None
+                else round((finished or time.time()) - started, 3),
+            }
+        )
+    return items
+
+
 def list_sweeps(home: Path, out: IO[str], err: IO[str], *, as_json: bool, limit: int) -> int:
-    journal = _open(home)
-    try:
-        sweeps = journal.query("SELECT * FROM sweeps ORDER BY created_at DESC LIMIT ?", (limit,))
-        counts: dict[str, dict[str, int]] = {}
-        for sweep in sweeps:
-            per_state: dict[str, int] = {}
-            for run in journal.latest_runs(sweep["id"]):
-                per_state[run["state"]] = per_state.get(run["state"], 0) + 1
-            counts[sweep["id"]] = per_state
-    finally:
-        journal.close()
-    items = [
-        {
-            "id": s["id"],
-            "name": s["name"],
-            "spec": s["spec_path"],
-            "state": s["state"],
-            "reason": s["reason"],
-            "counts": counts[s["id"]],
-            "total": s["total"],
-            "started": s["started_at"],
-            "duration_s": None
-            if s["started_at"] is None
-            else round((s["finished_at"] or time.time()) - s["started_at"], 3),
-        }
-        for s in sweeps
-    ]
+    info = daemon_info(home)
+    if info is not None:  # the daemon is running: ask it
+        with unix_client(info) as client:
+            items = client.get("/api/v1/sweeps", params={"limit": limit}).json()
+    else:
+        journal = _open(home)
+        try:
+            items = sweep_items(journal, limit)
+        finally:
+            journal.close()
     if as_json:
         out.write(json.dumps(items) + "\n")
         return 0
@@ -222,6 +233,31 @@ def _find_run(journal: Journal, ref: str) -> Any:
     return journal.find_run(ref)
 
 
+def _follow_through_daemon(
+    info: dict[str, Any], run_id: str, stream: str, offset: int, out: IO[str]
+) -> None:
+    """``logs -f`` pushed by the daemon (SSE) instead of polling the file."""
+    with (
+        unix_client(info) as client,
+        client.stream(
+            "GET",
+            f"/api/v1/runs/{run_id}/logs",
+            params={"follow": "1", "stream": stream, "offset": str(offset)},
+        ) as response,
+    ):
+        kind = ""
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data:") and kind != "end":
+                out.write(line[6:] + "\n")
+                out.flush()
+            elif line == "":
+                if kind == "end":
+                    return
+                kind = ""
+
+
 def print_logs(
     home: Path, ref: str, out: IO[str], err: IO[str], *, follow: bool, stream: str, tail: int | None
 ) -> int:
@@ -233,6 +269,11 @@ def print_logs(
         position = 0
         if tail is not None and path.exists():
             position = _tail_offset(path, tail)
+        info = daemon_info(home) if follow else None
+        state = run["state"]
+        if info is not None and state not in _TERMINAL:
+            _follow_through_daemon(info, run["id"], stream, position, out)
+            return 0
         while True:
             if path.exists():
                 with open(path, "rb") as f:

@@ -27,6 +27,7 @@ from orchestrator.engine.events import Event, LogLine, RunStateChanged
 from orchestrator.exceptions import NotFoundError, OrchestratorError, SpecError
 from orchestrator.history import latest_records
 from orchestrator.store.layout import RunLayout
+from orchestrator.views import sweep_items
 
 __all__ = ["MAX_BODY", "TokenAuth", "build_app"]
 
@@ -96,11 +97,9 @@ def build_app(manager: SweepManager, hub: Hub, home: Path, token: str | None) ->
 
     async def list_sweeps(request: Request) -> Response:
         await journal.flush()
-        rows = journal.query(
-            "SELECT id, name, spec_path, state, reason, total, started_at, "
-            "finished_at FROM sweeps ORDER BY created_at DESC LIMIT 200"
-        )
-        return JSONResponse([dict(row) for row in rows])
+        limit_text = request.query_params.get("limit", "200")
+        limit = int(limit_text) if limit_text.isdigit() else 200
+        return JSONResponse(sweep_items(journal, min(limit, 10_000)))
 
     async def show_sweep(request: Request) -> Response:
         await journal.flush()
@@ -156,6 +155,26 @@ def build_app(manager: SweepManager, hub: Hub, home: Path, token: str | None) ->
             return JSONResponse({"closed": True}, status_code=202)
         return _error("no open sweep with that id", 404)
 
+    async def resume_sweep(request: Request) -> Response:
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except json.JSONDecodeError as exc:
+            return _error(f"body: expected JSON ({exc.msg})", 400)
+        if not isinstance(body, dict):
+            return _error('body: expected {"force": false, "only": ["failed"]}', 400)
+        only = body.get("only")
+        try:
+            sweep_id, total = manager.resume(
+                request.path_params["sweep"],
+                force=bool(body.get("force")),
+                only_states=set(only) if only else None,
+            )
+        except NotFoundError as exc:
+            return _error(str(exc), 404)
+        except SpecError as exc:
+            return _error(str(exc), 400)
+        return JSONResponse({"sweep": sweep_id, "runs": total}, status_code=202)
+
     async def stop_run(request: Request) -> Response:
         if manager.stop_run(request.path_params["run"]):
             return JSONResponse({"stopping": True}, status_code=202)
@@ -204,6 +223,7 @@ def build_app(manager: SweepManager, hub: Hub, home: Path, token: str | None) ->
         Route("/api/v1/sweeps/{sweep}/stop", stop_sweep, methods=["POST"]),
         Route("/api/v1/sweeps/{sweep}/configurations", add_configurations, methods=["POST"]),
         Route("/api/v1/sweeps/{sweep}/close", close_sweep, methods=["POST"]),
+        Route("/api/v1/sweeps/{sweep}/resume", resume_sweep, methods=["POST"]),
         Route("/api/v1/runs/{run}/stop", stop_run, methods=["POST"]),
         Route("/api/v1/runs/{run}/logs", logs),
         Route("/api/v1/events", events),

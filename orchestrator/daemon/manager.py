@@ -17,7 +17,7 @@ from orchestrator.exceptions import SpecError
 from orchestrator.executors.local import LocalExecutor
 from orchestrator.history import latest_records
 from orchestrator.plugin_host import PluginHost
-from orchestrator.spec import compile_plan, load_text
+from orchestrator.spec import compile_plan, load_spec, load_text
 from orchestrator.spec import models as m
 from orchestrator.store.journal import Journal
 from orchestrator.store.recovery import LOST
@@ -152,34 +152,59 @@ class SweepManager:
         """After a crash: continue every daemon sweep whose daemon died (its unfinished runs
         were just marked ``orchestrator_lost``), running what has not succeeded."""
         rows = self.journal.query(
-            "SELECT * FROM sweeps WHERE via_daemon = 1 AND state = 'failed' AND reason = ?", (LOST,)
+            "SELECT * FROM sweeps WHERE via_daemon = 1 AND state = 'failed' AND reason = ?",
+            (LOST,),
         )
-        resumed = []
         for row in rows:
-            loaded = load_text(
-                row["spec_text"], row["spec_path"] or "<submitted>", Path(row["base_dir"] or ".")
+            self._resume_row(row, force=True, only_states=None)
+        return [row["id"] for row in rows]
+
+    def resume(
+        self, ref: str, *, force: bool = False, only_states: set[str] | None = None
+    ) -> tuple[str, int]:
+        """``resume``/``rerun`` through the daemon: the sweep continues here."""
+        row = self.journal.find_sweep(ref)
+        if row["id"] in self.sweeps or row["state"] in ("created", "running", "stopping"):
+            raise SpecError(f"sweep {row['id'][:12]} is still running")
+        return self._resume_row(row, force=force, only_states=only_states)
+
+    def _resume_row(
+        self, row: Any, *, force: bool, only_states: set[str] | None
+    ) -> tuple[str, int]:
+        source = row["spec_path"] or "<submitted>"
+        if row["spec_text"] is not None:
+            loaded = load_text(row["spec_text"], source, Path(row["base_dir"] or "."))
+        else:
+            loaded = load_spec(source)
+        overrides = json.loads(row["overrides"] or "{}")
+        plan = compile_plan(loaded, overrides, home=self.home, name=row["name"])
+        if row["component_hash"] and plan.component_hash != row["component_hash"] and not force:
+            raise SpecError(
+                f"the component changed since sweep {row['id'][:12]} ran; pass "
+                "force to resume anyway",
+                file=source,
             )
-            overrides = json.loads(row["overrides"] or "{}")
-            plan = compile_plan(loaded, overrides, home=self.home, name=row["name"])
-            resume = Resume(row["id"], latest_records(self.journal, row["id"]))
-            controller = SweepController(
-                plan,
-                journal=self.journal,
-                executor=LocalExecutor(self.home),
-                bus=EventBus(row["id"]),
-                concurrency=row["concurrency"] or 1,
-                grace=self.grace,
-                home=self.home,
-                spec_path=row["spec_path"] or "<submitted>",
-                name=row["name"],
-                overrides=overrides,
-                plugins=self.plugins,
-                shared_limiter=self.limiter,
-                resume=resume,
-            )
-            self._start(controller)
-            resumed.append(row["id"])
-        return resumed
+        previous = latest_records(self.journal, row["id"])
+        only = None
+        if only_states is not None:
+            only = {r.spec.params_hash for r in previous if r.state.value in only_states}
+        controller = SweepController(
+            plan,
+            journal=self.journal,
+            executor=LocalExecutor(self.home),
+            bus=EventBus(row["id"]),
+            concurrency=row["concurrency"] or 1,
+            grace=self.grace,
+            home=self.home,
+            spec_path=source,
+            name=row["name"],
+            overrides=overrides,
+            plugins=self.plugins,
+            shared_limiter=self.limiter,
+            resume=Resume(row["id"], previous, only),
+        )
+        self._start(controller)
+        return row["id"], len(plan)
 
     def _start(self, controller: SweepController) -> None:
         assert self._tg is not None

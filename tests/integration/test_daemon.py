@@ -352,3 +352,45 @@ def test_kill_9_and_restart_finishes_the_sweep(tmp_path: Path) -> None:
             if proc is not None and proc.stderr is not None:
                 proc.stderr.close()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_cli_goes_through_the_daemon(daemon: Daemon, tmp_path: Path) -> None:
+    flag = tmp_path / "fail"
+    flag.write_text("x")
+    code = (
+        f"import os, sys, time; print('a', flush=True); time.sleep(0.3); print('b'); "
+        f"sys.exit(1 if {{{{ n }}}} == 1 and os.path.exists({str(flag)!r}) else 0)"
+    )
+    text = spec([PY, "-c", code], [{"n": 0}, {"n": 1}])
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [PY, "-m", "orchestrator", *args, "--home", str(daemon.home)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
+
+    with daemon.unix() as client, client.stream("GET", "/api/v1/events") as events:
+        sweep = client.post("/api/v1/sweeps", json={"spec": text}).json()["sweep"]
+        stream = sse(events)
+        run_id = next(
+            json.loads(d)["run_id"]
+            for k, d in stream
+            if k == "RunStateChanged" and json.loads(d)["state"] == "running"
+        )
+        followed = cli("logs", run_id, "-f")  # pushed over SSE until the run ends
+        assert followed.stdout.splitlines() == ["a", "b"]
+        for kind, data in stream:
+            if kind == "SweepFinished" and json.loads(data)["sweep_id"] == sweep:
+                break
+        listed = json.loads(cli("ls", "--json").stdout)
+        assert listed[0]["id"] == sweep and listed[0]["counts"] == {"failed": 1, "succeeded": 1}
+        flag.unlink()
+        handed = cli("rerun", sweep[:10], "--failed")
+        assert handed.returncode == 0 and "the daemon resumes sweep" in handed.stdout
+        for kind, data in stream:
+            if kind == "SweepFinished" and json.loads(data)["sweep_id"] == sweep:
+                assert json.loads(data)["counts"] == {"succeeded": 2}
+                break
