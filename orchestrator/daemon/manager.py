@@ -12,6 +12,7 @@ import anyio
 
 from orchestrator.engine.bus import EventBus
 from orchestrator.engine.events import Event
+from orchestrator.engine.slots import PrioritySlots
 from orchestrator.engine.sweep import EVENT_TYPES, OpenMapping, Resume, SweepController
 from orchestrator.exceptions import SpecError
 from orchestrator.executors.local import LocalExecutor
@@ -37,6 +38,8 @@ class Submission:
     concurrency: int | None = None
     #: Keep the mapping open: configurations may be added until the sweep is closed.
     open: bool = False
+    #: Freed run slots go to the sweep of highest priority first (then first come).
+    priority: int = 0
 
 
 class SweepManager:
@@ -55,7 +58,7 @@ class SweepManager:
     ) -> None:
         self.home = home
         self.journal = journal
-        self.limiter = anyio.CapacityLimiter(max_runs)
+        self.slots = PrioritySlots(max_runs)
         self.grace = grace
         self.publish = publish
         self.plugins = plugins
@@ -108,16 +111,15 @@ class SweepManager:
             journal=self.journal,
             executor=LocalExecutor(self.home),
             bus=bus,
-            concurrency=submission.concurrency
-            or plan.concurrency
-            or int(self.limiter.total_tokens),
+            concurrency=submission.concurrency or plan.concurrency or self.slots.total,
             grace=self.grace,
             home=self.home,
             spec_path=source,
             name=submission.name,
             overrides=submission.params,
             plugins=self.plugins,
-            shared_limiter=self.limiter,
+            shared_slots=self.slots,
+            priority=submission.priority,
             open_mapping=open_mapping,
             daemon_spec=(submission.spec, str(base)),
         )
@@ -200,7 +202,7 @@ class SweepManager:
             name=row["name"],
             overrides=overrides,
             plugins=self.plugins,
-            shared_limiter=self.limiter,
+            shared_slots=self.slots,
             resume=Resume(row["id"], previous, only),
         )
         self._start(controller)

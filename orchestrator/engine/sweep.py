@@ -32,6 +32,7 @@ from orchestrator.engine.events import (
     SweepStarted,
     SweepStopping,
 )
+from orchestrator.engine.slots import PrioritySlots
 from orchestrator.engine.states import (
     SWEEP_ALLOWED,
     TERMINAL,
@@ -231,7 +232,8 @@ class SweepController:
         resume: Resume | None = None,
         plugins: PluginHost | None = None,
         max_time: float | None = None,
-        shared_limiter: anyio.CapacityLimiter | None = None,
+        shared_slots: PrioritySlots | None = None,
+        priority: int = 0,
         open_mapping: OpenMapping | None = None,
         daemon_spec: tuple[str, str] | None = None,
     ) -> None:
@@ -259,8 +261,9 @@ class SweepController:
         self._base_env = {"PYTHONUNBUFFERED": "1", **os.environ}
         self.overrides = dict(overrides or {})
         self.limits = Limits.of(plan, max_time)
-        #: A daemon's limit on runs across all its sweeps (first come, first served).
-        self.shared_limiter = shared_limiter
+        #: A daemon's limit on runs across all its sweeps (by priority, then arrival).
+        self.shared_slots = shared_slots
+        self.priority = priority
         #: When set, the sweep waits for more configurations after its mapping runs out.
         self.open_mapping = open_mapping
         self.daemon_spec = daemon_spec
@@ -611,19 +614,18 @@ class SweepController:
             if await self._decided(run):
                 return
             while True:
-                borrower = object()
-                if self.shared_limiter is not None:
-                    await self.shared_limiter.acquire_on_behalf_of(borrower)
+                if self.shared_slots is not None:
+                    await self.shared_slots.acquire(self.priority)
                     if self.stopping:
-                        self.shared_limiter.release_on_behalf_of(borrower)
+                        self.shared_slots.release()
                         await self.transition(run, RunState.STOPPED, self.reason)
                         return
                 try:
                     await self.transition(run, RunState.STARTING)
                     outcome = await self._attempt(run)
                 finally:
-                    if self.shared_limiter is not None:
-                        self.shared_limiter.release_on_behalf_of(borrower)
+                    if self.shared_slots is not None:
+                        self.shared_slots.release()
                 why = self._retry_reason(run, outcome)
                 if why is None:
                     break
