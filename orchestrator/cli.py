@@ -214,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("spec", metavar="SPEC")
     submit.add_argument("-P", "--param", action="append", default=[], metavar="NAME=VALUE")
     submit.add_argument("--name")
+    submit.add_argument(
+        "--priority",
+        type=int,
+        default=0,
+        help="freed run slots go to higher priorities first (default 0)",
+    )
     submit.add_argument("--json", action="store_true", help="print the answer as JSON")
     _home_option(submit)
 
@@ -539,6 +545,7 @@ def _cmd_submit(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     except OSError as exc:
         raise SpecError(f"cannot read: {exc.strerror}", file=args.spec) from None
     body = {
+        "priority": args.priority,
         "spec": text,
         "params": _overrides(args.param),
         "name": args.name,

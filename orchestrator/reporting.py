@@ -174,21 +174,23 @@ class Reporter:
             self.status()
 
 
+def run_row(r: Any) -> dict[str, Any]:
+    """One run as the JSON summaries show it."""
+    return {
+        "index": r.index,
+        "id": r.id,
+        "state": r.state.value,
+        "reason": r.reason,
+        "exit_code": r.exit_code,
+        "params": r.spec.params,
+        "outputs": r.outputs,
+        "metrics": r.metrics,
+        "duration_s": None if r.duration is None else round(r.duration, 3),
+    }
+
+
 def _run_rows(runs: Sequence[Any]) -> list[dict[str, Any]]:
-    return [
-        {
-            "index": r.index,
-            "id": r.id,
-            "state": r.state.value,
-            "reason": r.reason,
-            "exit_code": r.exit_code,
-            "params": r.spec.params,
-            "outputs": r.outputs,
-            "metrics": r.metrics,
-            "duration_s": None if r.duration is None else round(r.duration, 3),
-        }
-        for r in runs
-    ]
+    return [run_row(r) for r in runs]
 
 
 def summary_json(sweep_id: str, state: str, runs: Sequence[Any]) -> str:
@@ -197,26 +199,31 @@ def summary_json(sweep_id: str, state: str, runs: Sequence[Any]) -> str:
 
 
 def summary_table(runs: Sequence[Any], keys: Sequence[str] | None) -> str:
-    rows = [("#", "state", "duration", "outputs", "params")]
-    for r in runs:
-        outputs = _pairs(r.outputs) or "-"
+    return rows_table(_run_rows(runs), keys)
+
+
+def rows_table(rows: Sequence[dict[str, Any]], keys: Sequence[str] | None) -> str:
+    """The final table: index, state (and why), duration, outputs, params."""
+    lines = [("#", "state", "duration", "outputs", "params")]
+    for r in rows:
+        outputs = _pairs(r["outputs"]) or "-"
         state = (
-            r.state.value
-            if not r.reason or r.state.value == "succeeded"
-            else (f"{r.state.value} ({r.reason})")
+            r["state"]
+            if not r["reason"] or r["state"] == "succeeded"
+            else (f"{r['state']} ({r['reason']})")
         )
-        rows.append(
+        lines.append(
             (
-                str(r.index),
+                str(r["index"]),
                 state[:60],
-                format_duration(r.duration),
+                format_duration(r["duration_s"]),
                 outputs,
-                _pairs(r.spec.params, keys),
+                _pairs(r["params"], keys),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = []
-    for row in rows:
-        cells = [row[i].ljust(widths[i]) for i in range(4)] + [row[4]]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
+    widths = [max(len(line[i]) for line in lines) for i in range(4)]
+    out = []
+    for line in lines:
+        cells = [line[i].ljust(widths[i]) for i in range(4)] + [line[4]]
+        out.append("  ".join(cells).rstrip())
+    return "\n".join(out)

@@ -16,7 +16,7 @@ from orchestrator.daemon.client import daemon_info, unix_client
 from orchestrator.engine.sweep import RunRecord
 from orchestrator.exceptions import NotFoundError
 from orchestrator.history import latest_records, record_from_row
-from orchestrator.reporting import format_duration, summary_table
+from orchestrator.reporting import format_duration, rows_table, run_row
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import RunLayout, journal_path
 from orchestrator.store.recovery import recover
@@ -124,6 +124,40 @@ def _sort_key(metric: str) -> Any:
     return key
 
 
+def sweep_detail(
+    journal: Journal, ref: str, *, sort: str | None = None, every_attempt: bool = False
+) -> dict[str, Any]:
+    """A sweep and its runs (the newest of each configuration, or every attempt), sorted by
+    an output or metric when asked: ``show --json`` and the API's ``GET /sweeps/{id}``."""
+    sweep = journal.find_sweep(ref)
+    if every_attempt:
+        found = journal.query(
+            "SELECT * FROM runs WHERE sweep_id = ? ORDER BY idx, created_at", (sweep["id"],)
+        )
+        ids = [r["id"] for r in found]
+        outputs, metrics = journal.outputs_of(ids), journal.last_metrics(ids)
+        runs = [
+            record_from_row(r, outputs.get(r["id"], {}), metrics.get(r["id"], {})) for r in found
+        ]
+    else:
+        runs = latest_records(journal, sweep["id"])
+    if sort:
+        descending = sort.startswith("-")
+        metric = sort.lstrip("-")
+        with_metric = [r for r in runs if _sort_key(metric)(r)[0] == 0]
+        without = [r for r in runs if _sort_key(metric)(r)[0] == 1]
+        with_metric.sort(key=_sort_key(metric), reverse=descending)
+        runs = with_metric + without
+    return {
+        "sweep": sweep["id"],
+        "name": sweep["name"],
+        "state": sweep["state"],
+        "reason": sweep["reason"],
+        "spec": sweep["spec_path"],
+        "runs": [run_row(r) | {"attempt": r.attempt} for r in runs],
+    }
+
+
 def show_sweep(
     home: Path,
     ref: str,
@@ -134,54 +168,22 @@ def show_sweep(
     sort: str | None,
     every_attempt: bool,
 ) -> int:
-    journal = _open(home)
-    try:
-        sweep = journal.find_sweep(ref)
-        if every_attempt:
-            found = journal.query(
-                "SELECT * FROM runs WHERE sweep_id = ? ORDER BY idx, created_at", (sweep["id"],)
-            )
-            ids = [r["id"] for r in found]
-            outputs, metrics = journal.outputs_of(ids), journal.last_metrics(ids)
-            runs = [
-                record_from_row(r, outputs.get(r["id"], {}), metrics.get(r["id"], {}))
-                for r in found
-            ]
-        else:
-            runs = latest_records(journal, sweep["id"])
-    finally:
-        journal.close()
-    if sort:
-        descending = sort.startswith("-")
-        metric = sort.lstrip("-")
-        with_metric = [r for r in runs if _sort_key(metric)(r)[0] == 0]
-        without = [r for r in runs if _sort_key(metric)(r)[0] == 1]
-        with_metric.sort(key=_sort_key(metric), reverse=descending)
-        runs = with_metric + without
-    rows: list[dict[str, Any]] = [
-        {
-            "index": r.index,
-            "id": r.id,
-            "state": r.state.value,
-            "reason": r.reason,
-            "exit_code": r.exit_code,
-            "attempt": r.attempt,
-            "params": r.spec.params,
-            "outputs": r.outputs,
-            "metrics": r.metrics,
-            "duration_s": None if r.duration is None else round(r.duration, 3),
-        }
-        for r in runs
-    ]
+    info = daemon_info(home)
+    if info is not None:  # the daemon is running: ask it
+        query = {"sort": sort or "", "all": "1" if every_attempt else ""}
+        with unix_client(info) as client:
+            response = client.get(f"/api/v1/sweeps/{ref}", params=query)
+        if response.status_code == 404:
+            raise NotFoundError(response.json()["error"])
+        body = response.json()
+    else:
+        journal = _open(home)
+        try:
+            body = sweep_detail(journal, ref, sort=sort, every_attempt=every_attempt)
+        finally:
+            journal.close()
+    rows: list[dict[str, Any]] = body["runs"]
     if fmt == "json":
-        body = {
-            "sweep": sweep["id"],
-            "name": sweep["name"],
-            "state": sweep["state"],
-            "reason": sweep["reason"],
-            "spec": sweep["spec_path"],
-            "runs": rows,
-        }
         out.write(msgspec.json.encode(body).decode() + "\n")
     elif fmt == "csv":
         params = sorted({k for r in rows for k in r["params"]})
@@ -202,10 +204,10 @@ def show_sweep(
                 ]
             )
     else:
-        reason = f" ({sweep['reason']})" if sweep["reason"] else ""
-        out.write(f"sweep {sweep['id'][:12]} {sweep['name'] or ''} {sweep['state']}{reason}\n")
-        out.write(f"spec {sweep['spec_path']}\n\n")
-        out.write(summary_table(runs, None) + "\n")
+        reason = f" ({body['reason']})" if body["reason"] else ""
+        out.write(f"sweep {body['sweep'][:12]} {body['name'] or ''} {body['state']}{reason}\n")
+        out.write(f"spec {body['spec']}\n\n")
+        out.write(rows_table(rows, None) + "\n")
     return 0
 
 

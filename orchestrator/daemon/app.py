@@ -25,9 +25,8 @@ from orchestrator.daemon.hub import Hub
 from orchestrator.daemon.manager import Submission, SweepManager
 from orchestrator.engine.events import Event, LogLine, RunStateChanged
 from orchestrator.exceptions import NotFoundError, OrchestratorError, SpecError
-from orchestrator.history import latest_records
 from orchestrator.store.layout import RunLayout
-from orchestrator.views import sweep_items
+from orchestrator.views import sweep_detail, sweep_items
 
 __all__ = ["MAX_BODY", "TokenAuth", "build_app"]
 
@@ -104,29 +103,14 @@ def build_app(manager: SweepManager, hub: Hub, home: Path, token: str | None) ->
     async def show_sweep(request: Request) -> Response:
         await journal.flush()
         try:
-            sweep = journal.find_sweep(request.path_params["sweep"])
+            body = sweep_detail(
+                journal,
+                request.path_params["sweep"],
+                sort=request.query_params.get("sort") or None,
+                every_attempt=request.query_params.get("all") == "1",
+            )
         except NotFoundError as exc:
             return _error(str(exc), 404)
-        runs = [
-            {
-                "index": r.index,
-                "id": r.id,
-                "state": r.state.value,
-                "reason": r.reason,
-                "exit_code": r.exit_code,
-                "params": r.spec.params,
-                "outputs": r.outputs,
-                "metrics": r.metrics,
-            }
-            for r in latest_records(journal, sweep["id"])
-        ]
-        body = {
-            "sweep": sweep["id"],
-            "name": sweep["name"],
-            "state": sweep["state"],
-            "reason": sweep["reason"],
-            "runs": runs,
-        }
         return Response(msgspec.json.encode(body), media_type="application/json")
 
     async def stop_sweep(request: Request) -> Response:

@@ -387,6 +387,13 @@ def test_cli_goes_through_the_daemon(daemon: Daemon, tmp_path: Path) -> None:
                 break
         listed = json.loads(cli("ls", "--json").stdout)
         assert listed[0]["id"] == sweep and listed[0]["counts"] == {"failed": 1, "succeeded": 1}
+        shown = json.loads(cli("show", "last", "--json", "--sort=-n").stdout)
+        assert [(r["index"], r["state"]) for r in shown["runs"]] == [
+            (0, "succeeded"),
+            (1, "failed"),
+        ]
+        assert "1  failed (exit code 1)" in cli("show", sweep[:8]).stdout
+        assert cli("show", "nope").returncode == 2
         flag.unlink()
         handed = cli("rerun", sweep[:10], "--failed")
         assert handed.returncode == 0 and "the daemon resumes sweep" in handed.stdout
