@@ -31,19 +31,32 @@ from orchestrator.views import sweep_detail, sweep_items
 __all__ = ["MAX_BODY", "TokenAuth", "build_app"]
 
 MAX_BODY = 1024 * 1024
+#: Largest total size of a request's headers (uvicorn's h11 limit only applies to heads that
+#: arrive in pieces).
+MAX_HEADERS = 16 * 1024
 _FINAL = {"succeeded", "failed", "stopped", "skipped", "upstream_failed"}
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 
 
 class TokenAuth:
-    """Pure ASGI: TCP requests need the bearer token; Unix-socket requests pass."""
+    """Pure ASGI: oversized headers get 431; TCP requests need the bearer token; Unix-socket
+    requests pass."""
 
     def __init__(self, app: ASGIApp, token: str | None) -> None:
         self.app = app
         self.token = token
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            size = sum(len(k) + len(v) for k, v in scope.get("headers") or [])
+            if size > MAX_HEADERS:
+                response = JSONResponse(
+                    {"error": f"request headers are {size:,} bytes; at most {MAX_HEADERS:,}"},
+                    status_code=431,
+                )
+                await response(scope, receive, send)
+                return
         if scope["type"] == "http" and self.token is not None:
             server = scope.get("server")
             over_tcp = server is not None and server[1] is not None

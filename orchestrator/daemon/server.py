@@ -27,7 +27,7 @@ from typing import IO
 import anyio
 import uvicorn
 
-from orchestrator.daemon.app import build_app
+from orchestrator.daemon.app import MAX_HEADERS, build_app
 from orchestrator.daemon.hub import Hub
 from orchestrator.daemon.manager import SweepManager
 from orchestrator.exceptions import StoreError
@@ -119,6 +119,7 @@ async def _main(
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=3,
+            h11_max_incomplete_event_size=MAX_HEADERS + 4096,
         )
         server = _EmbeddedServer(config)
         async with anyio.create_task_group() as tg:

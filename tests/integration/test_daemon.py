@@ -136,6 +136,8 @@ def test_bad_requests_get_4xx_with_one_line(daemon: Daemon) -> None:
     with daemon.unix() as client:
         big = client.post("/api/v1/sweeps", content=b"x" * (1024 * 1024 + 1))
         assert big.status_code == 413
+        heads = client.get("/api/v1/health", headers={"X-Big": "x" * 20_000})
+        assert heads.status_code == 431
         bad_yaml = client.post("/api/v1/sweeps", json={"spec": "version: 1.1\nkind: [oops\n"})
         assert bad_yaml.status_code == 400
         assert bad_yaml.json()["error"].startswith("<submitted>: invalid YAML: line")
