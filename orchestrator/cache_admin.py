@@ -1,16 +1,17 @@
 """The run cache's entries on disk, shared by the cache plugin and ``orchestrator cache``.
 
-One small JSON file per key under ``HOME/cache/runs/``, written atomically (temporary file then
-rename), so concurrent orchestrators on one home folder never see half an entry. The key
-itself is computed by the cache plugin; this module only stores and lists entries.
+One small SQLite file (WAL) under ``HOME/cache/``: a lookup is an indexed read and a store one
+insert, a few microseconds each, and concurrent orchestrators on one home folder see whole
+entries or none. The key itself is computed by the cache plugin; this module only stores and
+lists entries.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
+import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -18,6 +19,13 @@ from typing import IO, Any
 import msgspec
 
 __all__ = ["CacheEntry", "CacheStore", "clear_entries", "list_entries", "parse_age"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    key TEXT PRIMARY KEY, run_id TEXT NOT NULL, sweep_id TEXT NOT NULL, finished_at REAL NOT NULL,
+    outputs TEXT NOT NULL, params TEXT NOT NULL
+)
+"""
 
 
 class CacheEntry(msgspec.Struct, kw_only=True):
@@ -29,37 +37,75 @@ class CacheEntry(msgspec.Struct, kw_only=True):
     params: dict[str, Any] = {}
 
 
-_decode = msgspec.json.Decoder(CacheEntry).decode
-
-
 class CacheStore:
-    def __init__(self, home: Path) -> None:
-        self.root = home / "cache" / "runs"
+    """The entries of one home folder (one connection per store, usable from any thread)."""
 
-    def _path(self, key: str) -> Path:
-        return self.root / f"{key}.json"
+    def __init__(self, home: Path) -> None:
+        self.path = home / "cache" / "entries.sqlite"
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(_SCHEMA)
+            self._conn = conn
+        return self._conn
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if self._conn is None and not self.path.exists():
+            return []
+        with self._lock:
+            return list(self._db().execute(sql, params))
+
+    @staticmethod
+    def _entry(row: tuple[Any, ...]) -> CacheEntry:
+        key, run_id, sweep_id, finished_at, outputs, params = row
+        return CacheEntry(
+            key=key,
+            run_id=run_id,
+            sweep_id=sweep_id,
+            finished_at=finished_at,
+            outputs=json.loads(outputs),
+            params=json.loads(params),
+        )
 
     def get(self, key: str) -> CacheEntry | None:
-        try:
-            return _decode(self._path(key).read_bytes())
-        except (OSError, msgspec.DecodeError, msgspec.ValidationError):
-            return None
+        rows = self._rows("SELECT * FROM entries WHERE key = ?", (key,))
+        return self._entry(rows[0]) if rows else None
 
     def put(self, entry: CacheEntry) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{entry.key}.{os.getpid()}.tmp"
-        tmp.write_bytes(msgspec.json.encode(entry))
-        os.replace(tmp, self._path(entry.key))
+        with self._lock:
+            self._db().execute(
+                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    entry.key,
+                    entry.run_id,
+                    entry.sweep_id,
+                    entry.finished_at,
+                    msgspec.json.encode(entry.outputs).decode(),
+                    msgspec.json.encode(entry.params).decode(),
+                ),
+            )
 
     def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._path(key).unlink()
+        if self._conn is not None or self.path.exists():
+            with self._lock:
+                self._db().execute("DELETE FROM entries WHERE key = ?", (key,))
 
     def entries(self) -> list[CacheEntry]:
-        if not self.root.is_dir():
-            return []
-        found = (self.get(p.stem) for p in sorted(self.root.glob("*.json")))
-        return sorted((e for e in found if e is not None), key=lambda e: e.finished_at)
+        return [self._entry(r) for r in self._rows("SELECT * FROM entries ORDER BY finished_at")]
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def parse_age(text: str) -> float:
@@ -72,7 +118,9 @@ def parse_age(text: str) -> float:
 
 
 def list_entries(home: Path, out: IO[str], *, as_json: bool) -> int:
-    entries = CacheStore(home).entries()
+    store = CacheStore(home)
+    entries = store.entries()
+    store.close()
     if as_json:
         out.write(json.dumps([msgspec.to_builtins(e) for e in entries]) + "\n")
         return 0
@@ -97,5 +145,6 @@ def clear_entries(home: Path, out: IO[str], *, older_than: float | None) -> int:
         if older_than is None or now - entry.finished_at > older_than:
             store.delete(entry.key)
             removed += 1
+    store.close()
     out.write(f"removed {removed} cache entr{'y' if removed == 1 else 'ies'}\n")
     return 0

@@ -50,6 +50,13 @@ class RunCache:
         self._inflight: dict[str, tuple[str, anyio.Event]] = {}
         self._files: dict[tuple[str, int, int], str] = {}
         self._git: dict[str, str] = {}
+        self._stores: dict[Path, CacheStore] = {}
+
+    def store(self, home: Path) -> CacheStore:
+        known = self._stores.get(home)
+        if known is None:
+            known = self._stores[home] = CacheStore(home)
+        return known
 
     # ------------------------------------------------------------------ settings
     @staticmethod
@@ -97,7 +104,12 @@ class RunCache:
         files = {}
         for item in argv:
             path = Path(item) if os.path.isabs(item) else Path(cwd) / item
-            digest = await anyio.to_thread.run_sync(self._file_digest, path)
+            try:
+                stat = path.stat()  # one cheap syscall; the hash is remembered per mtime
+            except OSError:
+                continue
+            known = self._files.get((str(path), stat.st_mtime_ns, stat.st_size))
+            digest = known or await anyio.to_thread.run_sync(self._file_digest, path)
             if digest is not None:
                 files[item] = digest
         return {
@@ -147,7 +159,7 @@ class RunCache:
             return None
         key = self._keys.get(run.id) or await self.key(run, ctx, cache)
         self._keys[run.id] = key
-        entry = CacheStore(ctx.home).get(key)
+        entry = self.store(ctx.home).get(key)
         ttl = cache.ttl if cache is not None else None
         fresh = entry is not None and (ttl is None or time.time() - entry.finished_at < ttl)
         if entry is not None and fresh and entry.run_id != run.id:
@@ -155,7 +167,7 @@ class RunCache:
             # (say, its orchestrator was killed before the journal caught up) is void.
             if await ctx.journaled_state(entry.run_id) == "succeeded":
                 return UseCached(entry.run_id, dict(entry.outputs))
-            CacheStore(ctx.home).delete(key)
+            self.store(ctx.home).delete(key)
         owner = self._inflight.get(key)
         if owner is not None and owner[0] != run.id:
             return Defer(owner[1])
@@ -171,7 +183,7 @@ class RunCache:
         try:
             hit = (run.reason or "").startswith("cache_hit")
             if run.state.value == "succeeded" and not hit:
-                CacheStore(ctx.home).put(
+                self.store(ctx.home).put(
                     CacheEntry(
                         key=key,
                         run_id=run.id,

@@ -111,6 +111,7 @@ def test_ttl_expiry(
     store = CacheStore(home)
     (entry,) = store.entries()
     store.put(msgspec.structs.replace(entry, finished_at=entry.finished_at - 3601))
+    store.close()
     assert runs_of(cli(str(spec), "--json", "--home", str(home))) == [(1, None)]
     assert len(marker.read_text().splitlines()) == 2
 
