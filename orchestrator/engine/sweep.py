@@ -652,9 +652,10 @@ class SweepController:
         async def started(pid: int | None) -> None:
             await self.transition(run, RunState.RUNNING, pid=pid)
 
+        if self.limits.timeout is None:  # the common case needs no watchdog task
+            return await self.executor.execute(self._job(run), _Sink(self, run), run.stop, started)
         async with anyio.create_task_group() as tg:
-            if self.limits.timeout is not None:
-                tg.start_soon(self._deadline, run, run.stop, self.limits.timeout)
+            tg.start_soon(self._deadline, run, run.stop, self.limits.timeout)
             outcome = await self.executor.execute(
                 self._job(run), _Sink(self, run), run.stop, started
             )
