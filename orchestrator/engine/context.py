@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.engine.states import RunState, SweepState
+from orchestrator.engine.states import SweepState
 
 if TYPE_CHECKING:
     from orchestrator.engine.sweep import RunRecord, SweepController
@@ -104,13 +104,3 @@ class PluginContext:
         await journal.flush()
         rows = journal.query("SELECT state FROM runs WHERE id = ?", (run_id,))
         return str(rows[0]["state"]) if rows else None
-
-    @staticmethod
-    def is_final(state: str) -> bool:
-        return RunState(state) in {
-            RunState.SUCCEEDED,
-            RunState.FAILED,
-            RunState.STOPPED,
-            RunState.SKIPPED,
-            RunState.UPSTREAM_FAILED,
-        }
