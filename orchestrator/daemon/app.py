@@ -241,11 +241,17 @@ def build_app(manager: SweepManager, hub: Hub, home: Path, token: str | None) ->
 
 
 async def _sse(stream: MemoryObjectReceiveStream[Any]) -> AsyncIterator[bytes]:
+    """Frames as SSE, coalesced; the stream ends cleanly when the hub cuts this follower off
+    (too slow: it may resume with Last-Event-ID) or closes (``event: shutdown``)."""
     yield b"retry: 1000\n\n"
     async with stream:
         while True:
             with anyio.move_on_after(15):
-                frame = await stream.receive()
+                try:
+                    frame = await stream.receive()
+                except anyio.EndOfStream:
+                    yield b"event: shutdown\ndata: {}\n\n"
+                    return
                 chunks = [frame.encode()]
                 # Coalesce: everything already queued goes out in the same write.
                 while True:

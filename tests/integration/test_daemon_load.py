@@ -11,6 +11,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
+
 from tests.integration.test_daemon import Daemon, start_daemon
 
 SUBMISSIONS = 200
@@ -19,27 +21,30 @@ LINES = 5
 
 
 def follow(daemon: Daemon, wanted: int, seen: dict[str, int]) -> None:
-    """Count SweepFinished events, reconnecting with Last-Event-ID if cut off."""
+    """Count SweepFinished events; when cut off (too slow), reconnect with Last-Event-ID."""
     last_id: str | None = None
     finished: set[str] = set()
     while len(finished) < wanted:
         headers = {"Last-Event-ID": last_id} if last_id else {}
-        with (
-            daemon.unix() as client,
-            client.stream("GET", "/api/v1/events", headers=headers) as response,
-        ):
-            kind, event_id = "", None
-            for line in response.iter_lines():
-                if line.startswith("id: "):
-                    event_id = line[4:]
-                elif line.startswith("event: "):
-                    kind = line[7:]
-                elif line.startswith("data: ") and kind == "SweepFinished":
-                    finished.add(json.loads(line[6:])["sweep_id"])
-                elif line == "" and event_id is not None:
-                    last_id = event_id
-                if len(finished) >= wanted:
-                    break
+        try:
+            with (
+                daemon.unix() as client,
+                client.stream("GET", "/api/v1/events", headers=headers) as response,
+            ):
+                kind, event_id = "", None
+                for line in response.iter_lines():
+                    if line.startswith("id: "):
+                        event_id = line[4:]
+                    elif line.startswith("event: "):
+                        kind = line[7:]
+                    elif line.startswith("data: ") and kind == "SweepFinished":
+                        finished.add(json.loads(line[6:])["sweep_id"])
+                    elif line == "" and event_id is not None:
+                        last_id = event_id
+                    if len(finished) >= wanted:
+                        break
+        except httpx.TransportError:
+            continue  # the connection broke mid-event: resume from the last whole one
     seen[threading.current_thread().name] = len(finished)
 
 
