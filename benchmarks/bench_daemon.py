@@ -11,6 +11,7 @@ Run: ``.venv/bin/python benchmarks/bench_daemon.py [SUBMISSIONS]``
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import statistics
 import subprocess
@@ -101,6 +102,7 @@ def main() -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+        shutil.rmtree(home, ignore_errors=True)
     delays = delays[20:]  # the first lines were already written when the follower attached
     ordered = sorted(delays)
     print(f"{'':<46} {'value':>12}")
