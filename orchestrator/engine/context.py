@@ -79,10 +79,8 @@ class PluginContext:
         return [self._view(r) for r in self._controller.all_runs()]
 
     def run(self, run_id: str) -> RunView | None:
-        for record in self._controller.all_runs():
-            if record.id == run_id:
-                return self._view(record)
-        return None
+        record = self._controller.by_id.get(run_id)
+        return self._view(record) if record is not None else None
 
     def metrics(self, run_id: str) -> dict[str, float]:
         view = self.run(run_id)

@@ -252,6 +252,8 @@ class SweepController:
         self.state = SweepState.CREATED
         self.reason: str | None = None
         self.runs: list[RunRecord] = []
+        #: Every run known to the sweep by id (this invocation's and a resumed one's earlier).
+        self.by_id: dict[str, RunRecord] = {}
         self.active: dict[str, RunRecord] = {}
         self._stop_state: SweepState | None = None
         #: Set when a run could not even be rendered: the sweep cannot go on.
@@ -277,6 +279,8 @@ class SweepController:
             )
         self.resume = resume
         self._skip: set[str] = resume.succeeded if resume is not None else set()
+        if resume is not None:
+            self.by_id.update((r.id, r) for r in resume.previous)
         self._attempts = {r.spec.params_hash: r.attempt for r in resume.previous} if resume else {}
 
     # ------------------------------------------------------------------ states
@@ -568,6 +572,7 @@ class SweepController:
         attempt = self._attempts.get(spec.params_hash, 0) + 1
         run = RunRecord(id=spec.uuid, index=spec.index, spec=spec, attempt=attempt)
         self.runs.append(run)
+        self.by_id[run.id] = run
         layout = RunLayout(self.home, run.id)
         self.journal.add_run(
             run.id,
