@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -17,14 +16,12 @@ import msgspec
 from orchestrator.engine.bus import EventBus
 from orchestrator.engine.states import SweepState
 from orchestrator.engine.sweep import Resume, SweepController, SweepResult
-from orchestrator.exceptions import NotFoundError, SpecError
 from orchestrator.executors.local import LocalExecutor
-from orchestrator.history import latest_records
+from orchestrator.history import prepare_resume
 from orchestrator.plugin_host import PluginHost
 from orchestrator.reporting import Reporter, summary_json, summary_table
-from orchestrator.spec import LoadedSpec, Plan, compile_plan, load_spec, load_text
+from orchestrator.spec import LoadedSpec, Plan, compile_plan
 from orchestrator.spec import models as m
-from orchestrator.spec.load import fetch_url
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import journal_path
 from orchestrator.store.recovery import recover
@@ -217,39 +214,19 @@ def _resume(
     force: bool = False,
     only_states: set[str] | None = None,
 ) -> int:
-    row = journal.find_sweep(ref)
-    sweep_id = row["id"]
-    if row["state"] in {"created", "running", "stopping"}:
-        raise SpecError(f"sweep {sweep_id[:12]} is still running (pid {row['pid']}); stop it first")
-    if loaded is None:
-        loaded = _load_source(row["spec_path"], sweep_id)
-    stored = json.loads(row["overrides"] or "{}")
-    merged = {**stored, **overrides}
-    plan = compile_plan(loaded, merged, home=options.home, name=row["name"])
-    if row["component_hash"] and plan.component_hash != row["component_hash"] and not force:
-        raise SpecError(
-            f"the component changed since sweep {sweep_id[:12]} ran (command, inputs, outputs "
-            "or init); resuming would mix results of two components. Pass --force to resume "
-            "anyway, matching configurations by their params",
-            file=loaded.source,
-        )
-    previous = latest_records(journal, sweep_id)
-    only = None
-    if only_states is not None:
-        only = {r.spec.params_hash for r in previous if r.state.value in only_states}
-    resume = Resume(sweep_id, previous, only)
-    options.name = options.name or row["name"]
-    return _execute(journal, plan, loaded, merged, options, sweep_id, resume)
-
-
-def _load_source(spec_path: str, sweep_id: str) -> LoadedSpec:
-    if spec_path.startswith(("http://", "https://")):
-        return load_text(fetch_url(spec_path, spec_path, "urlRef"), spec_path)
-    if not Path(spec_path).is_file():
-        raise NotFoundError(
-            f"the spec file of sweep {sweep_id[:12]}, {spec_path}, no longer exists"
-        )
-    return load_spec(spec_path)
+    ready = prepare_resume(
+        journal,
+        journal.find_sweep(ref),
+        home=options.home,
+        overrides=overrides,
+        loaded=loaded,
+        force=force,
+        only_states=only_states,
+    )
+    options.name = options.name or ready.row["name"]
+    return _execute(
+        journal, ready.plan, ready.loaded, ready.overrides, options, ready.row["id"], ready.resume
+    )
 
 
 def _execute(

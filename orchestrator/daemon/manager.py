@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,12 +12,12 @@ import anyio
 from orchestrator.engine.bus import EventBus
 from orchestrator.engine.events import Event
 from orchestrator.engine.slots import PrioritySlots
-from orchestrator.engine.sweep import EVENT_TYPES, OpenMapping, Resume, SweepController
+from orchestrator.engine.sweep import EVENT_TYPES, OpenMapping, SweepController
 from orchestrator.exceptions import SpecError
 from orchestrator.executors.local import LocalExecutor
-from orchestrator.history import latest_records
+from orchestrator.history import prepare_resume
 from orchestrator.plugin_host import PluginHost
-from orchestrator.spec import compile_plan, load_spec, load_text
+from orchestrator.spec import compile_plan, load_text
 from orchestrator.spec import models as m
 from orchestrator.store.journal import Journal
 from orchestrator.store.recovery import LOST
@@ -166,47 +165,33 @@ class SweepManager:
     ) -> tuple[str, int]:
         """``resume``/``rerun`` through the daemon: the sweep continues here."""
         row = self.journal.find_sweep(ref)
-        if row["id"] in self.sweeps or row["state"] in ("created", "running", "stopping"):
+        if row["id"] in self.sweeps:
             raise SpecError(f"sweep {row['id'][:12]} is still running")
         return self._resume_row(row, force=force, only_states=only_states)
 
     def _resume_row(
         self, row: Any, *, force: bool, only_states: set[str] | None
     ) -> tuple[str, int]:
-        source = row["spec_path"] or "<submitted>"
-        if row["spec_text"] is not None:
-            loaded = load_text(row["spec_text"], source, Path(row["base_dir"] or "."))
-        else:
-            loaded = load_spec(source)
-        overrides = json.loads(row["overrides"] or "{}")
-        plan = compile_plan(loaded, overrides, home=self.home, name=row["name"])
-        if row["component_hash"] and plan.component_hash != row["component_hash"] and not force:
-            raise SpecError(
-                f"the component changed since sweep {row['id'][:12]} ran; pass "
-                "force to resume anyway",
-                file=source,
-            )
-        previous = latest_records(self.journal, row["id"])
-        only = None
-        if only_states is not None:
-            only = {r.spec.params_hash for r in previous if r.state.value in only_states}
+        ready = prepare_resume(
+            self.journal, row, home=self.home, force=force, only_states=only_states
+        )
         controller = SweepController(
-            plan,
+            ready.plan,
             journal=self.journal,
             executor=LocalExecutor(self.home),
             bus=EventBus(row["id"]),
             concurrency=row["concurrency"] or 1,
             grace=self.grace,
             home=self.home,
-            spec_path=source,
+            spec_path=ready.loaded.source,
             name=row["name"],
-            overrides=overrides,
+            overrides=ready.overrides,
             plugins=self.plugins,
             shared_slots=self.slots,
-            resume=Resume(row["id"], previous, only),
+            resume=ready.resume,
         )
         self._start(controller)
-        return row["id"], len(plan)
+        return row["id"], len(ready.plan)
 
     def _start(self, controller: SweepController) -> None:
         assert self._tg is not None
