@@ -95,17 +95,6 @@ class LocalExecutor:
             os.makedirs(job.cwd, exist_ok=True)
         return open(layout.stdout, "ab", buffering=0), open(layout.stderr, "ab", buffering=0)
 
-    async def _prepare(self, job: Job) -> tuple[BinaryIO, BinaryIO]:
-        logs = await anyio.to_thread.run_sync(self._make_folders, job)
-        if job.init:
-            try:
-                await prepare_init(job.init, job.layout.artifacts, git_cache_dir(self.home))
-            except BaseException:
-                for log in logs:
-                    log.close()
-                raise
-        return logs
-
     async def execute(
         self,
         job: Job,
@@ -116,31 +105,34 @@ class LocalExecutor:
         if not job.argv:
             return Outcome(None, error="empty command: give run.container.command or args")
         try:
-            logs = await self._prepare(job)
-        except ExecutorError as exc:
-            return Outcome(None, error=str(exc))
+            logs = await anyio.to_thread.run_sync(self._make_folders, job)
         except OSError as exc:
             return Outcome(None, error=f"cannot prepare the run folder: {exc}")
-        try:
+        with contextlib.ExitStack() as owned:  # the log files, until the pumps take them
+            for log in logs:
+                owned.callback(log.close)
+            try:
+                if job.init:
+                    await prepare_init(job.init, job.layout.artifacts, git_cache_dir(self.home))
+            except ExecutorError as exc:
+                return Outcome(None, error=str(exc))
+            except OSError as exc:
+                return Outcome(None, error=f"cannot prepare the run folder: {exc}")
             if stop.is_requested:
                 return Outcome(None, stopped=True)
-            process = await anyio.open_process(
-                job.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=job.cwd,
-                env=job.env,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            for log in logs:
-                log.close()
-            return Outcome(None, error=_start_error(job.argv, exc))
-        except BaseException:
-            for log in logs:
-                log.close()
-            raise
+            try:
+                process = await anyio.open_process(
+                    job.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd=job.cwd,
+                    env=job.env,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                return Outcome(None, error=_start_error(job.argv, exc))
+            owned.pop_all()  # from here on the pumps close the logs
         try:
             async with process:
                 return await self._supervise(process, logs, sink, stop, started)
