@@ -79,6 +79,14 @@ def _error(message: str, status: int) -> JSONResponse:
     return JSONResponse({"error": " ".join(message.split())}, status_code=status)
 
 
+async def _json_body(request: Request, empty: bytes) -> Any:
+    """The parsed body (``empty`` when there is none), or the 400 answer to send."""
+    try:
+        return json.loads(await request.body() or empty)
+    except json.JSONDecodeError as exc:
+        return _error(f"body: expected JSON ({exc.msg})", 400)
+
+
 def build_app(manager: SweepManager, hub: Hub, home: Path, token: str | None) -> TokenAuth:
     journal = manager.journal
 
@@ -91,10 +99,9 @@ def build_app(manager: SweepManager, hub: Hub, home: Path, token: str | None) ->
         return JSONResponse({"ready": False}, status_code=503)
 
     async def submit(request: Request) -> Response:
-        try:
-            body = json.loads(await request.body() or b"null")
-        except json.JSONDecodeError as exc:
-            return _error(f"body: expected JSON ({exc.msg})", 400)
+        body = await _json_body(request, b"null")
+        if isinstance(body, Response):
+            return body
         try:
             submission = msgspec.convert(body, Submission)
         except msgspec.ValidationError as exc:
@@ -132,10 +139,9 @@ def build_app(manager: SweepManager, hub: Hub, home: Path, token: str | None) ->
         return _error("no running sweep with that id", 404)
 
     async def add_configurations(request: Request) -> Response:
-        try:
-            body = json.loads(await request.body() or b"null")
-        except json.JSONDecodeError as exc:
-            return _error(f"body: expected JSON ({exc.msg})", 400)
+        body = await _json_body(request, b"null")
+        if isinstance(body, Response):
+            return body
         values = body.get("values") if isinstance(body, dict) else None
         if not isinstance(values, list):
             return _error('body: expected {"values": [{...}, ...]}', 400)
@@ -153,10 +159,9 @@ def build_app(manager: SweepManager, hub: Hub, home: Path, token: str | None) ->
         return _error("no open sweep with that id", 404)
 
     async def resume_sweep(request: Request) -> Response:
-        try:
-            body = json.loads(await request.body() or b"{}")
-        except json.JSONDecodeError as exc:
-            return _error(f"body: expected JSON ({exc.msg})", 400)
+        body = await _json_body(request, b"{}")
+        if isinstance(body, Response):
+            return body
         if not isinstance(body, dict):
             return _error('body: expected {"force": false, "only": ["failed"]}', 400)
         only = body.get("only")
