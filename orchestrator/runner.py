@@ -24,9 +24,9 @@ from orchestrator.spec import LoadedSpec, Plan, compile_plan
 from orchestrator.spec import models as m
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import journal_path
-from orchestrator.store.recovery import recover
+from orchestrator.store.recovery import open_journal
 
-__all__ = ["RunOptions", "open_journal", "resume_sweep", "run_sweep"]
+__all__ = ["RunOptions", "resume_sweep", "run_sweep"]
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -154,15 +154,6 @@ def _spec_path(source: str) -> str:
     return str(Path(source).resolve())
 
 
-def open_journal(home: Path, err: IO[str]) -> Journal:
-    """Open the home folder's journal and recover the runs of dead orchestrators."""
-    journal = Journal(journal_path(home))
-    for message in recover(journal):
-        err.write(f"recovered: {message}\n")
-    journal.run_due_cleanups()
-    return journal
-
-
 def run_sweep(
     loaded: LoadedSpec,
     overrides: dict[str, str],
@@ -171,7 +162,7 @@ def run_sweep(
     resume_latest: bool = False,
 ) -> int:
     """Run a new sweep (or, with ``resume_latest``, continue the newest one of this spec)."""
-    journal = open_journal(options.home, options.err)
+    journal = open_journal(journal_path(options.home), options.err)
     try:
         if resume_latest:
             rows = journal.query(
@@ -195,7 +186,7 @@ def resume_sweep(
     only_states: set[str] | None = None,
 ) -> int:
     """``resume`` (everything not succeeded) or ``rerun`` (only ``only_states``)."""
-    journal = open_journal(options.home, options.err)
+    journal = open_journal(journal_path(options.home), options.err)
     try:
         return _resume(
             journal, ref, options, overrides=overrides, force=force, only_states=only_states

@@ -19,7 +19,7 @@ from orchestrator.history import latest_records, record_from_row
 from orchestrator.reporting import format_duration, rows_table, run_row
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import RunLayout, journal_path
-from orchestrator.store.recovery import recover
+from orchestrator.store.recovery import open_journal
 
 __all__ = ["list_sweeps", "print_logs", "show_sweep"]
 
@@ -32,9 +32,7 @@ def _open(home: Path) -> Journal:
     path = journal_path(home)
     if not path.exists():
         raise NotFoundError(f"no journal in {home} (run a sweep first, or pass --home)")
-    journal = Journal(path)
-    recover(journal)
-    return journal
+    return open_journal(path)
 
 
 def _when(ts: float | None) -> str:

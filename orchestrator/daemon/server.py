@@ -32,9 +32,8 @@ from orchestrator.daemon.hub import Hub
 from orchestrator.daemon.manager import SweepManager
 from orchestrator.exceptions import StoreError
 from orchestrator.plugin_host import PluginHost
-from orchestrator.store.journal import Journal
 from orchestrator.store.layout import journal_path
-from orchestrator.store.recovery import recover
+from orchestrator.store.recovery import open_journal
 
 __all__ = ["serve", "socket_path"]
 
@@ -92,11 +91,8 @@ async def _main(
     grace: float,
     err: IO[str],
 ) -> None:
-    journal = Journal(journal_path(home))
+    journal = open_journal(journal_path(home), err)
     try:
-        for message in recover(journal):
-            err.write(f"recovered: {message}\n")
-        journal.run_due_cleanups()
         hub = Hub()
 
         def report(message: str) -> None:

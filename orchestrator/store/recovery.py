@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
+from typing import IO
 
 from orchestrator.procinfo import is_same_process, signal_group, start_time
 from orchestrator.store.journal import Journal
 
-__all__ = ["LOST", "recover"]
+__all__ = ["LOST", "open_journal", "recover"]
 
 LOST = "orchestrator_lost"
 _UNFINISHED_RUNS = ("created", "queued", "starting", "running", "stopping", "retrying")
@@ -69,3 +71,14 @@ def recover(journal: Journal) -> list[str]:
         )
     journal.flush_sync()
     return messages
+
+
+def open_journal(journal_file: Path, err: IO[str] | None = None) -> Journal:
+    """Open a journal the way every command does: recover the runs of dead orchestrators
+    (reported on ``err``), then carry out ``termination.ttl`` removals that came due."""
+    journal = Journal(journal_file)
+    for message in recover(journal):
+        if err is not None:
+            err.write(f"recovered: {message}\n")
+    journal.run_due_cleanups()
+    return journal
