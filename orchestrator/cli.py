@@ -491,11 +491,7 @@ def _cmd_plugins(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
     from orchestrator.plugin_host import PluginHost
 
-    def report(message: str) -> None:
-        err.write(f"{message}\n")
-
-    host = PluginHost(allow=args.plugin, deny=args.no_plugin, report=report)
-    host.discover()
+    host = PluginHost.installed(err, allow=args.plugin, deny=args.no_plugin)
     items = [{"name": p.name, "source": p.source, "hooks": p.hooks} for p in host.loaded.values()]
     if args.json:
         out.write(json.dumps(items) + "\n")

@@ -16,7 +16,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import IO, Any
 
 import anyio
 import pluggy
@@ -65,6 +65,25 @@ class PluginHost:
         self.on_strict_failure: Callable[[str], None] | None = None
 
     # ------------------------------------------------------------------ loading
+    @classmethod
+    def installed(
+        cls,
+        err: IO[str],
+        *,
+        allow: Iterable[str] | None = None,
+        deny: Iterable[str] = (),
+        strict: bool = False,
+    ) -> PluginHost:
+        """The installed plugins that ``allow``/``deny`` let in; problems go to ``err``."""
+
+        def report(message: str) -> None:
+            err.write(f"{message}\n")
+            err.flush()
+
+        host = cls(allow=allow, deny=deny, strict=strict, report=report)
+        host.discover()
+        return host
+
     def discover(self) -> None:
         """Load every plugin registered under the entry-point group that is allowed."""
         for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):

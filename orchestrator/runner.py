@@ -124,19 +124,9 @@ class RunOptions:
 
 def load_plugins(options: RunOptions, err: IO[str]) -> PluginHost:
     """Discover the plugins allowed by ``options``; problems are reported, not fatal."""
-
-    def report(message: str) -> None:
-        err.write(f"{message}\n")
-        err.flush()
-
-    host = PluginHost(
-        allow=options.allow_plugins,
-        deny=options.deny_plugins,
-        strict=options.strict_plugins,
-        report=report,
+    return PluginHost.installed(
+        err, allow=options.allow_plugins, deny=options.deny_plugins, strict=options.strict_plugins
     )
-    host.discover()
-    return host
 
 
 def _apply_cache_flag(loaded: LoadedSpec, enabled: bool | None) -> None:

@@ -98,8 +98,7 @@ async def _main(
         def report(message: str) -> None:
             err.write(message + "\n")
 
-        plugins = PluginHost(report=report)
-        plugins.discover()
+        plugins = PluginHost.installed(err)
         manager = SweepManager(
             home,
             journal,
