@@ -19,6 +19,7 @@ from typing import Any
 
 from orchestrator.exceptions import SpecError
 from orchestrator.spec import models as m
+from orchestrator.spec.decode import to_camel
 from orchestrator.spec.hyperparams import Dimension, Discrete, Distribution, build_dimension
 
 __all__ = ["UNSUPPORTED_KINDS", "Expansion", "expand_matrix", "matrix_kind"]
@@ -182,5 +183,4 @@ def _validate_unsupported(matrix: m.Matrix, path: str) -> None:
     if isinstance(matrix, m.Hyperband):
         for name in ("max_iterations", "eta", "resource", "metric"):
             if getattr(matrix, name) is None:
-                camel = name.split("_")[0] + "".join(p.title() for p in name.split("_")[1:])
-                raise SpecError("required by hyperband", field=f"{path}.{camel}")
+                raise SpecError("required by hyperband", field=f"{path}.{to_camel(name)}")
