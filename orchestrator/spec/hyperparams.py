@@ -189,14 +189,16 @@ def _number(text: Any, key: str, *, integer: bool = False) -> float:
 
 def _fields(kind: str, value: Any) -> dict[str, Any]:
     """Turn ``"a:b:c"``, ``[a, b, c]`` or ``{start: a, ...}`` into named fields."""
-    required, optional, ordered = _FORMS[kind]
+    required, optional, _ = _FORMS[kind]
     keys = required + optional
     if isinstance(value, str) and kind not in DATE_KINDS:
         if ":" not in value:
             raise ValueError("expected a string of values separated by ':'")
-        parts: dict[str, Any] = dict(zip(keys, value.split(":"), strict=False))
-    elif isinstance(value, list):
-        parts = dict(zip(keys, value, strict=False))
+        value = value.split(":")
+    if isinstance(value, list):
+        if len(value) > len(keys):
+            raise ValueError(f"expected at most {len(keys)} values ({', '.join(keys)})")
+        parts: dict[str, Any] = dict(zip(keys, value, strict=False))
     elif isinstance(value, dict):
         unknown = sorted(set(value) - set(keys))
         if unknown:
@@ -205,16 +207,11 @@ def _fields(kind: str, value: Any) -> dict[str, Any]:
     else:
         forms = "a list or a mapping" if kind in DATE_KINDS else "'a:b:c', a list or a mapping"
         raise ValueError(f"expected {forms}, got {value!r}")
-    if isinstance(value, str | list) and len(
-        value if isinstance(value, list) else value.split(":")
-    ) > len(keys):
-        raise ValueError(f"expected at most {len(keys)} values ({', '.join(keys)})")
     missing = [k for k in required if parts.get(k) is None]
     if missing:
         raise ValueError(
             f"expected {len(required)} values ({', '.join(required)}); missing {', '.join(missing)}"
         )
-    del ordered
     return parts
 
 
