@@ -8,9 +8,12 @@ The tree::
     ├── ExecutorError                   a run could not be started or controlled
     ├── PluginError                     a plugin misbehaved; ``.plugin`` names it
     ├── StoreError                      the journal or a run folder cannot be read or written
-    └── NotFoundError (also LookupError) no sweep or run matches what was asked for
+    ├── NotFoundError (also LookupError) no sweep or run matches what was asked for
+    ├── SweepBusyError                  the sweep is still running (resume/rerun must wait)
+    └── UnavailableError                the daemon is shutting down and takes no new work
 
-The CLI turns any of these into one line on stderr and an exit code; a traceback is a bug.
+The CLI turns any of these into one line on stderr and an exit code (2 for bad input:
+SpecError, NotFoundError, StoreError; 1 for the rest); a traceback is a bug.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ __all__ = [
     "PluginError",
     "SpecError",
     "StoreError",
+    "SweepBusyError",
+    "UnavailableError",
 ]
 
 
@@ -87,3 +92,13 @@ class StoreError(OrchestratorError):
 
 class NotFoundError(OrchestratorError, LookupError):
     """No sweep or run matches an id, a prefix or ``last`` (or more than one does)."""
+
+
+class SweepBusyError(OrchestratorError):
+    """The sweep is still running: it cannot be resumed or re-run until it ends or is stopped.
+
+    Not a user error in the spec: the same command succeeds later (exit code 1, not 2)."""
+
+
+class UnavailableError(OrchestratorError):
+    """The daemon is shutting down and accepts no new sweeps (the API answers 503)."""

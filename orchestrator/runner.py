@@ -120,6 +120,8 @@ class RunOptions:
     cache: bool | None = None
     #: ``--max-time``: seconds the whole sweep may take before it is stopped.
     max_time: float | None = None
+    #: ``--log-json FILE``: every sweep event as one JSON record per line (``-``: stderr).
+    log_json: str | None = None
 
 
 def load_plugins(options: RunOptions, err: IO[str]) -> PluginHost:

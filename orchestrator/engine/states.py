@@ -1,8 +1,10 @@
-"""Run and sweep states, the one table of allowed transitions, and nothing else.
+"""Run and sweep states, the one table of allowed transitions, and every set derived from it.
 
-No code assigns a state except :meth:`orchestrator.engine.sweep.SweepController.transition`,
-which checks :data:`ALLOWED`, journals, then publishes ``RunStateChanged``. Polyaxon has no such
-table (its server accepts almost any move); ours makes an impossible move a bug that fails loudly.
+Every state change, a run's or a sweep's, a live one or one recovered after a crash, is checked
+here (:func:`check_transition`, :func:`check_sweep_transition`) before it is journaled and
+announced. Polyaxon has no such table (its server accepts almost any move); ours makes an
+impossible move a bug that fails loudly. "Finished" and "unfinished" are derived from the table,
+never written out again elsewhere.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ __all__ = [
     "ALLOWED",
     "SWEEP_ALLOWED",
     "SWEEP_TERMINAL",
+    "SWEEP_UNFINISHED",
     "TERMINAL",
+    "UNFINISHED",
     "InvalidTransition",
     "RunState",
     "SweepState",
+    "check_sweep_transition",
     "check_transition",
 ]
 
@@ -49,16 +54,6 @@ class RunState(str, Enum):
         return self.value
 
 
-TERMINAL = frozenset(
-    {
-        RunState.SUCCEEDED,
-        RunState.FAILED,
-        RunState.STOPPED,
-        RunState.SKIPPED,
-        RunState.UPSTREAM_FAILED,
-    }
-)
-
 _S = RunState
 ALLOWED: dict[RunState, frozenset[RunState]] = {
     _S.CREATED: frozenset({_S.QUEUED, _S.SKIPPED, _S.STOPPED, _S.FAILED, _S.UPSTREAM_FAILED}),
@@ -74,6 +69,11 @@ ALLOWED: dict[RunState, frozenset[RunState]] = {
     _S.UPSTREAM_FAILED: frozenset(),
 }
 
+#: States a run never leaves.
+TERMINAL = frozenset(state for state, nexts in ALLOWED.items() if not nexts)
+#: States of a run that still needs its orchestrator (recovery fails these when it is gone).
+UNFINISHED = frozenset(RunState) - TERMINAL
+
 
 class SweepState(str, Enum):
     CREATED = "created"
@@ -88,17 +88,21 @@ class SweepState(str, Enum):
         return self.value
 
 
-SWEEP_TERMINAL = frozenset({SweepState.SUCCEEDED, SweepState.FAILED, SweepState.STOPPED})
 _W = SweepState
 SWEEP_ALLOWED: dict[SweepState, frozenset[SweepState]] = {
     _W.CREATED: frozenset({_W.RUNNING, _W.FAILED, _W.STOPPED}),
     _W.RUNNING: frozenset({_W.STOPPING, _W.SUCCEEDED, _W.FAILED, _W.STOPPED}),
     _W.STOPPING: frozenset({_W.SUCCEEDED, _W.FAILED, _W.STOPPED}),
-    # A finished sweep runs again when resumed or re-run (``resume``, ``rerun``).
+    # A finished sweep runs again only when resumed or re-run (``resume``, ``rerun``).
     _W.SUCCEEDED: frozenset({_W.RUNNING}),
     _W.FAILED: frozenset({_W.RUNNING}),
     _W.STOPPED: frozenset({_W.RUNNING}),
 }
+
+#: Finished sweeps: the only way out is a resume (back to running).
+SWEEP_TERMINAL = frozenset(s for s, nexts in SWEEP_ALLOWED.items() if nexts == {_W.RUNNING})
+#: Sweeps that still need their orchestrator.
+SWEEP_UNFINISHED = frozenset(SweepState) - SWEEP_TERMINAL
 
 
 class InvalidTransition(RuntimeError):
@@ -108,3 +112,8 @@ class InvalidTransition(RuntimeError):
 def check_transition(current: RunState, to: RunState) -> None:
     if to not in ALLOWED[current]:
         raise InvalidTransition(f"run cannot go from {current} to {to}")
+
+
+def check_sweep_transition(current: SweepState, to: SweepState) -> None:
+    if to not in SWEEP_ALLOWED[current]:
+        raise InvalidTransition(f"sweep cannot go from {current} to {to}")
