@@ -300,12 +300,22 @@ class SweepController:
         if exit_code is not None:
             run.exit_code = exit_code
         now = time.time()
-        if to is RunState.RUNNING:
+        started, finished = to is RunState.RUNNING, to in TERMINAL
+        if started:
             run.started_at = now
-        elif to in {RunState.SUCCEEDED, RunState.FAILED, RunState.STOPPED, RunState.SKIPPED}:
+        elif finished:
             run.finished_at = now
         self.journal.record_transition(
-            self.sweep_id, run.id, previous.value, to.value, reason, exit_code, run.attempt, pid
+            self.sweep_id,
+            run.id,
+            previous.value,
+            to.value,
+            reason,
+            exit_code,
+            run.attempt,
+            pid,
+            started=started,
+            finished=finished,
         )
         await self.bus.publish(
             RunStateChanged(

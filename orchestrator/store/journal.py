@@ -256,14 +256,13 @@ class Journal:
         exit_code: int | None,
         attempt: int,
         pid: int | None = None,
+        *,
+        started: bool = False,
+        finished: bool = False,
     ) -> None:
+        """A checked run transition (the engine checks; ``started``/``finished`` say whether
+        it starts the run's clock or ends it: the store knows no state table)."""
         now = time.time()
-        started = now if state == "running" else None
-        finished = (
-            now
-            if state in {"succeeded", "failed", "stopped", "skipped", "upstream_failed"}
-            else None
-        )
         self._put(
             "UPDATE runs SET state = ?, reason = ?, exit_code = COALESCE(?, exit_code), "
             "attempt = ?, started_at = COALESCE(?, started_at), "
@@ -274,8 +273,8 @@ class Journal:
                 reason,
                 exit_code,
                 attempt,
-                started,
-                finished,
+                now if started else None,
+                now if finished else None,
                 pid,
                 start_time(pid) if pid else None,
                 run_id,

@@ -62,7 +62,7 @@ def recover(journal: Journal) -> list[str]:
         _stop_survivors(groups)
         for run in runs:
             journal.record_transition(
-                sweep["id"], run["id"], run["state"], "failed", LOST, None, run["attempt"]
+                sweep["id"], run["id"], run["state"], "failed", LOST, None, run["attempt"], finished=True
             )
         journal.set_sweep_state(sweep["id"], "failed", LOST, finished=True)
         messages.append(

@@ -35,7 +35,9 @@ def _lost_sweep(journal: Journal, *, run_pid: int, run_start: int | None) -> Non
     )
     journal.set_sweep_state("s1", "running", None, finished=False)
     journal.add_run("r1", "s1", 0, "c", "{}", "[]", "/tmp/r1", "p")
-    journal.record_transition("s1", "r1", "created", "running", None, None, 1, pid=run_pid)
+    journal.record_transition(
+        "s1", "r1", "created", "running", None, None, 1, pid=run_pid, started=True
+    )
     journal.flush_sync()
     with sqlite3.connect(journal.path) as conn:
         # The orchestrator of this sweep "was" a process that no longer exists.
