@@ -23,6 +23,8 @@ from pathlib import Path
 
 import httpx
 
+from orchestrator.diagnostics import is_ready_record
+
 LINES = 200
 TICKER = (
     "import sys, time\n"
@@ -40,7 +42,7 @@ def start(home: Path) -> subprocess.Popen[str]:
     )
     assert proc.stderr is not None
     for line in proc.stderr:
-        if line.strip() == "ready":
+        if is_ready_record(line):
             return proc
     raise SystemExit("the daemon did not start")
 

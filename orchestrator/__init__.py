@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from orchestrator.hooks import hookimpl
     from orchestrator.spec import LoadedSpec, Plan, RunSpec, compile_plan, load_spec, load_text
 
-__version__ = "0.1.0"
+    __version__: str
 
 __all__ = [
     "ComponentRefError",
@@ -46,6 +46,10 @@ _LAZY = {"LoadedSpec", "Plan", "RunSpec", "compile_plan", "load_spec", "load_tex
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("orchestrator")
     if name == "hookimpl":
         from orchestrator.hooks import hookimpl
 

@@ -1,89 +1,173 @@
-"""Read what the journal knows about past sweeps back: run records, and what a resume needs."""
+"""The read model: what the journal knows about past sweeps, for the CLI and the API alike.
+
+Run records, the sweep list and a sweep's detail (``ls``/``show`` and ``GET /sweeps``), a run
+by reference, whether a run finished, and what a resume needs.
+"""
 
 from __future__ import annotations
 
-import json
-import sqlite3
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from orchestrator.engine.states import RunState
-from orchestrator.engine.sweep import Resume, RunRecord
-from orchestrator.exceptions import NotFoundError, SpecError
+from orchestrator.engine.records import Resume, RunRecord, record_from_row
+from orchestrator.engine.states import SWEEP_UNFINISHED, TERMINAL
+from orchestrator.exceptions import NotFoundError, SpecError, SweepBusyError
 from orchestrator.spec import LoadedSpec, Plan, compile_plan, load_spec, load_text
 from orchestrator.spec.load import fetch_url
-from orchestrator.spec.resolve import RunSpec
 from orchestrator.store.journal import Journal
+from orchestrator.store.layout import run_paths
+from orchestrator.store.rows import RunRow, SweepRow
 
-__all__ = ["ResumePlan", "latest_records", "prepare_resume", "record_from_row"]
+__all__ = [
+    "ResumePlan",
+    "find_run",
+    "latest_records",
+    "prepare_resume",
+    "run_finished",
+    "run_row",
+    "sweep_detail",
+    "sweep_items",
+]
 
 
-def record_from_row(
-    row: sqlite3.Row, outputs: dict[str, object], metrics: dict[str, float]
-) -> RunRecord:
-    spec = RunSpec(
-        index=row["idx"],
-        uuid=row["id"],
-        params=json.loads(row["params"] or "{}"),
-        argv=json.loads(row["argv"] or "[]"),
-        env={},
-        working_dir=None,
-        config_hash=row["config_hash"] or "",
-        params_hash=row["params_hash"] or "",
-    )
-    return RunRecord(
-        id=row["id"],
-        index=row["idx"],
-        spec=spec,
-        state=RunState(row["state"]),
-        reason=row["reason"],
-        exit_code=row["exit_code"],
-        attempt=row["attempt"],
-        created_at=row["created_at"] or 0.0,
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        metrics=dict(metrics),
-        outputs=dict(outputs),
-    )
+def run_row(r: Any) -> dict[str, Any]:
+    """One run as ``--json``, ``show --json`` and the API show it."""
+    return {
+        "index": r.index,
+        "id": r.id,
+        "state": r.state.value,
+        "reason": r.reason,
+        "exit_code": r.exit_code,
+        "params": r.spec.params,
+        "outputs": r.outputs,
+        "metrics": r.metrics,
+        "duration_s": None if r.duration is None else round(r.duration, 3),
+    }
+
+
+def _records(journal: Journal, rows: list[RunRow]) -> list[RunRecord]:
+    ids = [row.id for row in rows]
+    outputs = journal.outputs_of(ids)
+    metrics = journal.last_metrics(ids)
+    return [record_from_row(r, outputs.get(r.id, {}), metrics.get(r.id, {})) for r in rows]
 
 
 def latest_records(journal: Journal, sweep_id: str) -> list[RunRecord]:
     """The newest run of every configuration of a sweep, with outputs and last metrics."""
-    rows = journal.latest_runs(sweep_id)
-    ids = [row["id"] for row in rows]
-    outputs = journal.outputs_of(ids)
-    metrics = journal.last_metrics(ids)
-    return [record_from_row(r, outputs.get(r["id"], {}), metrics.get(r["id"], {})) for r in rows]
+    return _records(journal, journal.latest_runs(sweep_id))
+
+
+def sweep_items(journal: Journal, limit: int) -> list[dict[str, Any]]:
+    """The newest ``limit`` sweeps with their counts by state (``ls --json``, the API)."""
+    items = []
+    for s in journal.latest_sweeps(limit):
+        counts: dict[str, int] = {}
+        for run in journal.latest_runs(s.id):
+            counts[run.state] = counts.get(run.state, 0) + 1
+        started, finished = s.started_at, s.finished_at
+        items.append(
+            {
+                "id": s.id,
+                "name": s.name,
+                "spec": s.spec_path,
+                "state": s.state,
+                "reason": s.reason,
+                "counts": counts,
+                "total": s.total,
+                "started": started,
+                "duration_s": None
+                if started is None
+                else round((finished or time.time()) - started, 3),
+            }
+        )
+    return items
+
+
+def _sort_key(metric: str) -> Callable[[RunRecord], tuple[int, float]]:
+    def key(run: RunRecord) -> tuple[int, float]:
+        value = run.outputs.get(metric, run.metrics.get(metric))
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return (1, 0.0)  # runs without the metric go last
+        return (0, float(value))
+
+    return key
+
+
+def sweep_detail(
+    journal: Journal, ref: str, *, sort: str | None = None, every_attempt: bool = False
+) -> dict[str, Any]:
+    """A sweep and its runs (the newest of each configuration, or every attempt), sorted by
+    an output or metric when asked: ``show --json`` and the API's ``GET /sweeps/{id}``."""
+    sweep = journal.find_sweep(ref)
+    if every_attempt:
+        runs = _records(journal, journal.runs_of(sweep.id))
+    else:
+        runs = latest_records(journal, sweep.id)
+    if sort:
+        descending = sort.startswith("-")
+        metric = sort.lstrip("-")
+        with_metric = [r for r in runs if _sort_key(metric)(r)[0] == 0]
+        without = [r for r in runs if _sort_key(metric)(r)[0] == 1]
+        with_metric.sort(key=_sort_key(metric), reverse=descending)
+        runs = with_metric + without
+    return {
+        "sweep": sweep.id,
+        "name": sweep.name,
+        "state": sweep.state,
+        "reason": sweep.reason,
+        "spec": sweep.spec_path,
+        "runs": [run_row(r) | {"attempt": r.attempt} for r in runs],
+    }
+
+
+def find_run(journal: Journal, ref: str) -> RunRow:
+    """A run by id, unique id prefix, or ``SWEEP:INDEX`` (the newest attempt of that
+    configuration; ``SWEEP`` as :meth:`Journal.find_sweep` takes it)."""
+    if ":" in ref:
+        sweep_ref, _, index = ref.rpartition(":")
+        if index.isdigit():
+            sweep = journal.find_sweep(sweep_ref)
+            run = journal.run_at(sweep.id, int(index))
+            if run is None:
+                raise NotFoundError(f"sweep {sweep.id[:12]} has no run {index}")
+            return run
+    return journal.find_run(ref)
+
+
+def run_finished(journal: Journal, run_id: str) -> bool:
+    """Whether the journal holds a run in a state it never leaves (flushed writes only)."""
+    return journal.run_state(run_id) in TERMINAL
 
 
 @dataclass
 class ResumePlan:
     """Everything needed to continue a journaled sweep."""
 
-    row: sqlite3.Row
+    row: SweepRow
     loaded: LoadedSpec
     plan: Plan
     overrides: dict[str, str]
     resume: Resume
 
 
-def _sweep_source(row: sqlite3.Row) -> LoadedSpec:
+def _sweep_source(row: SweepRow) -> LoadedSpec:
     """The spec a sweep ran: the text a daemon journaled, or its file or URL again."""
-    spec_path = row["spec_path"] or "<submitted>"
-    if row["spec_text"] is not None:
-        return load_text(row["spec_text"], spec_path, Path(row["base_dir"] or "."))
+    spec_path = row.spec_path or "<submitted>"
+    if row.spec_text is not None:
+        return load_text(row.spec_text, spec_path, Path(row.base_dir or "."))
     if spec_path.startswith(("http://", "https://")):
         return load_text(fetch_url(spec_path, spec_path, "urlRef"), spec_path)
     if not Path(spec_path).is_file():
-        raise NotFoundError(
-            f"the spec file of sweep {row['id'][:12]}, {spec_path}, no longer exists"
-        )
+        raise NotFoundError(f"the spec file of sweep {row.id[:12]}, {spec_path}, no longer exists")
     return load_spec(spec_path)
 
 
 def prepare_resume(
     journal: Journal,
-    row: sqlite3.Row,
+    row: SweepRow,
     *,
     home: Path,
     overrides: dict[str, str] | None = None,
@@ -94,14 +178,16 @@ def prepare_resume(
     """Check that sweep ``row`` may continue and compile it: ``overrides`` add to its own
     ``-P`` values; a changed component is refused unless ``force``; ``only_states`` limits
     the configurations to those whose newest run is in one of these states (``rerun``)."""
-    sweep_id = row["id"]
-    if row["state"] in {"created", "running", "stopping"}:
-        raise SpecError(f"sweep {sweep_id[:12]} is still running (pid {row['pid']}); stop it first")
+    sweep_id = row.id
+    if row.state in SWEEP_UNFINISHED:
+        raise SweepBusyError(
+            f"sweep {sweep_id[:12]} is still running (pid {row.pid}); stop it first"
+        )
     if loaded is None:
         loaded = _sweep_source(row)
-    merged = {**json.loads(row["overrides"] or "{}"), **(overrides or {})}
-    plan = compile_plan(loaded, merged, home=home, name=row["name"])
-    if row["component_hash"] and plan.component_hash != row["component_hash"] and not force:
+    merged = {**row.overrides, **(overrides or {})}
+    plan = compile_plan(loaded, merged, paths=run_paths(home), name=row.name)
+    if row.component_hash and plan.component_hash != row.component_hash and not force:
         raise SpecError(
             f"the component changed since sweep {sweep_id[:12]} ran (command, inputs, outputs "
             "or init); resuming would mix results of two components. Pass --force to resume "

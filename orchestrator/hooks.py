@@ -14,7 +14,7 @@ Implementations may be plain or ``async`` functions and take any subset of the a
 declares (pluggy checks the names when the plugin registers). Each call has a timeout; a plugin
 that raises, hangs or declares a hook wrongly is reported by name and switched off for the
 sweep, or stops it with ``--strict-plugins``. Observers act on the sweep through ``ctx``
-(:class:`orchestrator.plugin_host.PluginContext`): ``ctx.stop_run``, ``ctx.stop_sweep``, and read
+(:class:`orchestrator.engine.context.PluginContext`): ``ctx.stop_run``, ``ctx.stop_sweep``, and read
 access to runs, metrics and outputs.
 """
 

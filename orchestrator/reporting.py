@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
@@ -25,11 +26,15 @@ from orchestrator.engine.events import (
     SweepStarted,
     SweepStopping,
 )
+from orchestrator.engine.states import TERMINAL, RunState
+from orchestrator.history import run_row
 
 __all__ = ["Reporter", "format_duration", "summary_json", "summary_table"]
 
-_SHOWN = {"running", "succeeded", "failed", "stopped", "stopping", "retrying", "skipped"}
-_ORDER = ["running", "queued", "succeeded", "failed", "stopped", "skipped"]
+#: Transitions worth a line of their own: a run starts, is being stopped or retried, or ends.
+_SHOWN = TERMINAL | {RunState.RUNNING, RunState.STOPPING, RunState.RETRYING}
+#: The status line's counts, in the table's order: running first, then how runs ended.
+_ORDER = [RunState.RUNNING, *(s for s in RunState if s in TERMINAL)]
 
 
 def format_duration(seconds: float | None) -> str:
@@ -73,7 +78,7 @@ class Reporter:
         self.keys = keys
         self.total = 0
         self.started = time.monotonic()
-        self.states: dict[str, str] = {}
+        self.states: dict[str, RunState] = {}
         self.index: dict[str, int] = {}
         self.params: dict[str, dict[str, Any]] = {}
         self.metrics: dict[str, dict[str, float]] = {}
@@ -106,17 +111,17 @@ class Reporter:
 
     def _transition(self, event: RunStateChanged) -> None:
         now = time.monotonic()
-        if event.state == "running":
+        if event.state is RunState.RUNNING:
             self.begun[event.run_id] = now
         if event.state not in _SHOWN:
             return
-        head = f"#{event.index:<4} {event.state:<9}"
-        if event.state == "running":
+        head = f"#{event.index:<4} {event.state.value:<9}"
+        if event.state is RunState.RUNNING:
             self._write(f"{head} {_pairs(self.params.get(event.run_id, {}), self.keys)}".rstrip())
             return
         begun = self.begun.get(event.run_id)
         took = now - begun if begun is not None else None
-        if took is not None and event.state in {"succeeded", "failed", "stopped"}:
+        if took is not None and event.state in TERMINAL:
             self.durations.append(took)
         details = [format_duration(took)] if took is not None else []
         if event.reason:
@@ -131,29 +136,28 @@ class Reporter:
     def status(self, final: bool = False) -> None:
         if not self.live:
             return
-        counts: dict[str, int] = {}
-        for state in self.states.values():
-            counts[state] = counts.get(state, 0) + 1
-        done = sum(counts.get(s, 0) for s in ("succeeded", "failed", "stopped", "skipped"))
-        pending = max(self.total - done - counts.get("running", 0), 0)
+        counts = Counter(self.states.values())
+        done = sum(counts[s] for s in TERMINAL)
+        running = counts[RunState.RUNNING]
+        pending = max(self.total - done - running, 0)
         parts = [f"{done}/{self.total} done"]
-        parts += [f"{counts[s]} {s}" for s in _ORDER if counts.get(s) and s != "queued"]
+        parts += [f"{counts[s]} {s.value}" for s in _ORDER if counts[s]]
         if pending and not final:
             parts.append(f"{pending} pending")
         elapsed = time.monotonic() - self.started
         parts.append(f"elapsed {format_duration(elapsed)}")
         if self.durations and pending and not final:
             average = sum(self.durations) / len(self.durations)
-            eta = average * (pending + counts.get("running", 0)) / max(self.concurrency, 1)
+            eta = average * (pending + running) / max(self.concurrency, 1)
             parts.append(f"ETA {format_duration(eta)}")
-        running = [
+        live = [
             f"#{self.index[r]} {_pairs(self.metrics.get(r, {}))}".strip()
             for r, s in self.states.items()
-            if s == "running"
+            if s is RunState.RUNNING
         ]
         line = " · ".join(parts)
-        if running:
-            line += " | " + ", ".join(running)
+        if live:
+            line += " | " + ", ".join(live)
         width = shutil.get_terminal_size((100, 20)).columns
         self.out.write("\r\x1b[K" + line[: width - 1])
         self._status_shown = True
@@ -172,21 +176,6 @@ class Reporter:
         while self.live:
             await anyio.sleep(0.5)
             self.status()
-
-
-def run_row(r: Any) -> dict[str, Any]:
-    """One run as the JSON summaries show it."""
-    return {
-        "index": r.index,
-        "id": r.id,
-        "state": r.state.value,
-        "reason": r.reason,
-        "exit_code": r.exit_code,
-        "params": r.spec.params,
-        "outputs": r.outputs,
-        "metrics": r.metrics,
-        "duration_s": None if r.duration is None else round(r.duration, 3),
-    }
 
 
 def _run_rows(runs: Sequence[Any]) -> list[dict[str, Any]]:
@@ -209,7 +198,7 @@ def rows_table(rows: Sequence[dict[str, Any]], keys: Sequence[str] | None) -> st
         outputs = _pairs(r["outputs"]) or "-"
         state = (
             r["state"]
-            if not r["reason"] or r["state"] == "succeeded"
+            if not r["reason"] or r["state"] == RunState.SUCCEEDED
             else (f"{r['state']} ({r['reason']})")
         )
         lines.append(

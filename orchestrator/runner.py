@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -13,18 +13,20 @@ from typing import IO
 import anyio
 import msgspec
 
-from orchestrator.engine.bus import EventBus
+from orchestrator.engine.build import SweepSettings, build_sweep
+from orchestrator.engine.events import EVENT_TYPES
+from orchestrator.engine.plugin_host import PluginHost
+from orchestrator.engine.records import Resume, SweepResult
+from orchestrator.engine.recovery import open_journal
 from orchestrator.engine.states import SweepState
-from orchestrator.engine.sweep import Resume, SweepController, SweepResult
-from orchestrator.executors.local import LocalExecutor
+from orchestrator.engine.sweep import SweepController
+from orchestrator.exceptions import StoreError
 from orchestrator.history import prepare_resume
-from orchestrator.plugin_host import PluginHost
 from orchestrator.reporting import Reporter, summary_json, summary_table
 from orchestrator.spec import LoadedSpec, Plan, compile_plan
 from orchestrator.spec import models as m
 from orchestrator.store.journal import Journal
-from orchestrator.store.layout import journal_path
-from orchestrator.store.recovery import open_journal
+from orchestrator.store.layout import journal_path, run_paths
 
 __all__ = ["RunOptions", "resume_sweep", "run_sweep"]
 
@@ -65,21 +67,44 @@ async def _watch_signals(
 
 
 async def _main(
-    controller: SweepController, reporter: Reporter, err: IO[str], grace: float
+    controller: SweepController,
+    reporter: Reporter,
+    err: IO[str],
+    grace: float,
+    event_log: IO[str] | None,
 ) -> SweepResult:
     subscription = controller.bus.subscribe(Reporter.TYPES)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(reporter.consume, subscription.receive)
-        tg.start_soon(reporter.tick)
-        await tg.start(_watch_signals, controller, err, grace)
-        try:
-            result = await controller.run()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await controller.bus.close()
-            reporter.live = False
-            tg.cancel_scope.cancel()
+    # The event log drains to its last event (the sweep's end) after the bus closes.
+    async with anyio.create_task_group() as logs:
+        if event_log is not None:
+            from orchestrator.eventlog import write_event_log
+
+            recorded = controller.bus.subscribe(EVENT_TYPES, buffer=10_000)
+            logs.start_soon(write_event_log, recorded.receive, event_log)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reporter.consume, subscription.receive)
+            tg.start_soon(reporter.tick)
+            await tg.start(_watch_signals, controller, err, grace)
+            try:
+                result = await controller.run()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await controller.bus.close()
+                reporter.live = False
+                tg.cancel_scope.cancel()
     return result
+
+
+def _event_log(target: str | None) -> contextlib.AbstractContextManager[IO[str] | None]:
+    """``--log-json FILE`` opened for appending (``-``: stderr), or nothing."""
+    if target is None:
+        return contextlib.nullcontext(None)
+    from orchestrator.eventlog import open_event_log
+
+    try:
+        return open_event_log(target)
+    except OSError as exc:
+        raise StoreError(f"--log-json: cannot open {target}: {exc.strerror}") from None
 
 
 def _fast_child_watcher() -> None:
@@ -157,14 +182,11 @@ def run_sweep(
     journal = open_journal(journal_path(options.home), options.err)
     try:
         if resume_latest:
-            rows = journal.query(
-                "SELECT id FROM sweeps WHERE spec_path = ? ORDER BY created_at DESC LIMIT 1",
-                (_spec_path(loaded.source),),
-            )
-            if rows:
-                return _resume(journal, rows[0]["id"], options, overrides=overrides, loaded=loaded)
-        plan = compile_plan(loaded, overrides, home=options.home, name=options.name)
-        return _execute(journal, plan, loaded, overrides, options, uuid.uuid4().hex, None)
+            newest = journal.latest_sweep_of_spec(_spec_path(loaded.source))
+            if newest is not None:
+                return _resume(journal, newest, options, overrides=overrides, loaded=loaded)
+        plan = compile_plan(loaded, overrides, paths=run_paths(options.home), name=options.name)
+        return _execute(journal, plan, loaded, overrides, options, None)
     finally:
         journal.close()
 
@@ -206,10 +228,8 @@ def _resume(
         force=force,
         only_states=only_states,
     )
-    options.name = options.name or ready.row["name"]
-    return _execute(
-        journal, ready.plan, ready.loaded, ready.overrides, options, ready.row["id"], ready.resume
-    )
+    options.name = options.name or ready.row.name
+    return _execute(journal, ready.plan, ready.loaded, ready.overrides, options, ready.resume)
 
 
 def _execute(
@@ -218,49 +238,17 @@ def _execute(
     loaded: LoadedSpec,
     overrides: dict[str, str],
     options: RunOptions,
-    sweep_id: str,
     resume: Resume | None,
 ) -> int:
-    err, out = options.err, options.out
-    _apply_cache_flag(loaded, options.cache)
-    plugins = load_plugins(options, err)
-    plugins.pm.hook.orchestrator_configure.call_historic(
-        kwargs={"config": {"home": options.home, "spec": loaded, "options": options}}
-    )
-    limit, source = _concurrency(plan.concurrency, options.concurrency)
-    for note in loaded.ignored:
-        err.write(f"note: {note}: no local meaning, ignored\n")
-    controller = SweepController(
-        plan,
-        journal=journal,
-        executor=LocalExecutor(options.home),
-        bus=EventBus(sweep_id),
-        concurrency=limit,
-        grace=options.grace,
-        home=options.home,
-        spec_path=_spec_path(loaded.source),
-        name=options.name,
-        description=options.description,
-        tags=options.tags,
-        overrides=overrides,
-        resume=resume,
-        plugins=plugins,
-        max_time=options.max_time,
-    )
-    keys = plan.expansion.keys if plan.expansion is not None else None
-    reporter = Reporter(err, live=err.isatty() and not options.as_json, keys=keys)
-    what = "resuming sweep" if resume is not None else "sweep"
-    if resume is not None:
-        done = len(resume.succeeded)
-        todo = f"{len(resume.only)} to re-run" if resume.only is not None else f"{done} done"
-        what = f"resuming sweep ({todo})"
-    err.write(
-        f"{what} {sweep_id[:12]} ({loaded.source}): {len(plan)} runs, "
-        f"concurrency {limit} ({source}); journal {journal.path}\n"
-    )
-    err.flush()
-    _fast_child_watcher()
-    result = anyio.run(_main, controller, reporter, err, options.grace)
+    with _event_log(options.log_json) as event_log:  # a bad path fails before anything runs
+        controller = _build(journal, plan, loaded, overrides, options, resume)
+        keys = plan.expansion.keys if plan.expansion is not None else None
+        reporter = Reporter(
+            options.err, live=options.err.isatty() and not options.as_json, keys=keys
+        )
+        _fast_child_watcher()
+        result = anyio.run(_main, controller, reporter, options.err, options.grace, event_log)
+    out = options.out
     if options.as_json:
         out.write(summary_json(result.sweep_id, result.state.value, result.runs) + "\n")
     else:
@@ -269,3 +257,46 @@ def _execute(
         out.write(f"\nsweep {result.sweep_id[:12]} {result.state.value}{reason}\n")
     out.flush()
     return EXIT_OK if result.state is SweepState.SUCCEEDED else EXIT_FAILED
+
+
+def _build(
+    journal: Journal,
+    plan: Plan,
+    loaded: LoadedSpec,
+    overrides: dict[str, str],
+    options: RunOptions,
+    resume: Resume | None,
+) -> SweepController:
+    """The sweep's controller, with the installed plugins; says on stderr what will run."""
+    err = options.err
+    _apply_cache_flag(loaded, options.cache)
+    plugins = load_plugins(options, err)
+    plugins.pm.hook.orchestrator_configure.call_historic(
+        kwargs={"config": {"home": options.home, "spec": loaded, "options": options}}
+    )
+    limit, source = _concurrency(plan.concurrency, options.concurrency)
+    for note in loaded.ignored:
+        err.write(f"note: {note}: no local meaning, ignored\n")
+    settings = SweepSettings(
+        home=options.home,
+        spec_path=_spec_path(loaded.source),
+        concurrency=limit,
+        grace=options.grace,
+        name=options.name,
+        description=options.description,
+        tags=tuple(options.tags),
+        overrides=overrides,
+        max_time=options.max_time,
+    )
+    controller = build_sweep(plan, settings, journal=journal, plugins=plugins, resume=resume)
+    what = "sweep"
+    if resume is not None:
+        done = len(resume.succeeded)
+        todo = f"{len(resume.only)} to re-run" if resume.only is not None else f"{done} done"
+        what = f"resuming sweep ({todo})"
+    err.write(
+        f"{what} {controller.sweep_id[:12]} ({loaded.source}): {len(plan)} runs, "
+        f"concurrency {limit} ({source}); journal {journal.path}\n"
+    )
+    err.flush()
+    return controller

@@ -16,20 +16,21 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 
+from orchestrator.engine.build import SweepSettings, build_sweep
 from orchestrator.engine.bus import EventBus
-from orchestrator.engine.events import Event
-from orchestrator.engine.sweep import EVENT_TYPES, SweepController, SweepResult
+from orchestrator.engine.events import EVENT_TYPES, Event
+from orchestrator.engine.plugin_host import PluginHost
+from orchestrator.engine.records import SweepResult
 from orchestrator.executors.base import Job, Outcome, OutputSink, StopRequest
-from orchestrator.plugin_host import PluginHost
 from orchestrator.spec import compile_plan, load_spec
 from orchestrator.store.journal import Journal
+from orchestrator.store.layout import run_paths
 
 __all__ = ["FakeExecutor", "FakeRun", "capture_events", "run_fake_sweep"]
 
@@ -118,19 +119,17 @@ def run_fake_sweep(
             host.register(plugin, getattr(plugin, "__name__", type(plugin).__name__))
         journal = Journal(home_dir / "journal.sqlite")
         try:
-            bus = EventBus(uuid.uuid4().hex)
-            controller = SweepController(
-                compile_plan(load_spec(spec), home=home_dir),
-                journal=journal,
-                executor=FakeExecutor(handler),
-                bus=bus,
-                concurrency=concurrency,
-                grace=1.0,
-                home=home_dir,
-                spec_path=str(spec),
-                plugins=host,
+            settings = SweepSettings(
+                home=home_dir, spec_path=str(spec), concurrency=concurrency, grace=1.0
             )
-            async with capture_events(bus) as events:
+            controller = build_sweep(
+                compile_plan(load_spec(spec), paths=run_paths(home_dir)),
+                settings,
+                journal=journal,
+                plugins=host,
+                executor=FakeExecutor(handler),
+            )
+            async with capture_events(controller.bus) as events:
                 result = await controller.run()
             return result, events
         finally:

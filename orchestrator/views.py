@@ -1,4 +1,10 @@
-"""History: ``ls`` (sweeps), ``show`` (a sweep's runs), ``logs`` (a run's output, followed)."""
+"""Printing for the history and cache commands: ``ls`` (sweeps), ``show`` (a sweep's runs),
+``logs`` (a run's output, followed) and ``cache ls``/``cache clear``.
+
+Views only print: what they print comes from the daemon when one runs
+(:func:`~orchestrator.daemon.client.daemon_client`), else from the read model in
+:mod:`orchestrator.history`.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +14,27 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
+import anyio
 import msgspec
 
-from orchestrator.daemon.client import daemon_info, unix_client
-from orchestrator.engine.sweep import RunRecord
+from orchestrator.daemon.client import daemon_client
+from orchestrator.engine.recovery import open_journal
 from orchestrator.exceptions import NotFoundError
-from orchestrator.history import latest_records, record_from_row
-from orchestrator.reporting import format_duration, rows_table, run_row
+from orchestrator.history import find_run, run_finished, sweep_detail, sweep_items
+from orchestrator.logfollow import follow_log
+from orchestrator.reporting import format_duration, rows_table
+from orchestrator.store.cache import CacheStore
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import RunLayout, journal_path
-from orchestrator.store.recovery import open_journal
 
-__all__ = ["list_sweeps", "print_logs", "show_sweep"]
+if TYPE_CHECKING:
+    import httpx
 
-_TERMINAL = {"succeeded", "failed", "stopped", "skipped", "upstream_failed"}
-#: How often ``logs -f`` looks for new output.
+__all__ = ["clear_entries", "list_entries", "list_sweeps", "print_logs", "show_sweep"]
+
+#: How often ``logs -f`` without a daemon looks for new output.
 FOLLOW_POLL_S = 0.1
 
 
@@ -48,37 +58,10 @@ def _table(rows: list[list[str]]) -> str:
     )
 
 
-def sweep_items(journal: Journal, limit: int) -> list[dict[str, Any]]:
-    """The newest ``limit`` sweeps with their counts by state (``ls --json``, the API)."""
-    sweeps = journal.query("SELECT * FROM sweeps ORDER BY created_at DESC LIMIT ?", (limit,))
-    items = []
-    for s in sweeps:
-        counts: dict[str, int] = {}
-        for run in journal.latest_runs(s["id"]):
-            counts[run["state"]] = counts.get(run["state"], 0) + 1
-        started, finished = s["started_at"], s["finished_at"]
-        items.append(
-            {
-                "id": s["id"],
-                "name": s["name"],
-                "spec": s["spec_path"],
-                "state": s["state"],
-                "reason": s["reason"],
-                "counts": counts,
-                "total": s["total"],
-                "started": started,
-                "duration_s": None
-                if started is None
-                else round((finished or time.time()) - started, 3),
-            }
-        )
-    return items
-
-
 def list_sweeps(home: Path, out: IO[str], err: IO[str], *, as_json: bool, limit: int) -> int:
-    info = daemon_info(home)
-    if info is not None:  # the daemon is running: ask it
-        with unix_client(info) as client:
+    client = daemon_client(home)
+    if client is not None:  # the daemon is running: ask it
+        with client:
             items = client.get("/api/v1/sweeps", params={"limit": limit}).json()
     else:
         journal = _open(home)
@@ -112,50 +95,6 @@ def list_sweeps(home: Path, out: IO[str], err: IO[str], *, as_json: bool, limit:
     return 0
 
 
-def _sort_key(metric: str) -> Any:
-    def key(run: RunRecord) -> tuple[int, float]:
-        value = run.outputs.get(metric, run.metrics.get(metric))
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return (1, 0.0)  # runs without the metric go last
-        return (0, float(value))
-
-    return key
-
-
-def sweep_detail(
-    journal: Journal, ref: str, *, sort: str | None = None, every_attempt: bool = False
-) -> dict[str, Any]:
-    """A sweep and its runs (the newest of each configuration, or every attempt), sorted by
-    an output or metric when asked: ``show --json`` and the API's ``GET /sweeps/{id}``."""
-    sweep = journal.find_sweep(ref)
-    if every_attempt:
-        found = journal.query(
-            "SELECT * FROM runs WHERE sweep_id = ? ORDER BY idx, created_at", (sweep["id"],)
-        )
-        ids = [r["id"] for r in found]
-        outputs, metrics = journal.outputs_of(ids), journal.last_metrics(ids)
-        runs = [
-            record_from_row(r, outputs.get(r["id"], {}), metrics.get(r["id"], {})) for r in found
-        ]
-    else:
-        runs = latest_records(journal, sweep["id"])
-    if sort:
-        descending = sort.startswith("-")
-        metric = sort.lstrip("-")
-        with_metric = [r for r in runs if _sort_key(metric)(r)[0] == 0]
-        without = [r for r in runs if _sort_key(metric)(r)[0] == 1]
-        with_metric.sort(key=_sort_key(metric), reverse=descending)
-        runs = with_metric + without
-    return {
-        "sweep": sweep["id"],
-        "name": sweep["name"],
-        "state": sweep["state"],
-        "reason": sweep["reason"],
-        "spec": sweep["spec_path"],
-        "runs": [run_row(r) | {"attempt": r.attempt} for r in runs],
-    }
-
-
 def show_sweep(
     home: Path,
     ref: str,
@@ -166,10 +105,10 @@ def show_sweep(
     sort: str | None,
     every_attempt: bool,
 ) -> int:
-    info = daemon_info(home)
-    if info is not None:  # the daemon is running: ask it
+    client = daemon_client(home)
+    if client is not None:  # the daemon is running: ask it
         query = {"sort": sort or "", "all": "1" if every_attempt else ""}
-        with unix_client(info) as client:
+        with client:
             response = client.get(f"/api/v1/sweeps/{ref}", params=query)
         if response.status_code == 404:
             raise NotFoundError(response.json()["error"])
@@ -217,34 +156,15 @@ def _cell(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
-def _find_run(journal: Journal, ref: str) -> Any:
-    if ":" in ref:
-        sweep_ref, _, index = ref.rpartition(":")
-        if index.isdigit():
-            sweep = journal.find_sweep(sweep_ref)
-            rows = journal.query(
-                "SELECT * FROM runs WHERE sweep_id = ? AND idx = ? "
-                "ORDER BY created_at DESC LIMIT 1",
-                (sweep["id"], int(index)),
-            )
-            if not rows:
-                raise NotFoundError(f"sweep {sweep['id'][:12]} has no run {index}")
-            return rows[0]
-    return journal.find_run(ref)
-
-
 def _follow_through_daemon(
-    info: dict[str, Any], run_id: str, stream: str, offset: int, out: IO[str]
+    client: httpx.Client, run_id: str, stream: str, offset: int, out: IO[str]
 ) -> None:
     """``logs -f`` pushed by the daemon (SSE) instead of polling the file."""
-    with (
-        unix_client(info) as client,
-        client.stream(
-            "GET",
-            f"/api/v1/runs/{run_id}/logs",
-            params={"follow": "1", "stream": stream, "offset": str(offset)},
-        ) as response,
-    ):
+    with client.stream(
+        "GET",
+        f"/api/v1/runs/{run_id}/logs",
+        params={"follow": "1", "stream": stream, "offset": str(offset)},
+    ) as response:
         kind = ""
         for line in response.iter_lines():
             if line.startswith("event: "):
@@ -263,36 +183,38 @@ def print_logs(
 ) -> int:
     journal = _open(home)
     try:
-        run = _find_run(journal, ref)
-        run_dir = Path(run["run_dir"]) if run["run_dir"] else RunLayout(home, run["id"]).run_dir
+        run = find_run(journal, ref)
+        run_dir = Path(run.run_dir) if run.run_dir else RunLayout(home, run.id).run_dir
         path = run_dir / f"{stream}.log"
         position = 0
         if tail is not None and path.exists():
             position = _tail_offset(path, tail)
-        info = daemon_info(home) if follow else None
-        state = run["state"]
-        if info is not None and state not in _TERMINAL:
-            _follow_through_daemon(info, run["id"], stream, position, out)
+        client = daemon_client(home) if follow and not run_finished(journal, run.id) else None
+        if client is not None:  # the daemon is running: it pushes new lines
+            with client:
+                _follow_through_daemon(client, run.id, stream, position, out)
             return 0
-        while True:
-            if path.exists():
-                with open(path, "rb") as f:
-                    f.seek(position)
-                    data = f.read()
-                if data:
-                    position += len(data)
-                    out.write(data.decode(errors="replace"))
-                    out.flush()
-            if not follow:
-                break
-            state = journal.query("SELECT state FROM runs WHERE id = ?", (run["id"],))[0][0]
-            if state in _TERMINAL:
-                follow = False  # one last read picks up what was written before the end
-                continue
-            time.sleep(FOLLOW_POLL_S)
+        anyio.run(_copy_log, journal, run.id, path, position, out, follow)
     finally:
         journal.close()
     return 0
+
+
+async def _copy_log(
+    journal: Journal, run_id: str, path: Path, offset: int, out: IO[str], follow: bool
+) -> None:
+    """The log from ``offset``; with ``follow``, new output too until the run finishes
+    (polled: no events reach this process)."""
+
+    async def finished() -> bool:
+        return not follow or run_finished(journal, run_id)
+
+    async def wake() -> None:
+        await anyio.sleep(FOLLOW_POLL_S)
+
+    async for data in follow_log(path, offset, finished=finished, wake=wake):
+        out.write(data.decode(errors="replace"))
+        out.flush()
 
 
 def _tail_offset(path: Path, lines: int) -> int:
@@ -318,3 +240,36 @@ def _tail_offset(path: Path, lines: int) -> int:
         for _ in range(lines):
             cut = body.rfind(b"\n", 0, cut)
         return offset + cut + 1
+
+
+def list_entries(home: Path, out: IO[str], *, as_json: bool) -> int:
+    store = CacheStore(home)
+    entries = store.entries()
+    store.close()
+    if as_json:
+        out.write(json.dumps([msgspec.to_builtins(e) for e in entries]) + "\n")
+        return 0
+    if not entries:
+        out.write(f"the cache of {home} is empty\n")
+        return 0
+    now = time.time()
+    for e in entries:
+        outputs = " ".join(f"{k}={v}" for k, v in e.outputs.items()) or "-"
+        out.write(
+            f"{e.key[:16]}  run {e.run_id[:12]}  sweep {e.sweep_id[:12]}  "
+            f"age {now - e.finished_at:,.0f}s  {outputs}\n"
+        )
+    return 0
+
+
+def clear_entries(home: Path, out: IO[str], *, older_than: float | None) -> int:
+    store = CacheStore(home)
+    now = time.time()
+    removed = 0
+    for entry in store.entries():
+        if older_than is None or now - entry.finished_at > older_than:
+            store.delete(entry.key)
+            removed += 1
+    store.close()
+    out.write(f"removed {removed} cache entr{'y' if removed == 1 else 'ies'}\n")
+    return 0

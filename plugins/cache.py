@@ -17,7 +17,8 @@ folder, with run-specific paths and ids masked),
 ``init`` and ``connections``. ``containers`` also covers the code a run executes, so editing
 ``train.py`` invalidates the cache: the content of every argv item that names an existing
 file, and, when the working folder is inside a git repository, its commit and a hash of its
-uncommitted diff (under that folder).
+uncommitted diff (under that folder). The git state is read once per sweep and working folder
+(``ctx.per_sweep``): a daemon's next sweep sees an edit made in between.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from typing import Any
 import anyio
 import msgspec
 
-from orchestrator.cache_admin import CacheEntry, CacheStore
-from orchestrator.hooks import Defer, UseCached, hookimpl
+from orchestrator.plugin import Defer, RunState, UseCached, hookimpl
+from orchestrator.store.cache import CacheEntry, CacheStore
 
 __all__ = ["RunCache", "plugin"]
 
@@ -41,7 +42,9 @@ _SECTIONS = ("init", "connections", "containers")
 
 
 class RunCache:
-    """One instance per process; keys and in-flight runs are tracked per run id."""
+    """One instance per process; keys and in-flight runs are tracked per run id (an identical
+    run in flight in another sweep of the same daemon is waited for too); the git state of a
+    working folder is remembered for one sweep only."""
 
     ORCHESTRATOR_PLUGIN_API = 1
 
@@ -49,7 +52,6 @@ class RunCache:
         self._keys: dict[str, str] = {}
         self._inflight: dict[str, tuple[str, anyio.Event]] = {}
         self._files: dict[tuple[str, int, int], str] = {}
-        self._git: dict[str, str] = {}
         self._stores: dict[Path, CacheStore] = {}
 
     def store(self, home: Path) -> CacheStore:
@@ -91,7 +93,7 @@ class RunCache:
                 "argv": [mask(a) for a in spec.argv],
                 "env": {k: mask(v) for k, v in sorted(spec.env.items())},
                 "working_dir": mask(spec.working_dir or ""),
-                "code": await self._code(spec.argv, cwd),
+                "code": await self._code(spec.argv, cwd, ctx.per_sweep(self, dict)),
             }
         if "init" in sections:
             parts["init"] = mask(msgspec.json.encode(spec.init).decode())
@@ -100,7 +102,7 @@ class RunCache:
         encoded = msgspec.json.encode(parts, order="sorted")
         return hashlib.sha256(encoded).hexdigest()
 
-    async def _code(self, argv: list[str], cwd: str) -> dict[str, str]:
+    async def _code(self, argv: list[str], cwd: str, git_memo: dict[str, str]) -> dict[str, str]:
         files = {}
         for item in argv:
             path = Path(item) if os.path.isabs(item) else Path(cwd) / item
@@ -114,7 +116,7 @@ class RunCache:
                 files[item] = digest
         return {
             "files": msgspec.json.encode(files, order="sorted").decode(),
-            "git": await self._git_state(cwd),
+            "git": await self._git_state(cwd, git_memo),
         }
 
     def _file_digest(self, path: Path) -> str | None:
@@ -134,10 +136,12 @@ class RunCache:
             self._files[marker] = known
         return known
 
-    async def _git_state(self, cwd: str) -> str:
-        """The commit and uncommitted diff of the repository around ``cwd``, once per sweep."""
-        if cwd in self._git:
-            return self._git[cwd]
+    @staticmethod
+    async def _git_state(cwd: str, memo: dict[str, str]) -> str:
+        """The commit and uncommitted diff of the repository around ``cwd``, read once per
+        sweep (``memo`` lives as long as the sweep)."""
+        if cwd in memo:
+            return memo[cwd]
         state = ""
         try:
             head = await anyio.run_process(["git", "rev-parse", "HEAD"], cwd=cwd, check=False)
@@ -148,7 +152,7 @@ class RunCache:
                 state = head.stdout.decode().strip() + ":" + hashlib.sha256(diff.stdout).hexdigest()
         except OSError:
             state = ""  # no git, or cwd missing: the argv file hashes still cover the code
-        self._git[cwd] = state
+        memo[cwd] = state
         return state
 
     # ------------------------------------------------------------------ hooks
@@ -165,7 +169,7 @@ class RunCache:
         if entry is not None and fresh and entry.run_id != run.id:
             # The journal is the truth: an entry whose run it does not show as succeeded
             # (say, its orchestrator was killed before the journal caught up) is void.
-            if await ctx.journaled_state(entry.run_id) == "succeeded":
+            if await ctx.journaled_state(entry.run_id) == RunState.SUCCEEDED:
                 return UseCached(entry.run_id, dict(entry.outputs))
             self.store(ctx.home).delete(key)
         owner = self._inflight.get(key)
@@ -182,7 +186,7 @@ class RunCache:
         owner = self._inflight.get(key)
         try:
             hit = (run.reason or "").startswith("cache_hit")
-            if run.state.value == "succeeded" and not hit:
+            if run.state is RunState.SUCCEEDED and not hit:
                 self.store(ctx.home).put(
                     CacheEntry(
                         key=key,

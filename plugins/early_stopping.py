@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.hooks import hookimpl
+from orchestrator.plugin import RunState, SweepState, hookimpl
 
 __all__ = [
     "EarlyStopping",
@@ -98,23 +98,22 @@ class _Sweep:
 
 
 class EarlyStopping:
+    """Stateless itself: what it tracks of a sweep lives in ``ctx.per_sweep``."""
+
     ORCHESTRATOR_PLUGIN_API = 1
 
-    def __init__(self) -> None:
-        self._sweeps: dict[str, _Sweep] = {}
-
     def _sweep(self, ctx: Any) -> _Sweep | None:
-        known = self._sweeps.get(ctx.sweep_id)
-        if known is None:
-            matrix = ctx.spec.operation.matrix
-            rules = list(getattr(matrix, "early_stopping", None) or [])
-            known = self._sweeps[ctx.sweep_id] = _Sweep(rules, len(ctx.plan))
+        def start() -> _Sweep:
+            rules = list(getattr(ctx.spec.operation.matrix, "early_stopping", None) or [])
+            return _Sweep(rules, len(ctx.plan))
+
+        known: _Sweep = ctx.per_sweep(self, start)
         return known if known.rules else None
 
     @hookimpl
     async def on_run_state_changed(self, event: Any, ctx: Any) -> None:
         sweep = self._sweep(ctx)
-        if sweep is None or event.state not in ("failed", "upstream_failed"):
+        if sweep is None or event.state not in (RunState.FAILED, RunState.UPSTREAM_FAILED):
             return
         sweep.failures += 1
         limits = [
@@ -128,7 +127,7 @@ class EarlyStopping:
             ctx.stop_sweep(
                 f"failure early stopping: {sweep.failures} of {sweep.total} runs "
                 f"failed ({share:.1%} >= {percent:g}%)",
-                "stopped",
+                SweepState.STOPPED,
             )
 
     @hookimpl
@@ -153,7 +152,7 @@ class EarlyStopping:
                     ctx.stop_sweep(
                         f"early stopping: run {event.index} reported {rule.metric} "
                         f"= {value:g} ({sign} {rule.value:g}) at step {step}",
-                        "succeeded",
+                        SweepState.SUCCEEDED,
                     )
                 continue
             if event.run_id in sweep.stopped:
@@ -174,9 +173,9 @@ class EarlyStopping:
         kind = policy.__struct_config__.tag
         if not due(step, policy.min_interval, policy.evaluation_interval):
             return None
-        allowed = {"running", "succeeded"}
+        allowed = {RunState.RUNNING, RunState.SUCCEEDED}
         if kind == "truncation" and not policy.include_succeeded:
-            allowed = {"running"}
+            allowed = {RunState.RUNNING}
         references = []
         for other, steps in sweep.values.get(rule.metric, {}).items():
             if other == run_id or step not in steps:
@@ -192,10 +191,6 @@ class EarlyStopping:
         if kind == "truncation":
             return truncation_decision(value, references, policy.percent, maximize, min_samples)
         return diff_decision(value, references, policy.percent, maximize, min_samples)
-
-    @hookimpl
-    async def on_sweep_finished(self, event: Any) -> None:
-        self._sweeps.pop(event.sweep_id, None)
 
 
 plugin = EarlyStopping()

@@ -7,6 +7,7 @@ a one-line reason. See ``docs/api.md``.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -24,9 +25,17 @@ from starlette.routing import Route
 from orchestrator.daemon.hub import Hub
 from orchestrator.daemon.manager import Submission, SweepManager
 from orchestrator.engine.events import Event, LogLine, RunStateChanged
-from orchestrator.exceptions import NotFoundError, OrchestratorError, SpecError
+from orchestrator.exceptions import (
+    NotFoundError,
+    OrchestratorError,
+    SpecError,
+    SweepBusyError,
+    UnavailableError,
+)
+from orchestrator.history import run_finished, sweep_detail, sweep_items
+from orchestrator.logfollow import follow_log
+from orchestrator.store.journal import Journal
 from orchestrator.store.layout import RunLayout
-from orchestrator.views import sweep_detail, sweep_items
 
 __all__ = ["MAX_BODY", "TokenAuth", "build_app"]
 
@@ -34,7 +43,6 @@ MAX_BODY = 1024 * 1024
 #: Largest total size of a request's headers (uvicorn's h11 limit only applies to heads that
 #: arrive in pieces).
 MAX_HEADERS = 16 * 1024
-_FINAL = {"succeeded", "failed", "stopped", "skipped", "upstream_failed"}
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 
@@ -110,7 +118,7 @@ def build_app(manager: SweepManager, hub: Hub, home: Path, token: str | None) ->
             sweep_id, total = manager.submit(submission)
         except SpecError as exc:
             return _error(str(exc), 400)
-        except RuntimeError as exc:
+        except UnavailableError as exc:
             return _error(str(exc), 503)
         return JSONResponse({"sweep": sweep_id, "runs": total}, status_code=201)
 
@@ -149,7 +157,7 @@ def build_app(manager: SweepManager, hub: Hub, home: Path, token: str | None) ->
             indexes = manager.add_configurations(request.path_params["sweep"], values)
         except SpecError as exc:
             return _error(str(exc), 400)
-        except LookupError as exc:
+        except NotFoundError as exc:
             return _error(str(exc), 404)
         return JSONResponse({"indexes": indexes}, status_code=202)
 
@@ -173,6 +181,8 @@ def build_app(manager: SweepManager, hub: Hub, home: Path, token: str | None) ->
             )
         except NotFoundError as exc:
             return _error(str(exc), 404)
+        except SweepBusyError as exc:
+            return _error(str(exc), 409)
         except SpecError as exc:
             return _error(str(exc), 400)
         return JSONResponse({"sweep": sweep_id, "runs": total}, status_code=202)
@@ -201,17 +211,17 @@ def build_app(manager: SweepManager, hub: Hub, home: Path, token: str | None) ->
             return _error("stream: expected stdout or stderr", 400)
         offset_text = request.headers.get("last-event-id") or request.query_params.get("offset")
         offset = int(offset_text) if offset_text and offset_text.isdigit() else 0
-        path = RunLayout(home, row["id"]).run_dir / f"{stream}.log"
+        path = RunLayout(home, row.id).run_dir / f"{stream}.log"
         if request.query_params.get("follow") not in ("1", "true"):
             data = path.read_bytes()[offset:] if path.exists() else b""
             return Response(data, media_type="text/plain")
 
         def concerns(event: Event) -> bool:
-            return isinstance(event, LogLine | RunStateChanged) and event.run_id == row["id"]
+            return isinstance(event, LogLine | RunStateChanged) and event.run_id == row.id
 
         updates = hub.follow(concerns)
         return StreamingResponse(
-            _follow_log(path, offset, updates, journal, row["id"]),
+            _follow_log(path, offset, updates, journal, row.id),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store"},
         )
@@ -270,57 +280,57 @@ async def _sse(stream: MemoryObjectReceiveStream[Any]) -> AsyncIterator[bytes]:
 
 
 async def _follow_log(
-    path: Path, offset: int, updates: MemoryObjectReceiveStream[Any], journal: Any, run_id: str
+    path: Path,
+    offset: int,
+    updates: MemoryObjectReceiveStream[Any],
+    journal: Journal,
+    run_id: str,
 ) -> AsyncIterator[bytes]:
     """The log from ``offset``, then every new line as it is written; ends with the run.
 
-    Each frame's id is the byte offset after it, so a client resumes with Last-Event-ID.
+    :func:`follow_log` reads the file, woken by the hub's events for this run (or after a
+    second); this frames its bytes as SSE. Each frame's id is the byte offset after it, so a
+    client resumes with Last-Event-ID.
     """
     position = offset
     pending = b""
+    closed = False  # the hub closed: the daemon is going down
 
-    def read() -> bytes:
-        nonlocal position
-        if not path.exists():
-            return b""
-        with open(path, "rb") as f:
-            f.seek(position)
-            data = f.read()
-        position += len(data)
-        return data
+    async def finished() -> bool:
+        if closed:
+            return True
+        await journal.flush()
+        return run_finished(journal, run_id)
+
+    async def wake() -> None:
+        nonlocal closed
+        try:
+            with anyio.move_on_after(1.0):
+                await updates.receive()
+                while True:
+                    updates.receive_nowait()
+        except anyio.WouldBlock:
+            pass
+        except anyio.EndOfStream:
+            closed = True
 
     def frames(data: bytes) -> bytes:
-        nonlocal pending
+        nonlocal pending, position
+        position += len(data)
         pending += data
         *lines, pending = pending.split(b"\n")
         consumed = position - len(pending)
         body = b"".join(b"data: %s\n" % line for line in lines)
         return b"id: %d\n%s\n" % (consumed, body) if lines else b""
 
-    async with updates:
-        chunk = frames(await anyio.to_thread.run_sync(read))
-        if chunk:
-            yield chunk
-        while True:
-            await journal.flush()
-            state = journal.query("SELECT state FROM runs WHERE id = ?", (run_id,))
-            if state and state[0]["state"] in _FINAL:
-                break
-            try:
-                with anyio.move_on_after(1.0):
-                    await updates.receive()
-                    while True:
-                        updates.receive_nowait()
-            except anyio.WouldBlock:
-                pass
-            except anyio.EndOfStream:
-                break
-            chunk = frames(await anyio.to_thread.run_sync(read))
+    async with (
+        updates,
+        contextlib.aclosing(follow_log(path, offset, finished=finished, wake=wake)) as reads,
+    ):
+        async for data in reads:
+            chunk = frames(data)
             if chunk:
                 yield chunk
-        chunk = frames(await anyio.to_thread.run_sync(read) + b"")
         if pending:
-            chunk += b"data: %s\n\n" % pending
-        if chunk:
-            yield chunk
+            yield b"data: %s\n\n" % pending
         yield b"event: end\ndata: {}\n\n"

@@ -66,16 +66,22 @@ class Hub:
         accept: Callable[[Event], bool],
         after: int | None = None,
     ) -> MemoryObjectReceiveStream[Frame]:
-        """A stream of frames (replayed from ``after`` when given), until the hub closes."""
+        """A stream of frames (replayed from ``after`` when given), until the hub closes.
+
+        A replay larger than the follower's queue ends the stream once the queue is drained,
+        like a follower cut off for being slow: the client resumes from its last id, and never
+        sees live frames after a silent gap."""
         send, receive = anyio.create_memory_object_stream[Frame](FOLLOWER_QUEUE)
+        cut_off = False
         if after is not None:
             for frame in list(self._ring):
                 if frame.id > after and accept(frame.event):
                     try:
                         send.send_nowait(frame)
                     except anyio.WouldBlock:
+                        cut_off = True
                         break
-        if self.closed:
+        if self.closed or cut_off:
             send.close()
         else:
             self._followers.append(_Follower(send, accept))

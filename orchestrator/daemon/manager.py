@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from orchestrator.engine.bus import EventBus
-from orchestrator.engine.events import Event
+from orchestrator.engine.build import SweepSettings, build_sweep
+from orchestrator.engine.events import EVENT_TYPES, Event
+from orchestrator.engine.open_mapping import OpenMapping
+from orchestrator.engine.plugin_host import PluginHost
+from orchestrator.engine.recovery import LOST
 from orchestrator.engine.slots import PrioritySlots
-from orchestrator.engine.sweep import EVENT_TYPES, OpenMapping, SweepController
-from orchestrator.exceptions import SpecError
-from orchestrator.executors.local import LocalExecutor
+from orchestrator.engine.sweep import SweepController
+from orchestrator.exceptions import NotFoundError, SpecError, SweepBusyError, UnavailableError
 from orchestrator.history import prepare_resume
-from orchestrator.plugin_host import PluginHost
 from orchestrator.spec import compile_plan, load_text
 from orchestrator.spec import models as m
 from orchestrator.store.journal import Journal
-from orchestrator.store.recovery import LOST
+from orchestrator.store.layout import run_paths
 
 __all__ = ["Submission", "SweepManager"]
 
@@ -82,14 +82,14 @@ class SweepManager:
     def submit(self, submission: Submission) -> tuple[str, int]:
         """Validate and start a sweep; raises SpecError (a 400) when the spec is bad."""
         if not self.accepting or self._tg is None:
-            raise RuntimeError("the daemon is shutting down")
+            raise UnavailableError("the daemon is shutting down")
         base = Path(submission.base_dir) if submission.base_dir else Path.cwd()
         source = submission.spec_path or "<submitted>"
         loaded = load_text(submission.spec, source, base)
         plan = compile_plan(
             loaded,
             submission.params,
-            home=self.home,
+            paths=run_paths(self.home),
             name=submission.name,
             open_mapping=submission.open,
         )
@@ -103,27 +103,18 @@ class SweepManager:
                     file=source,
                 )
             open_mapping = OpenMapping(len(matrix.values))
-        sweep_id = uuid.uuid4().hex
-        bus = EventBus(sweep_id)
-        controller = SweepController(
-            plan,
-            journal=self.journal,
-            executor=LocalExecutor(self.home),
-            bus=bus,
-            concurrency=submission.concurrency or plan.concurrency or self.slots.total,
-            grace=self.grace,
+        settings = SweepSettings(
             home=self.home,
             spec_path=source,
+            concurrency=submission.concurrency or plan.concurrency or self.slots.total,
+            grace=self.grace,
             name=submission.name,
             overrides=submission.params,
-            plugins=self.plugins,
-            shared_slots=self.slots,
             priority=submission.priority,
-            open_mapping=open_mapping,
-            daemon_spec=(submission.spec, str(base)),
+            spec_text=(submission.spec, str(base)),
         )
-        self._start(controller)
-        return sweep_id, len(plan)
+        controller = self._build(plan, settings, open_mapping=open_mapping)
+        return controller.sweep_id, len(plan)
 
     async def _drive(self, controller: SweepController) -> None:
         subscription = controller.bus.subscribe(EVENT_TYPES, buffer=10_000)
@@ -152,21 +143,18 @@ class SweepManager:
     def resume_lost(self) -> list[str]:
         """After a crash: continue every daemon sweep whose daemon died (its unfinished runs
         were just marked ``orchestrator_lost``), running what has not succeeded."""
-        rows = self.journal.query(
-            "SELECT * FROM sweeps WHERE via_daemon = 1 AND state = 'failed' AND reason = ?",
-            (LOST,),
-        )
+        rows = self.journal.lost_daemon_sweeps(LOST)
         for row in rows:
             self._resume_row(row, force=True, only_states=None)
-        return [row["id"] for row in rows]
+        return [row.id for row in rows]
 
     def resume(
         self, ref: str, *, force: bool = False, only_states: set[str] | None = None
     ) -> tuple[str, int]:
         """``resume``/``rerun`` through the daemon: the sweep continues here."""
         row = self.journal.find_sweep(ref)
-        if row["id"] in self.sweeps:
-            raise SpecError(f"sweep {row['id'][:12]} is still running")
+        if row.id in self.sweeps:
+            raise SweepBusyError(f"sweep {row.id[:12]} is still running")
         return self._resume_row(row, force=force, only_states=only_states)
 
     def _resume_row(
@@ -175,23 +163,29 @@ class SweepManager:
         ready = prepare_resume(
             self.journal, row, home=self.home, force=force, only_states=only_states
         )
-        controller = SweepController(
-            ready.plan,
-            journal=self.journal,
-            executor=LocalExecutor(self.home),
-            bus=EventBus(row["id"]),
-            concurrency=row["concurrency"] or 1,
-            grace=self.grace,
+        settings = SweepSettings(
             home=self.home,
             spec_path=ready.loaded.source,
-            name=row["name"],
+            concurrency=row.concurrency or 1,
+            grace=self.grace,
+            name=row.name,
             overrides=ready.overrides,
+        )
+        self._build(ready.plan, settings, resume=ready.resume)
+        return row.id, len(ready.plan)
+
+    def _build(self, plan: Any, settings: SweepSettings, **services: Any) -> SweepController:
+        """Build a sweep on the daemon's journal, plugins and shared run slots, and start it."""
+        controller = build_sweep(
+            plan,
+            settings,
+            journal=self.journal,
             plugins=self.plugins,
             shared_slots=self.slots,
-            resume=ready.resume,
+            **services,
         )
         self._start(controller)
-        return row["id"], len(ready.plan)
+        return controller
 
     def _start(self, controller: SweepController) -> None:
         assert self._tg is not None
@@ -204,9 +198,9 @@ class SweepManager:
         """Ask: more configurations for an open sweep, each checked before it is accepted."""
         controller = self.sweeps.get(sweep_id)
         if controller is None or controller.open_mapping is None:
-            raise LookupError("no open sweep with that id")
+            raise NotFoundError("no open sweep with that id")
         if controller.open_mapping.closed:
-            raise LookupError("that sweep is closed")
+            raise NotFoundError("that sweep is closed")
         first = controller.open_mapping.next_index
         for offset, entry in enumerate(values):
             if not isinstance(entry, dict):

@@ -30,10 +30,12 @@ import uvicorn
 from orchestrator.daemon.app import MAX_HEADERS, build_app
 from orchestrator.daemon.hub import Hub
 from orchestrator.daemon.manager import SweepManager
+from orchestrator.diagnostics import LineLogger
+from orchestrator.diagnostics import configure as configure_diagnostics
+from orchestrator.engine.plugin_host import PluginHost
+from orchestrator.engine.recovery import open_journal
 from orchestrator.exceptions import StoreError
-from orchestrator.plugin_host import PluginHost
 from orchestrator.store.layout import journal_path
-from orchestrator.store.recovery import open_journal
 
 __all__ = ["serve", "socket_path"]
 
@@ -91,14 +93,16 @@ async def _main(
     grace: float,
     err: IO[str],
 ) -> None:
-    journal = open_journal(journal_path(home), err)
+    log = configure_diagnostics(err)
+    warnings = LineLogger(log, "warning").as_stream()  # for the functions that take ``err``
+    hub = Hub()  # first, so that followers also see what recovery did
+    journal = open_journal(journal_path(home), warnings, announce=hub.publish)
     try:
-        hub = Hub()
 
         def report(message: str) -> None:
-            err.write(message + "\n")
+            log.error(message)
 
-        plugins = PluginHost.installed(err)
+        plugins = PluginHost.installed(warnings)
         manager = SweepManager(
             home,
             journal,
@@ -120,16 +124,15 @@ async def _main(
         async with anyio.create_task_group() as tg:
             await tg.start(manager.run)
             for sweep_id in manager.resume_lost():
-                err.write(f"resuming sweep {sweep_id[:12]} (its daemon was lost)\n")
+                log.info(f"resuming sweep {sweep_id[:12]} (its daemon was lost)", sweep_id=sweep_id)
             tg.start_soon(server.serve, sockets)
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                err.write("ready\n")
-                err.flush()
+                log.info("ready", pid=os.getpid())  # scripts wait for it: is_ready_record()
                 async for signum in signals:
-                    err.write(
-                        f"{signal.Signals(signum).name}: stopping; runs get {grace:g}s to finish\n"
+                    name = signal.Signals(signum).name
+                    log.info(
+                        f"{name}: stopping; runs get {grace:g}s to finish", signal=name, grace=grace
                     )
-                    err.flush()
                     break
             await manager.shutdown(grace)
             hub.close()

@@ -1,8 +1,11 @@
-"""The event bus: each subscriber gets its own ordered, bounded stream of the events it wants.
+"""The event bus of one sweep: each subscriber gets its own ordered, bounded stream of the
+events it wants.
 
-Publishing waits only when a subscriber's stream is full, so a slow observer slows the engine
-instead of growing memory without bound; a subscriber that wants no ``LogLine`` costs nothing
-per line (:meth:`EventBus.wants` lets the executor skip building the event at all).
+:meth:`EventBus.emit` stamps every event with the sweep id, the next sequence number and the
+time, so no producer numbers events itself. Publishing waits only when a subscriber's stream is
+full, so a slow observer slows the engine instead of growing memory without bound; a subscriber
+that wants no ``LogLine`` costs nothing per line (:meth:`EventBus.wants` lets the producer skip
+building the event at all).
 """
 
 from __future__ import annotations
@@ -11,13 +14,16 @@ import itertools
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from orchestrator.engine.events import Event
+from orchestrator.engine.events import Event, EventBase
 
 __all__ = ["EventBus", "Subscription"]
+
+E = TypeVar("E", bound=EventBase)
 
 
 @dataclass
@@ -57,12 +63,15 @@ class EventBus:
         self._seq = itertools.count(1)
         self._subs: list[Subscription] = []
 
-    def next_seq(self) -> int:
-        return next(self._seq)
+    def stamp(self, kind: type[E], **fields: Any) -> E:
+        """A new event of ``kind`` from this sweep, numbered and timed now."""
+        return kind(sweep_id=self.sweep_id, seq=next(self._seq), ts=time.time(), **fields)
 
-    @staticmethod
-    def now() -> float:
-        return time.time()
+    async def emit(self, kind: type[E], **fields: Any) -> E:
+        """Stamp and publish an event; returns it."""
+        event = self.stamp(kind, **fields)
+        await self.publish(cast(Event, event))
+        return event
 
     def subscribe(self, types: Iterable[type], buffer: int = 1024) -> Subscription:
         send, receive = anyio.create_memory_object_stream[Event](buffer)

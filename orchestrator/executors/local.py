@@ -152,11 +152,13 @@ class LocalExecutor:
         pid = process.pid
         assert process.stdout is not None and process.stderr is not None
         async with anyio.create_task_group() as pumps:
-            pumps.start_soon(_pump, process.stdout, "stdout", logs[0], sink)
-            pumps.start_soon(_pump, process.stderr, "stderr", logs[1], sink)
             async with anyio.create_task_group() as watch:
                 watch.start_soon(self._watch_stop, pid, stop)
+                # The run is RUNNING before its first line is handled (the pipes hold output
+                # meanwhile), so no LogLine ever precedes its run's RunStateChanged(running).
                 await started(pid)
+                pumps.start_soon(_pump, process.stdout, "stdout", logs[0], sink)
+                pumps.start_soon(_pump, process.stderr, "stderr", logs[1], sink)
                 code = await process.wait()
                 watch.cancel_scope.cancel()
             # Whatever is left of the group (daemonised grandchildren) dies with the run.

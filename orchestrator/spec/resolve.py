@@ -13,9 +13,8 @@ from __future__ import annotations
 import ast
 import hashlib
 import uuid as uuid_module
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -28,9 +27,8 @@ from orchestrator.spec.matrix import Expansion, expand_matrix
 from orchestrator.spec.templating import ParamView, Renderer, as_arg, as_str, to_string
 from orchestrator.spec.types import CoercionError, IOType, coerce, parse_type
 from orchestrator.spec.validation import check_rules
-from orchestrator.store.layout import RunLayout
 
-__all__ = ["Plan", "ResolvedIO", "RunSpec", "compile_plan", "run_paths"]
+__all__ = ["Plan", "ResolvedIO", "RunPaths", "RunSpec", "compile_plan"]
 
 _RESERVED = {"globals", "params", "connections"}
 
@@ -71,9 +69,13 @@ class ResolvedIO:
         return self.io.name
 
 
-def run_paths(home: Path, run_uuid: str) -> dict[str, str]:
-    """The local paths behind ``globals.*`` (see ``store/layout.py``)."""
-    return RunLayout(home, run_uuid).template_paths()
+#: A run's local paths behind ``globals.*`` (``context_path``, ``run_outputs_path``...), by run
+#: uuid. Given by the caller (the store knows the folder layout; the spec layer does not).
+RunPaths = Callable[[str], Mapping[str, str]]
+
+
+def _no_paths(run_uuid: str) -> Mapping[str, str]:
+    return {}
 
 
 def _typed(value: Any, io: ResolvedIO, where: str) -> Any:
@@ -154,7 +156,7 @@ class Plan:
     #: Pass-through params (contextOnly, or matrix keys that are not IOs).
     context_values: dict[str, Any]
     expansion: Expansion | None
-    home: Path
+    paths: RunPaths
     renderer: Renderer
     #: Sweep-level name, shown in globals.
     name: str | None = None
@@ -328,7 +330,7 @@ class Plan:
             "cloning_kind": None,
             "original_uuid": None,
             "is_independent": False,
-            **run_paths(self.home, run_uuid),
+            **self.paths(run_uuid),
         }
 
     def _context(self, values: dict[str, Any], glob: dict[str, Any]) -> dict[str, Any]:
@@ -405,18 +407,19 @@ def compile_plan(
     spec: LoadedSpec,
     overrides: Mapping[str, str] | None = None,
     *,
-    home: Path | None = None,
+    paths: RunPaths | None = None,
     name: str | None = None,
     open_mapping: bool = False,
 ) -> Plan:
     """Check the spec with its ``-P NAME=VALUE`` overrides and return the lazy plan.
 
+    ``paths`` gives each run's folders for ``globals.*`` (``orchestrator.store.layout
+    .run_paths(home)``); without it those names are undefined in templates.
+
     With ``open_mapping``, the mapping may grow later (the daemon's open sweeps): inputs it
     does not cover yet are checked per added entry (:meth:`Plan.check_entry`)."""
     try:
-        return _compile(
-            spec, dict(overrides or {}), home or Path(".orchestrator"), name, open_mapping
-        )
+        return _compile(spec, dict(overrides or {}), paths or _no_paths, name, open_mapping)
     except SpecError as exc:
         raise exc.with_file(spec.source) from None
 
@@ -424,7 +427,7 @@ def compile_plan(
 def _compile(
     spec: LoadedSpec,
     overrides: dict[str, str],
-    home: Path,
+    paths: RunPaths,
     name: str | None,
     open_mapping: bool = False,
 ) -> Plan:
@@ -486,7 +489,7 @@ def _compile(
         raise SpecError(f"input {io.name!r} is required, no param was passed", field="params")
 
     lenient = set(expansion.keys) if expansion is not None else set()
-    plan = Plan(spec, ios, base, context_values, expansion, home, Renderer(lenient), name)
+    plan = Plan(spec, ios, base, context_values, expansion, paths, Renderer(lenient), name)
     plan._component_json = msgspec.json.encode(component, order="sorted")
     plan._given = given
     if isinstance(op.matrix, m.Mapping):

@@ -3,7 +3,8 @@
 Writes go through one writer thread that drains its queue into a single transaction, so a
 transition costs a queue put, not an fsync (WAL with ``synchronous=NORMAL`` syncs only at
 checkpoints). :meth:`Journal.flush` waits until everything queued is committed; reads use their
-own connection and see all flushed writes.
+own connection and see all flushed writes. Reads are named methods returning typed rows
+(:mod:`orchestrator.store.rows`): no SQL is written outside the store.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from orchestrator.exceptions import NotFoundError, StoreError
 from orchestrator.procinfo import start_time
+from orchestrator.store.rows import RUN_COLUMNS, SWEEP_COLUMNS, CleanupRow, RunRow, SweepRow
 
 __all__ = ["Journal"]
 
@@ -60,6 +62,8 @@ CREATE TABLE IF NOT EXISTS outputs (
 
 _Statement = tuple[str, tuple[Any, ...]]
 _STOP = object()
+#: Ids per ``IN (...)`` read (SQLite limits the number of parameters of one statement).
+_CHUNK = 500
 
 
 def _connect(path: Path, schema: bool = False) -> sqlite3.Connection:
@@ -308,13 +312,10 @@ class Journal:
         """Remove the working files of runs whose ``ttl`` has passed; returns how many."""
         import shutil
 
-        due = self.query(
-            "SELECT run_id, path FROM cleanups WHERE done_at IS NULL AND due_at <= ?",
-            (time.time(),),
-        )
+        due = self.due_cleanups()
         for row in due:
-            shutil.rmtree(row["path"], ignore_errors=True)
-            self.cleanup_done(row["run_id"])
+            shutil.rmtree(row.path, ignore_errors=True)
+            self.cleanup_done(row.run_id)
         return len(due)
 
     def copy_metrics(self, source_run: str, target_run: str) -> None:
@@ -332,66 +333,132 @@ class Journal:
         )
 
     # ------------------------------------------------------------------ reads
-    def query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        self._read.row_factory = sqlite3.Row
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         try:
             return list(self._read.execute(sql, tuple(params)))
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the journal at {self.path}: {exc}") from None
 
-    def find_sweep(self, ref: str) -> sqlite3.Row:
+    def _sweeps(self, where: str, params: Iterable[Any] = ()) -> list[SweepRow]:
+        rows = self._query(f"SELECT {SWEEP_COLUMNS} FROM sweeps {where}", params)
+        return [SweepRow.from_db(row) for row in rows]
+
+    def _runs(self, where: str, params: Iterable[Any] = ()) -> list[RunRow]:
+        rows = self._query(f"SELECT {RUN_COLUMNS} FROM runs {where}", params)
+        return [RunRow.from_db(row) for row in rows]
+
+    def find_sweep(self, ref: str) -> SweepRow:
         """A sweep by id, unique id prefix, or ``last``."""
         if ref == "last":
-            rows = self.query("SELECT * FROM sweeps ORDER BY created_at DESC LIMIT 1")
-            if not rows:
+            newest = self.latest_sweeps(1)
+            if not newest:
                 raise NotFoundError(f"no sweeps yet in {self.path.parent}")
-            return rows[0]
-        rows = self.query("SELECT * FROM sweeps WHERE id LIKE ? || '%' ORDER BY created_at", (ref,))
+            return newest[0]
+        rows = self._sweeps("WHERE id LIKE ? || '%' ORDER BY created_at", (ref,))
         if not rows:
             raise NotFoundError(f"no sweep matches {ref!r} in {self.path.parent}")
-        if len(rows) > 1 and rows[0]["id"] != ref:
+        if len(rows) > 1 and rows[0].id != ref:
             raise NotFoundError(f"{ref!r} matches {len(rows)} sweeps; give more characters")
         return rows[0]
 
-    def find_run(self, ref: str) -> sqlite3.Row:
+    def latest_sweeps(self, limit: int) -> list[SweepRow]:
+        """The newest ``limit`` sweeps, newest first."""
+        return self._sweeps("ORDER BY created_at DESC LIMIT ?", (limit,))
+
+    def latest_sweep_of_spec(self, spec_path: str) -> str | None:
+        """The id of the newest sweep of the spec at ``spec_path`` (None: there is none)."""
+        rows = self._query(
+            "SELECT id FROM sweeps WHERE spec_path = ? ORDER BY created_at DESC LIMIT 1",
+            (spec_path,),
+        )
+        return str(rows[0][0]) if rows else None
+
+    def unfinished_sweeps(self, states: Iterable[str]) -> list[SweepRow]:
+        """Sweeps in one of ``states`` (the caller says which states are unfinished)."""
+        wanted = [str(state) for state in states]
+        marks = ",".join("?" * len(wanted))
+        return self._sweeps(f"WHERE state IN ({marks}) ORDER BY created_at", wanted)
+
+    def lost_daemon_sweeps(self, reason: str) -> list[SweepRow]:
+        """Sweeps a daemon ran that failed with ``reason`` (their orchestrator was lost)."""
+        return self._sweeps(
+            "WHERE via_daemon = 1 AND state = 'failed' AND reason = ? ORDER BY created_at",
+            (reason,),
+        )
+
+    def find_run(self, ref: str) -> RunRow:
         """A run by id or unique id prefix."""
-        rows = self.query("SELECT * FROM runs WHERE id LIKE ? || '%'", (ref,))
+        rows = self._runs("WHERE id LIKE ? || '%'", (ref,))
         if not rows:
             raise NotFoundError(f"no run matches {ref!r} in {self.path.parent}")
         if len(rows) > 1:
             raise NotFoundError(f"{ref!r} matches {len(rows)} runs; give more characters")
         return rows[0]
 
-    def latest_runs(self, sweep_id: str) -> list[sqlite3.Row]:
+    def run_at(self, sweep_id: str, index: int) -> RunRow | None:
+        """The newest attempt of configuration ``index`` of a sweep (None: no such run)."""
+        rows = self._runs(
+            "WHERE sweep_id = ? AND idx = ? ORDER BY created_at DESC LIMIT 1", (sweep_id, index)
+        )
+        return rows[0] if rows else None
+
+    def run_state(self, run_id: str) -> str | None:
+        """The state of one run (None: no such run)."""
+        rows = self._query("SELECT state FROM runs WHERE id = ?", (run_id,))
+        return str(rows[0][0]) if rows else None
+
+    def runs_of(self, sweep_id: str) -> list[RunRow]:
+        """Every attempt of every configuration of a sweep, in matrix order."""
+        return self._runs("WHERE sweep_id = ? ORDER BY idx, created_at", (sweep_id,))
+
+    def unfinished_runs(self, sweep_id: str, states: Iterable[str]) -> list[RunRow]:
+        """The runs of a sweep in one of ``states`` (the caller says which are unfinished)."""
+        wanted = [str(state) for state in states]
+        marks = ",".join("?" * len(wanted))
+        return self._runs(
+            f"WHERE sweep_id = ? AND state IN ({marks}) ORDER BY idx, created_at",
+            (sweep_id, *wanted),
+        )
+
+    def latest_runs(self, sweep_id: str) -> list[RunRow]:
         """The newest run of each configuration of a sweep, in matrix order."""
-        return self.query(
-            "SELECT * FROM runs r WHERE sweep_id = ? AND created_at = (SELECT max(created_at) "
+        return self._runs(
+            "r WHERE sweep_id = ? AND created_at = (SELECT max(created_at) "
             "FROM runs WHERE sweep_id = r.sweep_id AND params_hash = r.params_hash) "
             "ORDER BY idx, created_at",
             (sweep_id,),
         )
 
+    def due_cleanups(self) -> list[CleanupRow]:
+        """``termination.ttl`` removals whose time has come and that are not done yet."""
+        rows = self._query(
+            "SELECT run_id, path FROM cleanups WHERE done_at IS NULL AND due_at <= ?",
+            (time.time(),),
+        )
+        return [CleanupRow(run_id, path) for run_id, path in rows]
+
     def last_metrics(self, run_ids: list[str]) -> dict[str, dict[str, float]]:
         """The last reported value of every metric of each run."""
         out: dict[str, dict[str, float]] = {}
-        for start in range(0, len(run_ids), 500):
-            chunk = run_ids[start : start + 500]
+        for start in range(0, len(run_ids), _CHUNK):
+            chunk = run_ids[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            rows = self.query(
+            rows = self._query(
                 f"SELECT run_id, name, value FROM metrics WHERE run_id IN ({marks}) ORDER BY rowid",
                 chunk,
             )
-            for row in rows:
-                out.setdefault(row["run_id"], {})[row["name"]] = row["value"]
+            for run_id, name, value in rows:
+                out.setdefault(run_id, {})[name] = value
         return out
 
     def outputs_of(self, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The outputs of each run, decoded."""
         out: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(run_ids), 500):
-            chunk = run_ids[start : start + 500]
+        for start in range(0, len(run_ids), _CHUNK):
+            chunk = run_ids[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            for row in self.query(
+            for run_id, name, value in self._query(
                 f"SELECT run_id, name, value FROM outputs WHERE run_id IN ({marks})", chunk
             ):
-                out.setdefault(row["run_id"], {})[row["name"]] = json.loads(row["value"])
+                out.setdefault(run_id, {})[name] = json.loads(value)
         return out

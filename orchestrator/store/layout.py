@@ -11,11 +11,12 @@ HOME/cache/git/                 clones of init repositories, one per url and rev
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-__all__ = ["RunLayout", "default_home", "git_cache_dir", "journal_path"]
+__all__ = ["RunLayout", "default_home", "git_cache_dir", "journal_path", "run_paths"]
 
 
 def default_home() -> Path:
@@ -65,3 +66,12 @@ class RunLayout:
             "run_relative_outputs_path": "outputs",
             "store_path": str(self.artifacts),
         }
+
+
+def run_paths(home: Path) -> Callable[[str], dict[str, str]]:
+    """Each run's ``globals.*`` paths under ``home``, by run uuid (for ``compile_plan``)."""
+
+    def paths(run_uuid: str) -> dict[str, str]:
+        return RunLayout(home, run_uuid).template_paths()
+
+    return paths

@@ -8,12 +8,14 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.cache_admin import CacheStore
+from orchestrator.store.cache import CacheStore
+from orchestrator.store.layout import run_paths
 from tests.conftest import CliResult
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -257,9 +259,12 @@ def test_cache_key_is_stable_under_order_and_formatting(
 
     class Ctx:
         def __init__(self, text: str, home: Path) -> None:
-            self.plan = compile_plan(load_text(text, "s.yaml", Path(home)), home=home)
+            self.plan = compile_plan(load_text(text, "s.yaml", Path(home)), paths=run_paths(home))
             self.spec = self.plan.spec
             self.home = home
+
+        def per_sweep(self, owner: object, factory: Callable[[], Any]) -> Any:
+            return factory()
 
     async def key(text: str, home: Path) -> str:
         ctx = Ctx(text, home)

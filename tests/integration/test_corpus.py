@@ -19,6 +19,7 @@ import pytest
 from orchestrator.exceptions import SpecError
 from orchestrator.spec import compile_plan, load_spec
 from orchestrator.spec.yamlsafe import load_yaml
+from orchestrator.store.layout import run_paths
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus"
 CASES = sorted(p for p in CORPUS.glob("*.yaml")) if CORPUS.is_dir() else []
@@ -95,18 +96,18 @@ def test_polyaxon_corpus(case: Path, tmp_path: Path) -> None:
     kind = (load_yaml(case.read_text()).get("matrix") or {}).get("kind")
     if kind in NOT_YET and not error_file.exists():
         with pytest.raises(SpecError, match=r"not supported yet|expected one of"):
-            compile_plan(load_spec(case), overrides, home=tmp_path)
+            compile_plan(load_spec(case), overrides, paths=run_paths(tmp_path))
         return
     if error_file.exists():
         with pytest.raises(SpecError) as info:
-            plan = compile_plan(load_spec(case), overrides, home=tmp_path)
+            plan = compile_plan(load_spec(case), overrides, paths=run_paths(tmp_path))
             list(plan.runs())
         message = str(info.value)
         assert "\n" not in message
         assert str(case) in message or "components" in message
         return
     expected = json.loads(expected_file.read_text())
-    plan = compile_plan(load_spec(case), overrides, home=tmp_path)
+    plan = compile_plan(load_spec(case), overrides, paths=run_paths(tmp_path))
     runs = [
         json.loads(
             msgspec.json.encode(

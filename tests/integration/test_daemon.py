@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
+from orchestrator.diagnostics import is_ready_record
+
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 
@@ -65,8 +67,8 @@ def start_daemon(home: Path) -> subprocess.Popen[str]:
         cwd=ROOT,
     )
     assert proc.stderr is not None
-    for line in proc.stderr:  # the daemon says "ready" once it serves
-        if line.strip() == "ready":
+    for line in proc.stderr:  # the daemon logs "ready" once it serves
+        if is_ready_record(line):
             break
     else:
         raise AssertionError(f"daemon did not start: {proc.wait()}")
@@ -335,10 +337,13 @@ def test_kill_9_and_restart_finishes_the_sweep(tmp_path: Path) -> None:
             Daemon(home, second).unix() as client,
             client.stream("GET", "/api/v1/events", headers={"Last-Event-ID": "0"}) as events,
         ):
+            ends = []  # recovery announces the loss, then the resumed sweep ends
             for kind, data in sse(events):
                 if kind == "SweepFinished" and json.loads(data)["sweep_id"] == sweep:
-                    assert json.loads(data)["state"] == "succeeded"
-                    break
+                    ends.append((json.loads(data)["state"], json.loads(data)["reason"]))
+                    if len(ends) == 2:
+                        break
+            assert ends == [("failed", "orchestrator_lost"), ("succeeded", None)]
             shown = client.get(f"/api/v1/sweeps/{sweep}").json()
         assert sorted(r["params"]["n"] for r in shown["runs"]) == list(range(6))
         assert {r["state"] for r in shown["runs"]} == {"succeeded"}
@@ -403,3 +408,42 @@ def test_cli_goes_through_the_daemon(daemon: Daemon, tmp_path: Path) -> None:
             if kind == "SweepFinished" and json.loads(data)["sweep_id"] == sweep:
                 assert json.loads(data)["counts"] == {"succeeded": 2}
                 break
+
+
+def _finished_run(client: httpx.Client, sweep_id: str) -> dict[str, Any]:
+    """Wait (on the replayed event stream, no polling) for the sweep to end; its only run."""
+    with client.stream("GET", "/api/v1/events", headers={"Last-Event-ID": "0"}) as response:
+        for kind, data in sse(response):
+            if kind == "SweepFinished" and json.loads(data)["sweep_id"] == sweep_id:
+                break
+    runs: list[dict[str, Any]] = client.get(f"/api/v1/sweeps/{sweep_id}").json()["runs"]
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_an_edit_to_tracked_code_misses_the_cache_in_the_next_daemon_sweep(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """The cache's git memo lives for one sweep: a daemon must not reuse it for the next."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "train.py").write_text("import lib\n")
+    (repo / "lib.py").write_text("VALUE = 1\n")  # tracked, but not named in argv
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "code"]):
+        subprocess.run([*git, *args], cwd=repo, check=True)
+    text = spec([PY, "train.py"], [{"n": 1}])
+    body = {"spec": text, "base_dir": str(repo), "spec_path": str(repo / "spec.yaml")}
+
+    def submit() -> dict[str, Any]:
+        with daemon.unix() as client:
+            answer = client.post("/api/v1/sweeps", json=body)
+            assert answer.status_code == 201, answer.text
+            return _finished_run(client, answer.json()["sweep"])
+
+    first, second = submit(), submit()
+    assert (first["state"], first["reason"]) == ("succeeded", None)
+    assert (second["state"], second["reason"]) == ("succeeded", "cache_hit")
+    (repo / "lib.py").write_text("VALUE = 2\n")
+    third = submit()
+    assert (third["state"], third["reason"]) == ("succeeded", None), "the edit must miss"

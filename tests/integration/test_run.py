@@ -17,13 +17,15 @@ from typing import Any
 import anyio
 import pytest
 
-from orchestrator.engine.bus import EventBus
+from orchestrator.engine.build import SweepSettings, build_sweep
 from orchestrator.engine.events import Event, LogLine, MetricReported
+from orchestrator.engine.records import SweepResult
 from orchestrator.engine.states import RunState, SweepState
-from orchestrator.engine.sweep import SweepController, SweepResult
-from orchestrator.executors.local import MAX_LINE, LocalExecutor
+from orchestrator.engine.sweep import SweepController
+from orchestrator.executors.local import MAX_LINE
 from orchestrator.spec import compile_plan, load_spec
 from orchestrator.store.journal import Journal
+from orchestrator.store.layout import run_paths
 
 COMPONENTS = Path(__file__).resolve().parent.parent / "components"
 PY = sys.executable
@@ -72,18 +74,11 @@ class Harness:
     def controller(self, text: str, *, concurrency: int = 2, grace: float = 5.0) -> SweepController:
         spec = self.tmp / f"{uuid.uuid4().hex[:8]}.yaml"
         spec.write_text(text)
-        plan = compile_plan(load_spec(spec), home=self.home)
-        bus = EventBus(uuid.uuid4().hex)
-        return SweepController(
-            plan,
-            journal=self.journal,
-            executor=LocalExecutor(self.home),
-            bus=bus,
-            concurrency=concurrency,
-            grace=grace,
-            home=self.home,
-            spec_path=str(spec),
+        plan = compile_plan(load_spec(spec), paths=run_paths(self.home))
+        settings = SweepSettings(
+            home=self.home, spec_path=str(spec), concurrency=concurrency, grace=grace
         )
+        return build_sweep(plan, settings, journal=self.journal)
 
     async def run(
         self, controller: SweepController, on_event: Callable[[Event], None] | None = None

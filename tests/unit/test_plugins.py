@@ -11,10 +11,10 @@ import anyio
 import pytest
 
 from orchestrator.engine.events import MetricReported, RunStateChanged
+from orchestrator.engine.plugin_host import PluginHost
 from orchestrator.engine.states import RunState, SweepState
 from orchestrator.exceptions import PluginError
 from orchestrator.hooks import Skip, UseCached, hookimpl
-from orchestrator.plugin_host import PluginHost
 from orchestrator.testing import FakeRun, run_fake_sweep
 
 SPEC = """

@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from orchestrator.engine.events import RunStateChanged, SweepFinished
+from orchestrator.engine.recovery import LOST, recover
+from orchestrator.engine.states import RunState, SweepState
 from orchestrator.procinfo import is_same_process, start_time
 from orchestrator.store.journal import Journal
-from orchestrator.store.recovery import LOST, recover
 
 
 def test_start_time_names_one_process() -> None:
@@ -53,14 +55,12 @@ def test_recover_marks_runs_lost_and_spares_a_recycled_pid(tmp_path: Path) -> No
         journal = Journal(tmp_path / "journal.sqlite")
         # The run's pid is now used by an unrelated process (different start time).
         _lost_sweep(journal, run_pid=bystander.pid, run_start=(start_time(bystander.pid) or 0) - 5)
-        (message,) = recover(journal)
-        assert "1 unfinished run(s) marked failed (orchestrator_lost)" in message
+        (recovered,) = recover(journal)
+        assert "1 unfinished run(s) marked failed (orchestrator_lost)" in recovered.message
         assert bystander.poll() is None, "a recycled pid must never be signalled"
-        rows = journal.query("SELECT state, reason FROM runs")
-        assert [tuple(r) for r in rows] == [("failed", LOST)]
-        assert [tuple(r) for r in journal.query("SELECT state, reason FROM sweeps")] == [
-            ("failed", LOST)
-        ]
+        run, sweep = journal.find_run("r1"), journal.find_sweep("s1")
+        assert (run.state, run.reason) == ("failed", LOST)
+        assert (sweep.state, sweep.reason) == ("failed", LOST)
         assert recover(journal) == [], "recovery happens once"
         journal.close()
     finally:
@@ -82,3 +82,28 @@ def test_recover_stops_survivors_of_a_lost_run(tmp_path: Path) -> None:
         if survivor.poll() is None:
             survivor.kill()
             survivor.wait()
+
+
+def test_recovery_moves_are_checked_and_announced(tmp_path: Path) -> None:
+    """Recovery is no back door: each move is a table-checked transition, journaled with its
+    previous state, and announced as the events a live sweep publishes."""
+    journal = Journal(tmp_path / "journal.sqlite")
+    _lost_sweep(journal, run_pid=0, run_start=None)
+    (recovered,) = recover(journal)
+    run_event, sweep_event = recovered.events
+    assert isinstance(run_event, RunStateChanged)
+    assert (run_event.run_id, run_event.previous, run_event.state, run_event.reason) == (
+        "r1",
+        RunState.RUNNING,
+        RunState.FAILED,
+        LOST,
+    )
+    assert isinstance(sweep_event, SweepFinished)
+    assert (sweep_event.state, sweep_event.counts) == (SweepState.FAILED, {"failed": 1})
+    assert sweep_event.seq > run_event.seq
+    with sqlite3.connect(journal.path) as conn:
+        moves = conn.execute(
+            "SELECT from_state, to_state, reason FROM transitions WHERE run_id = 'r1' ORDER BY id"
+        ).fetchall()
+    assert moves[-1] == ("running", "failed", LOST)
+    journal.close()

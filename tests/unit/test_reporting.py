@@ -7,6 +7,7 @@ from orchestrator.engine.events import (
     SweepFinished,
     SweepStarted,
 )
+from orchestrator.engine.states import RunState, SweepState
 from orchestrator.reporting import Reporter, format_duration
 
 
@@ -27,8 +28,8 @@ def feed(reporter: Reporter) -> None:
                 seq=10 + i,
                 run_id=f"r{i}",
                 index=i,
-                previous="starting",
-                state="running",
+                previous=RunState.STARTING,
+                state=RunState.RUNNING,
             )
         )
     reporter.handle(
@@ -41,8 +42,8 @@ def feed(reporter: Reporter) -> None:
             seq=21,
             run_id="r1",
             index=1,
-            previous="running",
-            state="failed",
+            previous=RunState.RUNNING,
+            state=RunState.FAILED,
             reason="exit code 2",
             exit_code=2,
             stderr_tail=["Traceback", "ValueError: bad"],
@@ -73,7 +74,7 @@ def test_live_status_line_has_counts_metrics_and_elapsed() -> None:
     assert "elapsed" in status and "ETA" in status
     assert "#0 loss=0.5" in status
     reporter.handle(
-        SweepFinished(seq=99, sweep_id="s", ts=0.0, state="failed", reason=None, counts={})
+        SweepFinished(seq=99, sweep_id="s", ts=0.0, state=SweepState.FAILED, reason=None, counts={})
     )
     assert out.getvalue().endswith("\n")
 

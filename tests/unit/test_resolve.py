@@ -8,6 +8,7 @@ import pytest
 
 from orchestrator.exceptions import SpecError
 from orchestrator.spec import RunSpec, compile_plan, load_spec
+from orchestrator.store.layout import run_paths
 
 COMPONENT = """
 version: 1.1
@@ -257,7 +258,7 @@ def test_globals_point_into_the_home_folder(write: Callable[..., Path], tmp_path
             command: [echo, "{{ globals.uuid }}", "{{ globals.run_outputs_path }}"]
             env: [{name: OUT, value: "{{ globals.run_outputs_path }}"}, {name: N, value: 3}]
     """)
-    plan = compile_plan(load_spec(spec), home=tmp_path / "home")
+    plan = compile_plan(load_spec(spec), paths=run_paths(tmp_path / "home"))
     (run,) = plan.runs()
     outputs = tmp_path / "home" / "runs" / run.uuid / "outputs"
     assert run.argv == ["echo", run.uuid, str(outputs)]

@@ -1,12 +1,13 @@
-"""Loading plugins and calling their hooks from async code (pluggy itself is synchronous).
+"""Loading plugins (:class:`PluginHost`, once per process) and calling their hooks from async
+code for one sweep (:class:`PluginScope`, one per sweep; pluggy itself is synchronous).
 
 Discovery reads the ``orchestrator.plugins`` entry-point group (built-in plugins included),
 honouring allow (``--plugin``) and deny (``--no-plugin``) lists and the API-version fence.
 Calls follow pluggy's order (last registered first), pass each implementation only the
 arguments it names, enforce ``firstresult`` for decisions, bound every call with a timeout,
 and run synchronous implementations in a worker thread so that even a hung one can be
-abandoned. A failing plugin is named and switched off for the sweep, or, with
-``--strict-plugins``, stops the sweep.
+abandoned. A failing plugin is named and switched off for the rest of *its sweep* (the next
+sweep of a daemon calls it again), or, with ``--strict-plugins``, stops that sweep.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from orchestrator.engine.events import Event
 from orchestrator.exceptions import PluginError
 from orchestrator.hooks import OBSERVERS, PLUGIN_API_VERSION, OrchestratorHooks
 
-__all__ = ["ENTRY_POINT_GROUP", "LoadedPlugin", "PluginHost"]
+__all__ = ["ENTRY_POINT_GROUP", "LoadedPlugin", "PluginHost", "PluginScope"]
 
 ENTRY_POINT_GROUP = "orchestrator.plugins"
 #: Seconds one hook call may take before its plugin is switched off.
@@ -41,7 +42,7 @@ class LoadedPlugin:
 
 
 class PluginHost:
-    """The plugins of one process, and the async caller of their hooks."""
+    """The plugins of one process: discovered, checked and registered once."""
 
     def __init__(
         self,
@@ -60,9 +61,8 @@ class PluginHost:
         self.timeout = timeout
         self.report = report or (lambda message: None)
         self.loaded: dict[str, LoadedPlugin] = {}
-        self.disabled: set[str] = set()
-        #: Called with a reason when a plugin fails under ``--strict-plugins``.
-        self.on_strict_failure: Callable[[str], None] | None = None
+        #: Plugins refused when loading (they are not registered).
+        self.rejected: set[str] = set()
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -98,7 +98,7 @@ class PluginHost:
                 continue
             self.register(plugin, entry.name, where)
         if self.allow:
-            for missing in sorted(self.allow - set(self.loaded) - self.disabled):
+            for missing in sorted(self.allow - set(self.loaded) - self.rejected):
                 self._problem(missing, "is not installed (no such entry point)")
 
     def register(self, plugin: object, name: str, source: str = "") -> bool:
@@ -142,12 +142,28 @@ class PluginHost:
         if self.strict:
             raise error
         self.report(f"{error}; switched off")
-        self.disabled.add(name)
+        self.rejected.add(name)
         return False
+
+    def scope(self, on_strict_failure: Callable[[str], None] | None = None) -> PluginScope:
+        """The hook caller of one sweep; ``on_strict_failure`` stops that sweep."""
+        return PluginScope(self, on_strict_failure)
+
+
+class PluginScope:
+    """Calls the plugins' hooks for one sweep and remembers which failed in it.
+
+    A plugin switched off here stays on for every other sweep of the process."""
+
+    def __init__(self, host: PluginHost, on_strict_failure: Callable[[str], None] | None) -> None:
+        self.host = host
+        self.disabled: set[str] = set()
+        #: Called with a reason when a plugin fails under ``--strict-plugins``.
+        self.on_strict_failure = on_strict_failure
 
     # ------------------------------------------------------------------ calling
     def _impls(self, hook: str) -> list[pluggy.HookImpl]:
-        caller = getattr(self.pm.hook, hook)
+        caller = getattr(self.host.pm.hook, hook)
         return [i for i in reversed(caller.get_hookimpls()) if i.plugin_name not in self.disabled]
 
     def implements(self, hook: str) -> bool:
@@ -155,7 +171,7 @@ class PluginHost:
 
     async def _call(self, impl: pluggy.HookImpl, hook: str, kwargs: dict[str, Any]) -> Any:
         args = {name: kwargs[name] for name in impl.argnames if name in kwargs}
-        with anyio.fail_after(self.timeout):
+        with anyio.fail_after(self.host.timeout):
             if inspect.iscoroutinefunction(impl.function):
                 return await impl.function(**args)
             return await anyio.to_thread.run_sync(
@@ -166,17 +182,17 @@ class PluginHost:
         if name in self.disabled:
             return  # concurrent calls failing together: report the plugin once
         if isinstance(exc, TimeoutError):
-            what = f"{hook} did not return within {self.timeout:g}s"
+            what = f"{hook} did not return within {self.host.timeout:g}s"
         else:
             what = f"{hook} raised {type(exc).__name__}: {exc}"
         self.disabled.add(name)
-        if self.strict:
+        if self.host.strict:
             message = f"plugin {name!r}: {what}"
-            self.report(f"{message}; stopping the sweep (--strict-plugins)")
+            self.host.report(f"{message}; stopping the sweep (--strict-plugins)")
             if self.on_strict_failure is not None:
                 self.on_strict_failure(message)
         else:
-            self.report(f"plugin {name!r}: {what}; switched off for this sweep")
+            self.host.report(f"plugin {name!r}: {what}; switched off for this sweep")
 
     async def call_first(self, hook: str, **kwargs: Any) -> Any:
         """A decision: implementations in pluggy's order, the first non-None answer wins."""

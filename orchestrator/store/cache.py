@@ -3,22 +3,20 @@
 One small SQLite file (WAL) under ``HOME/cache/``: a lookup is an indexed read and a store one
 insert, a few microseconds each, and concurrent orchestrators on one home folder see whole
 entries or none. The key itself is computed by the cache plugin; this module only stores and
-lists entries.
+lists entries (``orchestrator.views`` prints them).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import threading
-import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import msgspec
 
-__all__ = ["CacheEntry", "CacheStore", "clear_entries", "list_entries", "parse_age"]
+__all__ = ["CacheEntry", "CacheStore"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -106,45 +104,3 @@ class CacheStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-
-def parse_age(text: str) -> float:
-    """``90``/``90s``, ``30m``, ``12h``, ``7d`` -> seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
-    if not match:
-        raise ValueError(f"expected an age like 90s, 30m, 12h or 7d, got {text!r}")
-    number, unit = float(match.group(1)), match.group(2) or "s"
-    return number * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
-
-
-def list_entries(home: Path, out: IO[str], *, as_json: bool) -> int:
-    store = CacheStore(home)
-    entries = store.entries()
-    store.close()
-    if as_json:
-        out.write(json.dumps([msgspec.to_builtins(e) for e in entries]) + "\n")
-        return 0
-    if not entries:
-        out.write(f"the cache of {home} is empty\n")
-        return 0
-    now = time.time()
-    for e in entries:
-        outputs = " ".join(f"{k}={v}" for k, v in e.outputs.items()) or "-"
-        out.write(
-            f"{e.key[:16]}  run {e.run_id[:12]}  sweep {e.sweep_id[:12]}  "
-            f"age {now - e.finished_at:,.0f}s  {outputs}\n"
-        )
-    return 0
-
-
-def clear_entries(home: Path, out: IO[str], *, older_than: float | None) -> int:
-    store = CacheStore(home)
-    now = time.time()
-    removed = 0
-    for entry in store.entries():
-        if older_than is None or now - entry.finished_at > older_than:
-            store.delete(entry.key)
-            removed += 1
-    store.close()
-    out.write(f"removed {removed} cache entr{'y' if removed == 1 else 'ies'}\n")
-    return 0

@@ -1,0 +1,163 @@
+"""``daemon``, ``submit`` and ``stop``: serve the engine, and talk to the one serving."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from orchestrator.cli.base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Commands, UsageError
+from orchestrator.cli.options import home, home_option, overrides, param_option
+
+if TYPE_CHECKING:
+    import httpx
+
+
+def add_parser(commands: Commands) -> None:
+    _add_daemon(commands)
+    _add_submit(commands)
+    _add_stop(commands)
+
+
+def _add_daemon(commands: Commands) -> None:
+    daemon = commands.add_parser(
+        "daemon",
+        help="serve the engine over HTTP (a Unix socket in the home folder; TCP optional)",
+        description="Run the orchestrator as a long-lived service: sweeps are submitted over "
+        "its HTTP API (docs/api.md) and share --max-runs. SIGTERM lets runs finish for --grace "
+        "seconds, then stops them.",
+    )
+    daemon.add_argument("--host", help="also listen on TCP at this address (token required)")
+    daemon.add_argument("--port", type=int, help="TCP port (0: any free port)")
+    daemon.add_argument(
+        "--allow-remote", action="store_true", help="allow --host other than loopback"
+    )
+    daemon.add_argument(
+        "--max-runs",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="most runs alive at once across all sweeps (default: CPUs)",
+    )
+    daemon.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="on SIGTERM, how long runs may finish before they are stopped",
+    )
+    home_option(daemon)
+    daemon.set_defaults(handler=_cmd_daemon)
+
+
+def _add_submit(commands: Commands) -> None:
+    submit = commands.add_parser(
+        "submit",
+        help="submit a sweep to the running daemon",
+        description="Send SPEC to the daemon of the home folder; prints the sweep id.",
+    )
+    submit.add_argument("spec", metavar="SPEC")
+    param_option(submit)
+    submit.add_argument("--name")
+    submit.add_argument(
+        "--priority",
+        type=int,
+        default=0,
+        help="freed run slots go to higher priorities first (default 0)",
+    )
+    submit.add_argument("--json", action="store_true", help="print the answer as JSON")
+    home_option(submit)
+    submit.set_defaults(handler=_cmd_submit)
+
+
+def _add_stop(commands: Commands) -> None:
+    stop = commands.add_parser(
+        "stop",
+        help="stop a sweep (or a run) the daemon is running",
+        description="Stop a sweep, or with --run a single run, through "
+        "the daemon of the home folder.",
+    )
+    stop.add_argument("target", metavar="SWEEP_OR_RUN")
+    stop.add_argument("--run", action="store_true", help="TARGET is a run id")
+    home_option(stop)
+    stop.set_defaults(handler=_cmd_stop)
+
+
+def _cmd_daemon(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from orchestrator.daemon.server import serve
+
+    if args.max_runs < 1:
+        raise UsageError("--max-runs must be >= 1")
+    return serve(
+        home(args),
+        host=args.host,
+        port=args.port,
+        allow_remote=args.allow_remote,
+        max_runs=args.max_runs,
+        grace=args.grace,
+        err=err,
+    )
+
+
+def _daemon(args: argparse.Namespace) -> httpx.Client:
+    """A client of the home folder's daemon; NotFoundError when none runs."""
+    from orchestrator.daemon.client import daemon_client
+    from orchestrator.exceptions import NotFoundError
+
+    client = daemon_client(home(args))
+    if client is None:
+        raise NotFoundError(
+            f"no daemon is running for {home(args)} (start one with `orchestrator daemon`)"
+        )
+    return client
+
+
+def _cmd_submit(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    import json
+
+    from orchestrator.exceptions import SpecError
+
+    path = Path(args.spec)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"cannot read: {exc.strerror}", file=args.spec) from None
+    body = {
+        "priority": args.priority,
+        "spec": text,
+        "params": overrides(args.param),
+        "name": args.name,
+        "base_dir": str(path.resolve().parent),
+        "spec_path": str(path.resolve()),
+    }
+    with _daemon(args) as client:
+        response = client.post("/api/v1/sweeps", json=body)
+    answer = response.json()
+    if response.status_code == 400:
+        raise SpecError(answer["error"].removeprefix(f"{path.resolve()}: "), file=args.spec)
+    if response.status_code != 201:
+        err.write(
+            f"orchestrator: the daemon answered {response.status_code}: {answer.get('error')}\n"
+        )
+        return EXIT_FAILED
+    out.write(
+        (
+            json.dumps(answer)
+            if args.json
+            else f"submitted sweep {answer['sweep']} ({answer['runs']} runs)"
+        )
+        + "\n"
+    )
+    return EXIT_OK
+
+
+def _cmd_stop(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    kind = "runs" if args.run else "sweeps"
+    with _daemon(args) as client:
+        response = client.post(f"/api/v1/{kind}/{args.target}/stop")
+    if response.status_code != 202:
+        err.write(f"orchestrator: {response.json().get('error')}\n")
+        return EXIT_USAGE
+    out.write(f"stopping {kind[:-1]} {args.target}\n")
+    return EXIT_OK

@@ -1,0 +1,223 @@
+"""Options shared by several commands, and turning them into what the library takes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from orchestrator.cli.base import UsageError
+
+if TYPE_CHECKING:
+    from orchestrator.runner import RunOptions
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed package's version, looked up only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS) -> None:
+        super().__init__(
+            option_strings,
+            dest,
+            nargs=0,
+            default=argparse.SUPPRESS,
+            help="show program's version number and exit",
+        )
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        from importlib.metadata import version
+
+        sys.stdout.write(f"{parser.prog} {version('orchestrator')}\n")
+        parser.exit()
+
+
+def version_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action=_Version)
+
+
+def home_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--home",
+        default=argparse.SUPPRESS,
+        help="orchestrator home folder (default: $ORCHESTRATOR_HOME or ./.orchestrator)",
+    )
+
+
+def home(args: argparse.Namespace) -> Path:
+    folder = getattr(args, "home", None) or os.environ.get("ORCHESTRATOR_HOME") or ".orchestrator"
+    return Path(folder).absolute()
+
+
+def param_option(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    parser.add_argument(
+        "-P", "--param", action="append", default=[], metavar="NAME=VALUE", help=help
+    )
+
+
+def overrides(pairs: Sequence[str]) -> dict[str, str]:
+    """``-P NAME=VALUE`` pairs as a dict; a pair without ``=`` or a name is a SpecError."""
+    from orchestrator.exceptions import SpecError
+
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise SpecError(f"expected NAME=VALUE, got {pair!r}", field="-P")
+        out[name.strip()] = value
+    return out
+
+
+def load(args: argparse.Namespace) -> Any:
+    """The spec named by exactly one of SPEC, ``-f SPEC`` and ``--url URL``."""
+    from orchestrator.spec import load_spec, load_text
+    from orchestrator.spec.load import fetch_url
+
+    given = [
+        v
+        for v in (
+            getattr(args, "spec", None),
+            getattr(args, "file", None),
+            getattr(args, "url", None),
+        )
+        if v
+    ]
+    if len(given) != 1:
+        raise UsageError("give exactly one of SPEC, -f SPEC or --url URL")
+    if getattr(args, "url", None):
+        return load_text(fetch_url(args.url, args.url, "--url"), args.url)
+    return load_spec(given[0])
+
+
+def parse_age(text: str) -> float:
+    """``90``/``90s``, ``30m``, ``12h``, ``7d`` -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not match:
+        raise ValueError(f"expected an age like 90s, 30m, 12h or 7d, got {text!r}")
+    number, unit = float(match.group(1)), match.group(2) or "s"
+    return number * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+def age(text: str) -> float:
+    try:
+        seconds = parse_age(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive time, got {text!r}")
+    return seconds
+
+
+def boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on", "t", "y"}:
+        return True
+    if lowered in {"0", "false", "no", "off", "f", "n"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def output_options(parser: argparse.ArgumentParser) -> None:
+    """The options ``run``, ``resume`` and ``rerun`` share; :func:`run_options` reads them."""
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="most runs alive at once (default: matrix.concurrency, else the number of CPUs)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="after SIGTERM, seconds before SIGKILL when stopping (default: 10)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON object at the end: {"sweep", "state", "runs"}',
+    )
+    parser.add_argument(
+        "--log-json",
+        metavar="FILE",
+        help="write every sweep event as one JSON record per line to FILE (`-`: stderr), "
+        "for CI systems",
+    )
+    _plugin_options(parser)
+    parser.add_argument(
+        "--max-time",
+        type=age,
+        metavar="TIME",
+        help="time budget of the whole sweep (90s, 30m, 2h): then it is stopped",
+    )
+    _cache_options(parser)
+
+
+def _plugin_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        metavar="NAME",
+        help="load only these plugins (repeatable; see `plugins`)",
+    )
+    parser.add_argument(
+        "--no-plugin",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="do not load this plugin (repeatable)",
+    )
+    parser.add_argument(
+        "--strict-plugins",
+        action="store_true",
+        help="a plugin that fails stops the sweep (default: it is switched off)",
+    )
+
+
+def _cache_options(parser: argparse.ArgumentParser) -> None:
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--cache",
+        type=boolean,
+        metavar="BOOL",
+        help="use the cache (true) or not (false), whatever the spec's cache section says",
+    )
+    cache.add_argument(
+        "--nocache", action="store_const", const=False, dest="cache", help="same as --cache false"
+    )
+
+
+def run_options(args: argparse.Namespace, out: IO[str], err: IO[str]) -> RunOptions:
+    from orchestrator.runner import RunOptions
+
+    if args.concurrency is not None and args.concurrency < 1:
+        raise UsageError("--concurrency must be >= 1")
+    if args.grace < 0:
+        raise UsageError("--grace must be >= 0")
+    tags = [t.strip() for t in (getattr(args, "tags", None) or "").split(",") if t.strip()]
+    return RunOptions(
+        home=home(args),
+        out=out,
+        err=err,
+        concurrency=args.concurrency,
+        grace=args.grace,
+        as_json=args.json,
+        name=getattr(args, "name", None),
+        description=getattr(args, "description", None),
+        tags=tags,
+        allow_plugins=args.plugin,
+        deny_plugins=args.no_plugin,
+        strict_plugins=args.strict_plugins,
+        cache=args.cache,
+        max_time=args.max_time,
+        log_json=args.log_json,
+    )

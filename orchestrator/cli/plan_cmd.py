@@ -1,0 +1,75 @@
+"""``plan``: validate a polyaxonfile and show the runs it expands to, running nothing."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from typing import IO, Any
+
+from orchestrator.cli.base import EXIT_OK, Commands, UsageError
+from orchestrator.cli.options import home, home_option, load, overrides, param_option
+
+
+def add_parser(commands: Commands) -> None:
+    plan = commands.add_parser(
+        "plan",
+        help="validate a polyaxonfile and show the runs it expands to",
+        description="Validate SPEC and list its runs: params and command line. Nothing runs.",
+    )
+    plan.add_argument("spec", metavar="SPEC", help="polyaxonfile (operation or component)")
+    param_option(plan, "override an input (repeatable); the value is coerced to its type")
+    plan.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON object: {"runs": [{"index", "params", "argv"}]}',
+    )
+    plan.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="show only the first N runs (expansion is lazy)",
+    )
+    home_option(plan)
+    plan.set_defaults(handler=_cmd_plan)
+
+
+def _cmd_plan(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    import itertools
+
+    import msgspec
+
+    from orchestrator.spec import compile_plan
+    from orchestrator.store.layout import run_paths
+
+    if args.limit is not None and args.limit < 0:
+        raise UsageError("--limit must be >= 0")
+    loaded = load(args)
+    plan = compile_plan(loaded, overrides(args.param), paths=run_paths(home(args)))
+    runs = plan.runs()
+    if args.limit is not None:
+        runs = itertools.islice(runs, args.limit)
+    if args.json:
+        encoded = [
+            msgspec.json.encode({"index": r.index, "params": r.params, "argv": r.argv})
+            for r in runs
+        ]
+        out.write('{"runs": [' + ", ".join(e.decode() for e in encoded) + "]}\n")
+        return EXIT_OK
+    for note in loaded.ignored:
+        err.write(f"note: {note}: no local meaning, ignored\n")
+    kind = plan.expansion.kind if plan.expansion is not None else "single run"
+    extra = f", concurrency {plan.concurrency}" if plan.concurrency else ""
+    out.write(f"{args.spec}: {len(plan)} run{'s' if len(plan) != 1 else ''} ({kind}{extra})\n")
+    for run in runs:
+        shown = " ".join(f"{k}={_show(v)}" for k, v in run.params.items())
+        out.write(f"\n[{run.index}] {shown}\n    $ {shlex.join(run.argv)}\n")
+    return EXIT_OK
+
+
+def _show(value: Any) -> str:
+    import msgspec
+
+    if isinstance(value, str):
+        return value
+    return msgspec.json.encode(value).decode()

@@ -1,0 +1,85 @@
+"""One way to assemble a sweep: settings and services in, a ready controller out.
+
+The command line, the daemon (new and resumed sweeps) and ``orchestrator.testing`` all build
+their sweeps here, so a new service (a resource inventory, a searcher) is wired in one place.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.engine.bus import EventBus
+from orchestrator.engine.open_mapping import OpenMapping
+from orchestrator.engine.plugin_host import PluginHost
+from orchestrator.engine.records import Resume
+from orchestrator.engine.slots import PrioritySlots
+from orchestrator.engine.states import SweepState
+from orchestrator.engine.sweep import SweepController
+from orchestrator.executors.base import Executor
+from orchestrator.spec.resolve import Plan
+from orchestrator.store.journal import Journal
+
+__all__ = ["SweepSettings", "build_sweep"]
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """What the user asked of one sweep (the command line's options, a daemon submission)."""
+
+    home: Path
+    #: Where the spec came from, journaled so that ``resume`` can read it again.
+    spec_path: str
+    concurrency: int
+    #: Seconds between SIGTERM and SIGKILL when runs are stopped.
+    grace: float = 10.0
+    name: str | None = None
+    description: str | None = None
+    tags: tuple[str, ...] = ()
+    #: ``-P`` values, journaled with the sweep (a resume applies them again).
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    #: ``--max-time``: seconds the whole sweep may take.
+    max_time: float | None = None
+    #: A daemon's share of run slots goes to higher priorities first.
+    priority: int = 0
+    #: The spec text and base folder, journaled by the daemon so a restarted one can resume.
+    spec_text: tuple[str, str] | None = None
+
+
+def build_sweep(
+    plan: Plan,
+    settings: SweepSettings,
+    *,
+    journal: Journal,
+    plugins: PluginHost | None = None,
+    executor: Executor | None = None,
+    resume: Resume | None = None,
+    shared_slots: PrioritySlots | None = None,
+    open_mapping: OpenMapping | None = None,
+) -> SweepController:
+    """A controller for a new sweep, or for ``resume``'s sweep; plugins get a scope of their
+    own for it (a plugin switched off here stays on for other sweeps of the process)."""
+    if executor is None:
+        from orchestrator.executors.local import LocalExecutor
+
+        executor = LocalExecutor(settings.home)
+    sweep_id = resume.sweep_id if resume is not None else uuid.uuid4().hex
+    scope = plugins.scope() if plugins is not None else None
+    controller = SweepController(
+        plan,
+        settings,
+        journal=journal,
+        executor=executor,
+        bus=EventBus(sweep_id),
+        plugins=scope,
+        resume=resume,
+        shared_slots=shared_slots,
+        open_mapping=open_mapping,
+    )
+    if scope is not None:
+        scope.on_strict_failure = lambda reason: controller.request_stop(
+            reason, final_state=SweepState.FAILED
+        )
+    return controller

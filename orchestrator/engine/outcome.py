@@ -1,0 +1,103 @@
+"""How runs and sweeps end, as pure functions of what happened: no processes, no I/O.
+
+The controller applies the moves these return through its one checked transition; the unit
+tests call them directly with every combination that matters.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+from orchestrator.engine.states import RunState, SweepState
+from orchestrator.executors.base import Outcome
+
+__all__ = ["Move", "count_states", "exit_reason", "retry_reason", "run_ending", "sweep_ending"]
+
+
+class Move(NamedTuple):
+    """One transition to apply to a run."""
+
+    to: RunState
+    reason: str | None = None
+    exit_code: int | None = None
+    #: The last stderr lines to show with it (a failure).
+    stderr_tail: list[str] | None = None
+
+
+def exit_reason(code: int | None) -> str:
+    """``exit code 3``, or ``killed by SIGKILL`` for a negative (signal) code."""
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def run_ending(
+    outcome: Outcome,
+    *,
+    state: RunState,
+    timed_out: bool,
+    timeout: float | None,
+    stop_reason: str | None,
+    stderr_tail: Sequence[str] = (),
+) -> list[Move]:
+    """The moves that end a run whose last attempt had ``outcome`` (it is in ``state``)."""
+    tail = list(stderr_tail) or None
+    if outcome.stopped:
+        reason = "timeout" if timed_out else stop_reason
+        moves = [Move(RunState.STOPPING, reason)] if state is RunState.RUNNING else []
+        if timed_out:
+            note = f"(stopped after termination.timeout = {timeout or 0:g}s)"
+            return [*moves, Move(RunState.FAILED, reason, outcome.exit_code, [note])]
+        return [*moves, Move(RunState.STOPPED, reason, outcome.exit_code)]
+    if outcome.error is not None:
+        return [Move(RunState.FAILED, outcome.error, None, tail)]
+    if outcome.exit_code == 0:
+        return [Move(RunState.SUCCEEDED, None, 0)]
+    return [Move(RunState.FAILED, exit_reason(outcome.exit_code), outcome.exit_code, tail)]
+
+
+def retry_reason(
+    outcome: Outcome, *, attempt: int, max_retries: int, timed_out: bool, stopping: bool
+) -> str | None:
+    """Why a run should run again (``termination.maxRetries``), or None. Stopped, early-stopped
+    and timed-out runs are never retried, nor anything once the sweep is stopping."""
+    failed = outcome.error is not None or outcome.exit_code not in (0, None)
+    if outcome.stopped or timed_out or not failed or stopping or attempt > max_retries:
+        return None
+    detail = outcome.error or f"exit code {outcome.exit_code}"
+    return f"{detail}; retry {attempt} of {max_retries}"
+
+
+def sweep_ending(
+    states: Sequence[RunState],
+    *,
+    stop: SweepState | None,
+    stop_reason: str | None,
+    feed_error: str | None,
+) -> tuple[SweepState, str | None]:
+    """A sweep's end state and reason from its runs' states (the newest run of each
+    configuration), a requested stop and its final state, and a matrix that could not be
+    rendered to the end (``feed_error``)."""
+    if stop is not None:
+        return stop, stop_reason
+    if feed_error is not None and not states:
+        return SweepState.FAILED, feed_error
+    failed = sum(s is RunState.FAILED for s in states)
+    if failed:
+        return SweepState.FAILED, f"{failed} of {len(states)} runs failed"
+    if states and all(s is RunState.STOPPED for s in states):
+        return SweepState.STOPPED, "all runs were stopped"
+    if feed_error is not None:
+        return SweepState.FAILED, feed_error
+    return SweepState.SUCCEEDED, None
+
+
+def count_states(states: Iterable[RunState]) -> dict[str, int]:
+    """How many runs are in each state, keyed by the state's value."""
+    return {state.value: n for state, n in Counter(states).items()}

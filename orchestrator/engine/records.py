@@ -1,0 +1,129 @@
+"""Plain data of a sweep: its runs, what a resume carries over, its result, its limits.
+
+Imported by the controller, the plugin context, the read model and the daemon, without
+pulling in the controller itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.engine.states import RunState, SweepState
+from orchestrator.executors.base import StopRequest
+from orchestrator.spec.resolve import Plan, RunSpec
+from orchestrator.store.rows import RunRow
+
+__all__ = ["STDERR_TAIL", "Limits", "Resume", "RunRecord", "SweepResult", "record_from_row"]
+
+#: Stderr lines kept per run to show when it fails.
+STDERR_TAIL = 20
+
+
+@dataclass
+class RunRecord:
+    id: str
+    index: int
+    spec: RunSpec
+    state: RunState = RunState.CREATED
+    reason: str | None = None
+    exit_code: int | None = None
+    attempt: int = 1
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL))
+    stop: StopRequest | None = None
+    #: The run whose results a cache hit reused.
+    cached_from: str | None = None
+    #: Its ``termination.timeout`` expired (it ends failed, reason ``timeout``).
+    timed_out: bool = False
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return (self.finished_at or time.time()) - self.started_at
+
+
+@dataclass(frozen=True)
+class Limits:
+    """``termination`` (per run; the operation's fields override the component's) and the
+    sweep's time budget."""
+
+    timeout: float | None = None
+    max_retries: int = 0
+    ttl: float | None = None
+    max_time: float | None = None
+
+    @classmethod
+    def of(cls, plan: Plan, max_time: float | None = None) -> Limits:
+        op, comp = plan.spec.operation.termination, plan.spec.component.termination
+
+        def pick(name: str) -> Any:
+            for section in (op, comp):
+                value = getattr(section, name, None) if section is not None else None
+                if value is not None:
+                    return value
+            return None
+
+        return cls(pick("timeout"), pick("max_retries") or 0, pick("ttl"), max_time)
+
+
+@dataclass
+class Resume:
+    """Continue an existing sweep: which configurations to leave alone, which to run."""
+
+    sweep_id: str
+    #: The newest run of each configuration already journaled.
+    previous: list[RunRecord]
+    #: Run only configurations whose params hash is here (``rerun --failed``); None: all.
+    only: set[str] | None = None
+
+    @property
+    def succeeded(self) -> set[str]:
+        return {r.spec.params_hash for r in self.previous if r.state is RunState.SUCCEEDED}
+
+
+@dataclass
+class SweepResult:
+    sweep_id: str
+    state: SweepState
+    reason: str | None
+    runs: list[RunRecord]
+
+
+def record_from_row(
+    row: RunRow,
+    outputs: dict[str, object] | None = None,
+    metrics: dict[str, float] | None = None,
+) -> RunRecord:
+    """A journaled run as a record (env and working folder are not journaled: left empty)."""
+    spec = RunSpec(
+        index=row.idx,
+        uuid=row.id,
+        params=dict(row.params),
+        argv=list(row.argv),
+        env={},
+        working_dir=None,
+        config_hash=row.config_hash or "",
+        params_hash=row.params_hash or "",
+    )
+    return RunRecord(
+        id=row.id,
+        index=row.idx,
+        spec=spec,
+        state=RunState(row.state),
+        reason=row.reason,
+        exit_code=row.exit_code,
+        attempt=row.attempt,
+        created_at=row.created_at or 0.0,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        metrics=dict(metrics or {}),
+        outputs=dict(outputs or {}),
+    )

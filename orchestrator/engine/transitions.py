@@ -1,0 +1,80 @@
+"""The one place any state changes: check the move against the table, record it on the run,
+journal it; for runs, return the event that announces it.
+
+The controller publishes that event on its bus; recovery after a crash collects it for the
+daemon's followers. Nothing else writes a state.
+"""
+
+from __future__ import annotations
+
+import time
+
+from orchestrator.engine.bus import EventBus
+from orchestrator.engine.events import RunStateChanged
+from orchestrator.engine.records import RunRecord
+from orchestrator.engine.states import (
+    SWEEP_TERMINAL,
+    TERMINAL,
+    RunState,
+    SweepState,
+    check_sweep_transition,
+    check_transition,
+)
+from orchestrator.store.journal import Journal
+
+__all__ = ["move_run", "move_sweep"]
+
+
+def move_run(
+    journal: Journal,
+    bus: EventBus,
+    run: RunRecord,
+    to: RunState,
+    reason: str | None = None,
+    exit_code: int | None = None,
+    pid: int | None = None,
+    stderr_tail: list[str] | None = None,
+) -> RunStateChanged:
+    """Move ``run`` to ``to``: checked, recorded, journaled; returns the event to publish."""
+    previous = run.state
+    check_transition(previous, to)
+    run.state, run.reason = to, reason
+    if exit_code is not None:
+        run.exit_code = exit_code
+    started, finished = to is RunState.RUNNING, to in TERMINAL
+    if started:
+        run.started_at = time.time()
+    elif finished:
+        run.finished_at = time.time()
+    journal.record_transition(
+        bus.sweep_id,
+        run.id,
+        previous.value,
+        to.value,
+        reason,
+        exit_code,
+        run.attempt,
+        pid,
+        started=started,
+        finished=finished,
+    )
+    return bus.stamp(
+        RunStateChanged,
+        run_id=run.id,
+        index=run.index,
+        previous=previous,
+        state=to,
+        reason=reason,
+        exit_code=exit_code,
+        stderr_tail=stderr_tail,
+        outputs=dict(run.outputs) if finished else None,
+    )
+
+
+def move_sweep(
+    journal: Journal, sweep_id: str, current: SweepState, to: SweepState, reason: str | None
+) -> SweepState:
+    """Move a sweep from ``current`` to ``to``: checked and journaled; returns ``to``."""
+    check_sweep_transition(current, to)
+    journal.set_sweep_state(sweep_id, to.value, reason, finished=to in SWEEP_TERMINAL)
+    return to
