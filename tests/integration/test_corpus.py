@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,111 @@ DIFFERENCES: dict[str, str] = {
 
 #: Matrix kinds Polyaxon expands that we validate and then refuse as not supported yet.
 NOT_YET = {"hyperband", "bayes", "hyperopt", "iterative", "tpe"}
+
+#: For each ``NAME.error.txt``: what Polyaxon's message and ours both say, compared after
+#: :func:`_normalized`. A string must appear in both; a pair is (Polyaxon's wording, ours) for
+#: the same fact where the wording differs.
+ERROR_FRAGMENTS: dict[str, tuple[str | tuple[str, str], ...]] = {
+    "bayes_missing_metric": ("matrix.", ".metric", "required"),
+    "cache_unknown_key": ("cache.", ".disabled", ("extra inputs are not permitted", "unknown key")),
+    "early_stopping_bad_optimization": ("earlystopping", "optimization", "'lowest'"),
+    "early_stopping_missing_kind": (
+        "earlystopping",
+        "failureearlystopping",
+        ("discriminator 'kind'", "kind: required key missing"),
+    ),
+    "grid_datetimerange_str_rejected": ("'ts'", "datetime", "str"),
+    "grid_linspace_into_int_rejected": ("epochs", "1.5", ("to 'int'", "expected int, got 1.5")),
+    "grid_pchoice_rejected": ("params", "act", "distribution", "cannot be used with grid search"),
+    "grid_range_into_any_rejected": ("'r'", "int or float", "any"),
+    "grid_range_start_ge_stop": ("epochs", "range", "start", "stop", "5.0", "1.0"),
+    "grid_uniform_rejected": ("learningrate", "distribution", "cannot be used with grid search"),
+    "io_reserved_name": ("inputs.0.name", "'params'"),
+    "isflag_non_bool": ("inputs.0", "flag", "int", "bool"),
+    "mapping_missing_required": (
+        ("input epochs is required", "matrix.values.1: input 'epochs' is required"),
+        "no param was passed",
+    ),
+    "random_missing_num_runs": ("matrix.", "numruns", "required"),
+    "random_pchoice_sum_over_one": ("epochs", "pchoice", "sum to"),
+    "required_input_missing": (
+        ("input epochs is required", "params: input 'epochs' is required"),
+        "no param was passed",
+    ),
+    "required_inputs_no_params": ("params", ("non optional inputs", "'epochs' is required")),
+    "struct_bad_name": ("name", "'my run'"),
+    "struct_component_required_input": ("params", ("non optional inputs", "'lr' is required")),
+    "struct_container_unknown_key": ("container", "cmd", ("unexpected keyword", "unknown key")),
+    "struct_matrix_missing_kind": (
+        "matrix",
+        ("discriminator 'kind'", "matrix.kind: required key missing"),
+    ),
+    "struct_missing_kind": (
+        ("'kind' must be specified", "kind: required key missing; expected operation or component"),
+    ),
+    "struct_missing_version": (("'version' must be specified", "version: required key missing"),),
+    "struct_no_reference": (("has no run", "(got none)"),),
+    "struct_run_kind_unknown": ("run.kind", "'jobb'"),
+    "struct_two_references": (
+        "hubref, dagref, urlref, pathref",
+        ("at most one reference", "(got hubref, pathref)"),
+    ),
+    "struct_unexpected_param": ("params", "'bogus'"),
+    "struct_unknown_hp_kind": ("epochs", "'chose'"),
+    "struct_unknown_io_key": (
+        "inputs.0.defualt",
+        ("extra inputs are not permitted", "unknown key"),
+    ),
+    "struct_unknown_matrix_key": (
+        "matrix.",
+        ".numrun",
+        ("extra inputs are not permitted", "unknown key"),
+    ),
+    "struct_unknown_top_key": (("unexpected section 'foo'", "foo: unknown key"),),
+    "struct_version_10": ("1.1", ("version specified is not supported", "expected 1.1, got 1.0")),
+    "types_bool_rejects_text": (
+        ("for 'a'", "params.a.value"),
+        ("to 'bool'", 'expected bool, got "maybe"'),
+    ),
+    "types_int_rejects_fraction": (
+        ("for 'a'", "params.a.value"),
+        ("to 'int'", "expected int, got 5.5"),
+    ),
+    "types_int_rejects_text": (
+        ("for 'a'", "params.a.value"),
+        ("to 'int'", 'expected int, got "abc"'),
+    ),
+    "types_list_rejects_scalar": (
+        ("for 'xs'", "params.xs.value"),
+        ("to 'list[int]'", 'expected list[int], got "abc"'),
+    ),
+    "validation_default_value_checked": ("inputs.0", ("less than '10'", "< 10"), "50"),
+    "validation_gt_fail": (("for 'a'", "params.a.value"), ("greater than '0'", "> 0, got 0")),
+    "validation_le_fail": (
+        ("for 'a'", "params.a.value"),
+        ("less than or equal to '10'", "<= 10"),
+        "11",
+    ),
+    "validation_min_length_fail": (
+        ("for 'd'", "params.d.value"),
+        ("at least '5' characters", "length of at least 5"),
+    ),
+    "validation_options_fail": (("for 'c'", "params.c.value"), "['sgd', 'adam']", "'rmsprop'"),
+    "validation_options_shortcut_fail": (
+        ("for 'c'", "params.c.value"),
+        "['sgd', 'adam']",
+        "'rmsprop'",
+    ),
+    "validation_regex_fail": (("for 'd'", "params.d.value"), "'^run-[0-9]+$'", "'walk-1'"),
+    "value_with_is_optional_false": ("inputs.0", "optional", "remove"),
+}
+
+
+def _normalized(message: str) -> str:
+    """Spell Polyaxon's and our messages alike: ``inputs[0]`` as pydantic's ``inputs.0``,
+    backticks as quotes, no case, no ``_`` (``hub_ref`` and ``hubRef`` both give ``hubref``)."""
+    message = re.sub(r"\[(\d+)\]", r".\1", message)
+    return message.replace("`", "'").replace("_", "").lower()
 
 
 def _overrides(case: Path) -> dict[str, str]:
@@ -105,6 +211,12 @@ def test_polyaxon_corpus(case: Path, tmp_path: Path) -> None:
         message = str(info.value)
         assert "\n" not in message
         assert str(case) in message or "components" in message
+        assert case.stem in ERROR_FRAGMENTS, f"say what {error_file.name} and we both say"
+        theirs, ours = _normalized(error_file.read_text()), _normalized(message)
+        for fragment in ERROR_FRAGMENTS[case.stem]:
+            their_words, our_words = (fragment, fragment) if isinstance(fragment, str) else fragment
+            assert their_words in theirs, (their_words, error_file.read_text())
+            assert our_words in ours, (our_words, message)
         return
     expected = json.loads(expected_file.read_text())
     plan = compile_plan(load_spec(case), overrides, paths=run_paths(tmp_path))

@@ -64,7 +64,8 @@ def test_url_ref_errors_in_the_component_name_the_url(
 def test_path_ref_is_relative_to_the_file(write: Callable[..., Path], tmp_path: Path) -> None:
     write(COMPONENT, "components/c.yaml")
     spec = write("version: 1.1\nkind: operation\npathRef: ../components/c.yaml\n", "ops/op.yaml")
-    assert load_spec(spec).component.inputs is not None
+    (run,) = compile_plan(load_spec(spec)).runs()
+    assert run.argv == ["train", "--lr=0.1"]
 
 
 def test_path_ref_to_an_operation_is_refused(write: Callable[..., Path]) -> None:

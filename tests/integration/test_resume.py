@@ -181,7 +181,14 @@ def test_rerun_failed_and_stopped(
     attempts = journal(home, "SELECT idx, count(*) FROM runs GROUP BY idx ORDER BY idx")
     assert attempts == [(0, 1), (1, 2), (2, 1), (3, 2)]
     stopped = cli("rerun", "last", "--stopped", "--json", "--home", str(home))
-    assert stopped.code == 0 and len(attempts) == 4
+    assert stopped.code == 0, stopped.err
+    assert "(0 to re-run)" in stopped.err
+    after = json.loads(stopped.out)
+    assert after["state"] == "succeeded"
+    assert [(r["id"], r["state"]) for r in after["runs"]] == [(r["id"], r["state"]) for r in runs]
+    assert journal(home, "SELECT idx, count(*) FROM runs GROUP BY idx ORDER BY idx") == attempts, (
+        "nothing was stopped, so no configuration runs again"
+    )
 
 
 def test_history_commands(

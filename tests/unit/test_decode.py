@@ -137,8 +137,19 @@ def test_every_section_is_modelled() -> None:
 
 def test_hyperband_bayes_hyperopt_validate() -> None:
     metric = {"name": "loss", "optimization": "minimize"}
-    for matrix in (
-        {"kind": "hyperband", "maxIterations": 10, "eta": 3, "resource": {"name": "e"}},
+
+    def matrix_of(matrix: dict[str, Any]) -> m.Matrix | None:
+        spec = decode(op(matrix=matrix), m.Polyaxonfile)
+        assert isinstance(spec, m.Operation)
+        return spec.matrix
+
+    hyperband = matrix_of(
+        {"kind": "hyperband", "maxIterations": 10, "eta": 3, "resource": {"name": "e"}}
+    )
+    assert isinstance(hyperband, m.Hyperband)
+    assert (hyperband.max_iterations, hyperband.eta) == (10, 3)
+    assert hyperband.resource == m.OptimizationResource(name="e")
+    bayes = matrix_of(
         {
             "kind": "bayes",
             "numInitialRuns": 2,
@@ -146,10 +157,16 @@ def test_hyperband_bayes_hyperopt_validate() -> None:
             "metric": metric,
             "params": {},
             "utilityFunction": {"acquisitionFunction": "ucb", "kappa": 1.2},
-        },
-        {"kind": "hyperopt", "metric": metric, "params": {}, "algorithm": "tpe"},
-    ):
-        decode(op(matrix=matrix), m.Polyaxonfile)
+        }
+    )
+    assert isinstance(bayes, m.Bayes)
+    assert bayes.num_initial_runs == 2
+    assert bayes.metric == m.OptimizationMetric(name="loss", optimization="minimize")
+    assert bayes.utility_function == m.UtilityFunction(acquisition_function="ucb", kappa=1.2)
+    hyperopt = matrix_of({"kind": "hyperopt", "metric": metric, "params": {}, "algorithm": "tpe"})
+    assert isinstance(hyperopt, m.Hyperopt)
+    assert hyperopt.algorithm == "tpe"
+    assert hyperopt.metric.name == "loss"
     bad = {"kind": "hyperopt", "metric": metric, "params": {}, "algorithm": "smac"}
     assert error_of(op(matrix=bad)).startswith("matrix.algorithm: invalid enum value")
 

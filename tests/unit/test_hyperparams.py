@@ -154,8 +154,15 @@ def test_bad_values_name_the_field(kind: str, value: Any, message: str) -> None:
 def test_distributions_sample_reproducibly(kind: str) -> None:
     d = dim(kind, [0, 1])
     assert isinstance(d, Distribution)
-    first = [d.sample(random.Random(3)) for _ in range(3)]
-    assert first == [d.sample(random.Random(3)) for _ in range(3)]
+
+    def draws(seed: int) -> list[Any]:
+        rng = random.Random(seed)
+        return [d.sample(rng) for _ in range(3)]
+
+    first = draws(3)
+    assert first == draws(3)
+    assert len(set(first)) == 3, "a continuous distribution does not repeat itself"
+    assert set(draws(4)).isdisjoint(first), "another seed gives other samples"
 
 
 def test_uniform_stays_in_bounds_and_loguniform_is_exp_of_it() -> None:

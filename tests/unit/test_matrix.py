@@ -113,8 +113,11 @@ def test_random_is_capped_at_the_discrete_space_without_duplicates() -> None:
 def test_random_without_seed_draws_and_records_one() -> None:
     data = {"kind": "random", "numRuns": 3, "params": {"a": {"kind": "normal", "value": [0, 1]}}}
     expansion = expand_matrix(matrix(data))
+    draws = list(expansion)
     assert expansion.seed is not None
-    assert list(expansion) == list(expansion)
+    assert len(draws) == 3
+    assert list(expand_matrix(matrix({**data, "seed": expansion.seed}))) == draws
+    assert list(expand_matrix(matrix({**data, "seed": expansion.seed + 1}))) != draws
 
 
 def test_mapping_keeps_entries_in_order_and_collects_keys() -> None:
@@ -188,4 +191,8 @@ def test_concurrency_and_percentages_are_checked(extra: dict[str, Any], field: s
 
 def test_small_failure_percent_is_fine() -> None:
     rules = [{"kind": "failure_early_stopping", "percent": 0.3}]
-    expand_matrix(matrix({"kind": "mapping", "values": [], "earlyStopping": rules}))
+    mapping = matrix({"kind": "mapping", "values": [{"a": 1}], "earlyStopping": rules})
+    assert mapping.early_stopping == [m.FailureEarlyStopping(percent=0.3)]
+    expansion = expand_matrix(mapping)
+    assert len(expansion) == 1
+    assert list(expansion) == [{"a": 1}]

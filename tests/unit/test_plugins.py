@@ -40,6 +40,8 @@ class Recorder:
     def __init__(self) -> None:
         self.states: list[tuple[int, str]] = []
         self.metrics: list[float] = []
+        #: (event index, index of the run ``ctx.run`` finds for the event's run id)
+        self.looked_up: list[tuple[int, int | None]] = []
 
     @hookimpl
     def on_run_state_changed(self, event: RunStateChanged) -> None:
@@ -48,14 +50,17 @@ class Recorder:
     @hookimpl
     async def on_metric(self, event: MetricReported, ctx: Any) -> None:
         self.metrics.append(event.values["loss"])
-        assert ctx.run(event.run_id).index == event.index
+        view = ctx.run(event.run_id)
+        self.looked_up.append((event.index, None if view is None else view.index))
 
 
 def test_observers_get_their_events_in_order_with_only_the_arguments_they_name(
     spec: Path,
 ) -> None:
     recorder = Recorder()
-    result, _ = run_fake_sweep(spec, ok, plugins=[recorder], concurrency=1)
+    messages: list[str] = []
+    result, _ = run_fake_sweep(spec, ok, plugins=[recorder], concurrency=1, report=messages.append)
+    assert messages == []
     assert result.state is SweepState.SUCCEEDED
     assert [s for i, s in recorder.states if i == 0] == [
         "queued",
@@ -64,6 +69,7 @@ def test_observers_get_their_events_in_order_with_only_the_arguments_they_name(
         "succeeded",
     ]
     assert recorder.metrics == [0.0, 1.0, 2.0]
+    assert recorder.looked_up == [(0, 0), (1, 1), (2, 2)]
 
 
 def test_decisions_first_answer_wins_in_pluggy_order(spec: Path) -> None:

@@ -81,25 +81,32 @@ def test_coercion_errors_say_what_was_expected(value: Any, tp: str, message: str
 
 
 @pytest.mark.parametrize(
-    "expr",
+    ("expr", "canonical", "value", "expected"),
     [
-        "int",
-        "float",
-        "bool",
-        "str",
-        "List[float]",
-        "Dict[str, int]",
-        "Optional[int]",
-        "list[str]",
-        "typing.List[int]",
-        "Union[int, None]",
-        "path",
-        "uri",
-        "image",
+        ("int", "int", "3", 3),
+        ("float", "float", "2.5", 2.5),
+        ("bool", "bool", "no", False),
+        ("str", "str", 5, "5"),
+        ("List[float]", "List[float]", ["1.5", 2], [1.5, 2.0]),
+        ("Dict[str, int]", "Dict[str, int]", {"a": "2"}, {"a": 2}),
+        ("Optional[int]", "Optional[int]", None, None),
+        ("Optional[int]", "Optional[int]", "7", 7),
+        ("list[str]", "List[str]", [1, "b"], ["1", "b"]),
+        ("typing.List[int]", "List[int]", ["2"], [2]),
+        ("Union[int, None]", "Optional[int]", None, None),
+        ("Union[int, None]", "Optional[int]", "7", 7),
+        ("path", "str", 5, "5"),
+        ("uri", "str", 5, "5"),
+        ("image", "str", 5, "5"),
     ],
 )
-def test_type_expressions_parse(expr: str) -> None:
-    parse_type(expr)
+def test_type_expressions_parse(expr: str, canonical: str, value: Any, expected: Any) -> None:
+    parsed = parse_type(expr)
+    assert str(parsed) == canonical
+    assert parsed == parse_type(canonical)
+    result = coerce(value, parsed)
+    assert result == expected
+    assert type(result) is type(expected)
 
 
 @pytest.mark.parametrize("expr", ["Literal['a']", "integer", "List[int", "Dict[str]", "int]"])
