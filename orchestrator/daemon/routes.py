@@ -1,0 +1,215 @@
+"""The request handlers of the HTTP API: parse the request, call the manager or the read
+model, map the project's errors to status codes. ``app.py`` wires them to paths.
+
+Their error answers are ``{"error": "one line"}``, so a client can show them as they are.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from orchestrator.daemon.hub import Hub
+from orchestrator.daemon.manager import Submission, SweepManager
+from orchestrator.daemon.sse import event_frames, log_frames
+from orchestrator.engine.events import Event, LogLine, RunStateChanged
+from orchestrator.exceptions import (
+    NotFoundError,
+    OrchestratorError,
+    SpecError,
+    SweepBusyError,
+    UnavailableError,
+)
+from orchestrator.history import sweep_detail, sweep_items
+from orchestrator.store.layout import RunLayout
+
+__all__ = ["Api", "failure", "health", "not_found"]
+
+
+def _error(message: str, status: int) -> JSONResponse:
+    """An error answer; the message is squeezed onto one line (some come from multi-line
+    exception texts)."""
+    return JSONResponse({"error": " ".join(message.split())}, status_code=status)
+
+
+async def _json_body(request: Request, empty: bytes) -> Any:
+    """The parsed body (``empty`` when there is none), or the 400 answer to send."""
+    try:
+        return json.loads(await request.body() or empty)
+    except json.JSONDecodeError as exc:
+        return _error(f"body: expected JSON ({exc.msg})", 400)
+
+
+async def health(request: Request) -> Response:
+    """Liveness: answers as long as the event loop does, whatever the manager's state."""
+    return JSONResponse({"status": "ok"})
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    """Unknown paths answer in JSON like everything else, naming what was asked for."""
+    return _error(f"no route {request.method} {request.url.path}", 404)
+
+
+async def failure(request: Request, exc: Exception) -> Response:
+    """A project error no handler mapped to a status: its message is written for users, so
+    it is the answer; any other exception's text is not shown."""
+    return _error(str(exc) if isinstance(exc, OrchestratorError) else "internal error", 500)
+
+
+class Api:
+    """The handlers that need the daemon's state, bound to it once when the app is built."""
+
+    def __init__(self, manager: SweepManager, hub: Hub, home: Path) -> None:
+        self.manager = manager
+        self.hub = hub
+        self.home = home
+        self.journal = manager.journal
+
+    async def ready(self, request: Request) -> Response:
+        """Readiness: 503 once the daemon stops accepting sweeps (it is shutting down)."""
+        if self.manager.accepting:
+            return JSONResponse({"ready": True, "sweeps": len(self.manager.sweeps)})
+        return JSONResponse({"ready": False}, status_code=503)
+
+    async def submit(self, request: Request) -> Response:
+        """Start a sweep from a :class:`Submission`; 201 with its id and run count."""
+        body = await _json_body(request, b"null")
+        if isinstance(body, Response):
+            return body
+        try:
+            submission = msgspec.convert(body, Submission)
+        except msgspec.ValidationError as exc:
+            return _error(f"body: {exc}", 400)
+        try:
+            sweep_id, total = self.manager.submit(submission)
+        except SpecError as exc:
+            return _error(str(exc), 400)
+        except UnavailableError as exc:
+            return _error(str(exc), 503)
+        return JSONResponse({"sweep": sweep_id, "runs": total}, status_code=201)
+
+    async def list_sweeps(self, request: Request) -> Response:
+        """The newest sweeps (``?limit=``, at most 10,000), read after a journal flush so a
+        sweep just submitted is listed."""
+        await self.journal.flush()
+        limit_text = request.query_params.get("limit", "200")
+        limit = int(limit_text) if limit_text.isdigit() else 200
+        return JSONResponse(sweep_items(self.journal, min(limit, 10_000)))
+
+    async def show_sweep(self, request: Request) -> Response:
+        """One sweep and its runs; encoded by msgspec, which knows the read model's types."""
+        await self.journal.flush()
+        try:
+            body = sweep_detail(
+                self.journal,
+                request.path_params["sweep"],
+                sort=request.query_params.get("sort") or None,
+                every_attempt=request.query_params.get("all") == "1",
+            )
+        except NotFoundError as exc:
+            return _error(str(exc), 404)
+        return Response(msgspec.json.encode(body), media_type="application/json")
+
+    async def stop_sweep(self, request: Request) -> Response:
+        """202: the stop is requested, not done (runs get their grace period); the event
+        feed reports them ending."""
+        if self.manager.stop_sweep(request.path_params["sweep"]):
+            return JSONResponse({"stopping": True}, status_code=202)
+        return _error("no running sweep with that id", 404)
+
+    async def add_configurations(self, request: Request) -> Response:
+        """Queue more configurations on an open sweep; 202 with their indexes."""
+        body = await _json_body(request, b"null")
+        if isinstance(body, Response):
+            return body
+        values = body.get("values") if isinstance(body, dict) else None
+        if not isinstance(values, list):
+            return _error('body: expected {"values": [{...}, ...]}', 400)
+        try:
+            indexes = self.manager.add_configurations(request.path_params["sweep"], values)
+        except SpecError as exc:
+            return _error(str(exc), 400)
+        except NotFoundError as exc:
+            return _error(str(exc), 404)
+        return JSONResponse({"indexes": indexes}, status_code=202)
+
+    async def close_sweep(self, request: Request) -> Response:
+        """Take no more configurations: the sweep ends when the queued ones have run."""
+        if self.manager.close_sweep(request.path_params["sweep"]):
+            return JSONResponse({"closed": True}, status_code=202)
+        return _error("no open sweep with that id", 404)
+
+    async def resume_sweep(self, request: Request) -> Response:
+        """Run a stored sweep's unfinished (or ``only`` the given states') runs again; an
+        empty body means the defaults."""
+        body = await _json_body(request, b"{}")
+        if isinstance(body, Response):
+            return body
+        only = body.get("only") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or not (
+            only is None or (isinstance(only, list) and all(isinstance(s, str) for s in only))
+        ):
+            return _error('body: expected {"force": false, "only": ["failed"]}', 400)
+        try:
+            sweep_id, total = self.manager.resume(
+                request.path_params["sweep"],
+                force=bool(body.get("force")),
+                only_states=set(only) if only else None,
+            )
+        except NotFoundError as exc:
+            return _error(str(exc), 404)
+        except SweepBusyError as exc:
+            return _error(str(exc), 409)
+        except SpecError as exc:
+            return _error(str(exc), 400)
+        return JSONResponse({"sweep": sweep_id, "runs": total}, status_code=202)
+
+    async def stop_run(self, request: Request) -> Response:
+        """Stop one run, whichever sweep it belongs to."""
+        if self.manager.stop_run(request.path_params["run"]):
+            return JSONResponse({"stopping": True}, status_code=202)
+        return _error("no running run with that id", 404)
+
+    async def events(self, request: Request) -> Response:
+        """Every event as SSE, replayed from ``Last-Event-ID`` when the client sends one."""
+        after = request.headers.get("last-event-id")
+        stream = self.hub.follow(
+            lambda event: True, int(after) if after and after.isdigit() else None
+        )
+        return StreamingResponse(
+            event_frames(stream),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def logs(self, request: Request) -> Response:
+        """A run's stdout or stderr from an offset: as plain text, or with ``?follow=1`` as
+        SSE until the run ends (ids are byte offsets, for Last-Event-ID)."""
+        await self.journal.flush()
+        try:
+            row = self.journal.find_run(request.path_params["run"])
+        except NotFoundError as exc:
+            return _error(str(exc), 404)
+        stream = request.query_params.get("stream", "stdout")
+        if stream not in ("stdout", "stderr"):
+            return _error("stream: expected stdout or stderr", 400)
+        offset_text = request.headers.get("last-event-id") or request.query_params.get("offset")
+        offset = int(offset_text) if offset_text and offset_text.isdigit() else 0
+        path = RunLayout(self.home, row.id).run_dir / f"{stream}.log"
+        if request.query_params.get("follow") not in ("1", "true"):
+            data = path.read_bytes()[offset:] if path.exists() else b""
+            return Response(data, media_type="text/plain")
+
+        def concerns(event: Event) -> bool:
+            return isinstance(event, LogLine | RunStateChanged) and event.run_id == row.id
+
+        return StreamingResponse(
+            log_frames(path, offset, self.hub.follow(concerns), self.journal, row.id),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store"},
+        )
