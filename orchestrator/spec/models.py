@@ -3,7 +3,8 @@
 Field names are snake_case in Python and camelCase in YAML; ``decode.py`` also accepts the
 snake_case spelling, as Polyaxon does. Unknown keys are rejected (``forbid_unknown_fields``).
 Sections that have no local meaning (schedule, joins, plugins, ...) are still modelled so that
-they are validated; ``resolve.py`` reports them once as ignored.
+they are validated; ``load.py`` lists the ones a spec sets in ``LoadedSpec.ignored``, so that
+they are reported once as ignored.
 """
 
 from __future__ import annotations

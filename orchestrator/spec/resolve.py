@@ -1,9 +1,9 @@
 """From a loaded spec and ``-P`` overrides to a lazy stream of fully rendered runs.
 
 :func:`compile_plan` checks everything that can be checked before anything runs: input
-declarations, every param and every mapping entry against its input's type, hyperparameter
-kinds against input types, required inputs. :class:`Plan` then renders runs one at a time, so a
-10^6-point grid costs memory for one run, not for the grid.
+declarations (``ios.py``), every param and every mapping entry against its input's type,
+hyperparameter kinds against input types, required inputs. :class:`Plan` then renders runs one
+at a time, so a 10^6-point grid costs memory for one run, not for the grid.
 
 Value precedence, as in Polyaxon: input ``value`` < top-level ``params`` (and ``-P``) < matrix.
 """
@@ -22,15 +22,12 @@ import msgspec
 from orchestrator.exceptions import SpecError
 from orchestrator.spec import models as m
 from orchestrator.spec.hyperparams import DATE_KINDS, NUMERIC_KINDS
+from orchestrator.spec.ios import ResolvedIO, is_template, resolve_ios, typed_value
 from orchestrator.spec.load import LoadedSpec
 from orchestrator.spec.matrix import Expansion, expand_matrix
 from orchestrator.spec.templating import ParamView, Renderer, as_arg, as_str, to_string
-from orchestrator.spec.types import CoercionError, IOType, coerce, parse_type
-from orchestrator.spec.validation import check_rules
 
 __all__ = ["Plan", "ResolvedIO", "RunPaths", "RunSpec", "compile_plan"]
-
-_RESERVED = {"globals", "params", "connections"}
 
 
 class RunSpec(msgspec.Struct, kw_only=True):
@@ -52,23 +49,6 @@ class RunSpec(msgspec.Struct, kw_only=True):
     params_hash: str = ""
 
 
-@dataclass(frozen=True)
-class ResolvedIO:
-    """An input or output with its type parsed and its default coerced."""
-
-    io: m.IO
-    type: IOType
-    is_output: bool
-    required: bool
-    #: Coerced default; ``m.UNSET``-like absence is ``has_default=False``.
-    default: Any
-    has_default: bool
-
-    @property
-    def name(self) -> str:
-        return self.io.name
-
-
 #: A run's local paths behind ``globals.*`` (``context_path``, ``run_outputs_path``...), by run
 #: uuid. Given by the caller (the store knows the folder layout; the spec layer does not).
 RunPaths = Callable[[str], Mapping[str, str]]
@@ -76,67 +56,6 @@ RunPaths = Callable[[str], Mapping[str, str]]
 
 def _no_paths(run_uuid: str) -> Mapping[str, str]:
     return {}
-
-
-def _typed(value: Any, io: ResolvedIO, where: str) -> Any:
-    """Coerce ``value`` to the IO's type and check its validation rules."""
-    try:
-        typed = coerce(value, io.type)
-    except CoercionError as exc:
-        raise SpecError(str(exc), field=where) from None
-    if io.type.name == "optional" and typed is None:
-        return None
-    if typed is None and not io.is_output and io.required:
-        raise SpecError(f"expected {io.type}, got null", field=where)
-    rules = io.io.validation
-    if rules is None and io.io.options is not None:
-        rules = m.Validation(options=io.io.options)
-    problem = check_rules(typed, rules)
-    if problem:
-        raise SpecError(problem, field=where)
-    return typed
-
-
-def _is_template(value: Any) -> bool:
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
-
-
-def _resolve_ios(component: m.Component) -> list[ResolvedIO]:
-    out: list[ResolvedIO] = []
-    seen: set[str] = set()
-    for section, ios in (("inputs", component.inputs), ("outputs", component.outputs)):
-        for index, io in enumerate(ios or []):
-            where = f"{section}[{index}]"
-            if io.name in _RESERVED:
-                raise SpecError(
-                    f"{io.name!r} is reserved; choose another name", field=f"{where}.name"
-                )
-            if io.name in seen:
-                raise SpecError(f"duplicate name {io.name!r}", field=f"{where}.name")
-            seen.add(io.name)
-            try:
-                tp = parse_type(io.type)
-            except ValueError as exc:
-                raise SpecError(str(exc), field=f"{where}.type") from None
-            if io.is_list and tp.name != "list":
-                tp = IOType("list", (tp,))
-            if io.is_flag and tp.base.name != "bool":
-                raise SpecError(f"isFlag needs type bool, got {io.type}", field=f"{where}.isFlag")
-            has_default = io.value is not msgspec.UNSET
-            if has_default and io.is_optional is False:
-                raise SpecError(
-                    "a value makes the IO optional; remove isOptional: false or the value",
-                    field=f"{where}.isOptional",
-                )
-            optional = has_default or bool(io.is_optional)
-            if io.is_optional and not has_default:
-                has_default = True
-            resolved = ResolvedIO(io, tp, section == "outputs", not optional, None, has_default)
-            default = io.value if io.value is not msgspec.UNSET else None
-            if has_default and default is not None and not _is_template(default):
-                default = _typed(default, resolved, f"{where}.value")
-            out.append(ResolvedIO(io, tp, section == "outputs", not optional, default, has_default))
-    return out
 
 
 def _param_value(param: m.Param, where: str) -> Any:
@@ -194,10 +113,10 @@ class Plan:
             io = by_name.get(key)
             if io is None:
                 context[key] = _plain(raw)
-            elif _is_template(raw):
+            elif is_template(raw):
                 values[key] = raw
             else:
-                values[key] = _typed(_parsed_for(raw, io), io, f"{prefix}.{key}")
+                values[key] = typed_value(_parsed_for(raw, io), io, f"{prefix}.{key}")
         return {**values, **context}
 
     def _suggestion_path(self, index: int) -> str:
@@ -223,12 +142,12 @@ class Plan:
         by_name = {io.name: io for io in self.ios}
         # Values written as templates (delayed validation) render against globals first.
         for name, value in list(values.items()):
-            if _is_template(value):
+            if is_template(value):
                 text = self.renderer.render(
                     value, {"globals": glob, **values}, field=f"params.{name}"
                 )
                 io = by_name.get(name)
-                values[name] = _typed(text, io, f"params.{name}") if io else text
+                values[name] = typed_value(text, io, f"params.{name}") if io else text
         context = self._context(values, glob)
         run = self.spec.component.run
         assert isinstance(run, m.Job | m.Service)
@@ -395,7 +314,7 @@ def _parsed_for(value: Any, io: ResolvedIO) -> Any:
 
 def _plain(value: Any) -> Any:
     """Polyaxon passes pass-through values through ``parse_expression``: ``"5"`` becomes 5."""
-    if isinstance(value, str) and not _is_template(value):
+    if isinstance(value, str) and not is_template(value):
         try:
             return ast.literal_eval(value)
         except (ValueError, SyntaxError, MemoryError, RecursionError):
@@ -446,7 +365,7 @@ def _compile(
             file=spec.component_source,
         )
     try:
-        ios = _resolve_ios(component)
+        ios = resolve_ios(component)
     except SpecError as exc:
         raise exc.with_file(spec.component_source) from None
     by_name = {io.name: io for io in ios}
@@ -470,8 +389,8 @@ def _compile(
         given.add(key)
         base[key] = (
             value
-            if _is_template(value)
-            else _typed(value, io, where if key in overrides else f"{where}.value")
+            if is_template(value)
+            else typed_value(value, io, where if key in overrides else f"{where}.value")
         )
 
     expansion: Expansion | None = None
@@ -531,4 +450,4 @@ def _check_matrix(matrix: m.Matrix, expansion: Expansion, by_name: dict[str, Res
             )
         dim = expansion.dimensions.get(key)
         for value in getattr(dim, "values", ()):
-            _typed(value, io, where)
+            typed_value(value, io, where)
