@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from anyio.abc import ObjectReceiveStream
     from structlog.typing import FilteringBoundLogger
 
-__all__ = ["BATCH", "open_event_log", "write_event_log"]
+__all__ = ["BATCH", "EventLog", "open_event_log", "write_event_log"]
 
 #: At most this many events are rendered and written at once.
 BATCH = 512
@@ -120,3 +120,39 @@ async def write_event_log(receive: ObjectReceiveStream[Event], sink: IO[str]) ->
                 _write(sink, text)
             else:
                 await anyio.to_thread.run_sync(_write, sink, text)
+
+
+class EventLog:
+    """``--log-json TARGET`` for one sweep: opened before anything runs (``OSError`` then);
+    a later write error (a full disk) ends the log, said once on ``err``, never the sweep."""
+
+    def __init__(self, target: str, err: IO[str]) -> None:
+        self._opened = open_event_log(target)
+        self.sink = self._opened.__enter__()
+        self.err = err
+        self.failed = False
+
+    async def record(self, receive: MemoryObjectReceiveStream[Event]) -> None:
+        """Write every event of ``receive``; after a write error, drain the rest unwritten so
+        that the bus never waits on a dead log."""
+        try:
+            await write_event_log(receive.clone(), self.sink)
+        except OSError as exc:
+            self._failed(exc)
+        async with receive:
+            async for _ in receive:
+                pass
+
+    def close(self) -> None:
+        try:
+            self._opened.__exit__(None, None, None)
+        except OSError as exc:  # the last buffered records could not be written either
+            self._failed(exc)
+
+    def _failed(self, exc: OSError) -> None:
+        if not self.failed:
+            self.failed = True
+            self.err.write(
+                f"orchestrator: --log-json: cannot write: {exc.strerror}; the event log stops\n"
+            )
+            self.err.flush()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.engine.records import Resume, RunRecord, record_from_row
-from orchestrator.engine.states import SWEEP_UNFINISHED, TERMINAL
+from orchestrator.engine.states import SWEEP_UNFINISHED, TERMINAL, RunState
 from orchestrator.exceptions import NotFoundError, SpecError, SweepBusyError
 from orchestrator.spec import LoadedSpec, Plan, compile_plan, load_spec, load_text
 from orchestrator.spec.load import fetch_url
@@ -179,6 +179,10 @@ def prepare_resume(
     ``-P`` values; a changed component is refused unless ``force``; ``only_states`` limits
     the configurations to those whose newest run is in one of these states (``rerun``)."""
     sweep_id = row.id
+    unknown = sorted(set(only_states or ()) - {s.value for s in TERMINAL})
+    if unknown:
+        finished = ", ".join(s.value for s in RunState if s in TERMINAL)
+        raise SpecError(f"expected states a run ends in ({finished}), got {unknown}", field="only")
     if row.state in SWEEP_UNFINISHED:
         raise SweepBusyError(
             f"sweep {sweep_id[:12]} is still running (pid {row.pid}); stop it first"

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import anyio
 import msgspec
@@ -27,6 +26,9 @@ from orchestrator.spec import LoadedSpec, Plan, compile_plan
 from orchestrator.spec import models as m
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import journal_path, run_paths
+
+if TYPE_CHECKING:
+    from orchestrator.eventlog import EventLog
 
 __all__ = ["RunOptions", "resume_sweep", "run_sweep"]
 
@@ -71,16 +73,14 @@ async def _main(
     reporter: Reporter,
     err: IO[str],
     grace: float,
-    event_log: IO[str] | None,
+    event_log: EventLog | None,
 ) -> SweepResult:
     subscription = controller.bus.subscribe(Reporter.TYPES)
     # The event log drains to its last event (the sweep's end) after the bus closes.
     async with anyio.create_task_group() as logs:
         if event_log is not None:
-            from orchestrator.eventlog import write_event_log
-
             recorded = controller.bus.subscribe(EVENT_TYPES, buffer=10_000)
-            logs.start_soon(write_event_log, recorded.receive, event_log)
+            logs.start_soon(event_log.record, recorded.receive)
         async with anyio.create_task_group() as tg:
             tg.start_soon(reporter.consume, subscription.receive)
             tg.start_soon(reporter.tick)
@@ -95,14 +95,14 @@ async def _main(
     return result
 
 
-def _event_log(target: str | None) -> contextlib.AbstractContextManager[IO[str] | None]:
-    """``--log-json FILE`` opened for appending (``-``: stderr), or nothing."""
+def _open_event_log(target: str | None, err: IO[str]) -> EventLog | None:
+    """``--log-json FILE`` (``-``: stderr), opened before anything runs, or None."""
     if target is None:
-        return contextlib.nullcontext(None)
-    from orchestrator.eventlog import open_event_log
+        return None
+    from orchestrator.eventlog import EventLog
 
     try:
-        return open_event_log(target)
+        return EventLog(target, err)
     except OSError as exc:
         raise StoreError(f"--log-json: cannot open {target}: {exc.strerror}") from None
 
@@ -240,7 +240,8 @@ def _execute(
     options: RunOptions,
     resume: Resume | None,
 ) -> int:
-    with _event_log(options.log_json) as event_log:  # a bad path fails before anything runs
+    event_log = _open_event_log(options.log_json, options.err)  # before anything runs
+    try:
         controller = _build(journal, plan, loaded, overrides, options, resume)
         keys = plan.expansion.keys if plan.expansion is not None else None
         reporter = Reporter(
@@ -248,6 +249,9 @@ def _execute(
         )
         _fast_child_watcher()
         result = anyio.run(_main, controller, reporter, options.err, options.grace, event_log)
+    finally:
+        if event_log is not None:
+            event_log.close()
     out = options.out
     if options.as_json:
         out.write(summary_json(result.sweep_id, result.state.value, result.runs) + "\n")

@@ -83,10 +83,31 @@ class Resume:
     previous: list[RunRecord]
     #: Run only configurations whose params hash is here (``rerun --failed``); None: all.
     only: set[str] | None = None
+    _done: set[str] = field(init=False, repr=False)
+    _attempts: dict[str, int] = field(init=False, repr=False)
 
     @property
     def succeeded(self) -> set[str]:
         return {r.spec.params_hash for r in self.previous if r.state is RunState.SUCCEEDED}
+
+    def wants(self, spec: RunSpec) -> bool:
+        """Run this configuration again? Never one that succeeded; with ``only``, just those."""
+        key = spec.params_hash
+        return key not in self._done and (self.only is None or key in self.only)
+
+    def attempt(self, spec: RunSpec) -> int:
+        """The attempt number a new run of this configuration gets."""
+        return self._attempts.get(spec.params_hash, 0) + 1
+
+    def merged(self, runs: list[RunRecord]) -> list[RunRecord]:
+        """Every configuration's newest run: earlier invocations' and ``runs`` (this one's)."""
+        rerun = {r.spec.params_hash for r in runs}
+        kept = [r for r in self.previous if r.spec.params_hash not in rerun]
+        return sorted(kept + runs, key=lambda r: (r.index, r.created_at))
+
+    def __post_init__(self) -> None:
+        self._done = self.succeeded
+        self._attempts = {r.spec.params_hash: r.attempt for r in self.previous}
 
 
 @dataclass

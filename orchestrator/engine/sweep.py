@@ -97,11 +97,8 @@ class SweepController:
         self._base_dir = plan.spec.base_dir
         self._background: anyio.abc.TaskGroup | None = None
         self._timers: list[anyio.CancelScope] = []
-        self._skip: set[str] = resume.succeeded if resume is not None else set()
-        self._attempts: dict[str, int] = {}
         if resume is not None:
             self.by_id.update((r.id, r) for r in resume.previous)
-            self._attempts = {r.spec.params_hash: r.attempt for r in resume.previous}
 
     @property
     def sweep_id(self) -> str:
@@ -269,11 +266,7 @@ class SweepController:
 
     def all_runs(self) -> list[RunRecord]:
         """Every configuration's newest run: earlier invocations' and this one's."""
-        if self.resume is None:
-            return list(self.runs)
-        rerun = {r.spec.params_hash for r in self.runs}
-        kept = [r for r in self.resume.previous if r.spec.params_hash not in rerun]
-        return sorted(kept + self.runs, key=lambda r: (r.index, r.created_at))
+        return list(self.runs) if self.resume is None else self.resume.merged(self.runs)
 
     async def _feed(self, tg: anyio.abc.TaskGroup) -> None:
         limiter = anyio.CapacityLimiter(self.concurrency)
@@ -290,7 +283,7 @@ class SweepController:
                     limiter.release_on_behalf_of(token)
                     return
                 spec = self.plan.render(index, suggestion, uuid.uuid4().hex)
-                if not self._wanted(spec):
+                if self.resume is not None and not self.resume.wants(spec):
                     limiter.release_on_behalf_of(token)
                     index += 1
                     continue
@@ -305,14 +298,8 @@ class SweepController:
             tg.start_soon(self._execute, run, limiter, token)
             index += 1
 
-    def _wanted(self, spec: RunSpec) -> bool:
-        if spec.params_hash in self._skip:
-            return False
-        only = self.resume.only if self.resume is not None else None
-        return only is None or spec.params_hash in only
-
     async def _create(self, spec: RunSpec) -> RunRecord:
-        attempt = self._attempts.get(spec.params_hash, 0) + 1
+        attempt = self.resume.attempt(spec) if self.resume is not None else 1
         run = RunRecord(id=spec.uuid, index=spec.index, spec=spec, attempt=attempt)
         self.runs.append(run)
         self.by_id[run.id] = run

@@ -1,11 +1,14 @@
 """Where things live under the orchestrator home folder.
 
 HOME/journal.sqlite             the journal (WAL)
-HOME/runs/<run uuid>/           a run's context (``globals.context_path``)
+HOME/runs/<run uuid>/           a run's context (``globals.context_path``,
+                                ``globals.run_artifacts_path``)
     stdout.log  stderr.log      its complete output, byte for byte
-    artifacts/                  ``globals.artifacts_path`` (git init clones land here)
-    artifacts/<uuid>/outputs/   ``globals.run_outputs_path``
+    artifacts/                  ``globals.artifacts_path`` and ``store_path`` (git init clones
+                                land here; ``termination.ttl`` removes it)
+    outputs/                    ``globals.run_outputs_path`` (``ORCHESTRATOR_OUTPUTS_PATH``)
 HOME/cache/git/                 clones of init repositories, one per url and revision
+HOME/cache/entries.sqlite       the run cache's entries
 """
 
 from __future__ import annotations

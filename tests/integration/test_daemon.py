@@ -219,8 +219,11 @@ def test_stop_a_sweep_through_the_api_and_the_cli(daemon: Daemon) -> None:
         assert stopped.returncode == 0, stopped.stderr
         for kind, data in stream:
             if kind == "SweepFinished":
-                assert json.loads(data)["state"] == "stopped"
+                finished = json.loads(data)
                 break
+        else:
+            raise AssertionError("stream ended without SweepFinished")
+        assert (finished["sweep_id"], finished["state"]) == (sweep, "stopped")
         assert client.post("/api/v1/sweeps/nope/stop").status_code == 404
 
 
@@ -301,8 +304,11 @@ def test_open_mapping_ask_and_tell(daemon: Daemon) -> None:
         assert client.post(f"/api/v1/sweeps/{sweep}/close").status_code == 202
         for kind, data in stream:
             if kind == "SweepFinished":
-                assert json.loads(data)["counts"] == {"succeeded": 3}
+                finished = json.loads(data)
                 break
+        else:
+            raise AssertionError("stream ended without SweepFinished")
+        assert (finished["sweep_id"], finished["counts"]) == (sweep, {"succeeded": 3})
         closed = client.post(f"/api/v1/sweeps/{sweep}/configurations", json={"values": [{"n": 4}]})
         assert closed.status_code == 404
 
@@ -392,6 +398,8 @@ def test_cli_goes_through_the_daemon(daemon: Daemon, tmp_path: Path) -> None:
         for kind, data in stream:
             if kind == "SweepFinished" and json.loads(data)["sweep_id"] == sweep:
                 break
+        else:
+            raise AssertionError("stream ended without SweepFinished")
         listed = json.loads(cli("ls", "--json").stdout)
         assert listed[0]["id"] == sweep and listed[0]["counts"] == {"failed": 1, "succeeded": 1}
         shown = json.loads(cli("show", "last", "--json", "--sort=-n").stdout)
@@ -406,8 +414,11 @@ def test_cli_goes_through_the_daemon(daemon: Daemon, tmp_path: Path) -> None:
         assert handed.returncode == 0 and "the daemon resumes sweep" in handed.stdout
         for kind, data in stream:
             if kind == "SweepFinished" and json.loads(data)["sweep_id"] == sweep:
-                assert json.loads(data)["counts"] == {"succeeded": 2}
+                rerun_finished = json.loads(data)
                 break
+        else:
+            raise AssertionError("stream ended without SweepFinished")
+        assert rerun_finished["counts"] == {"succeeded": 2}
 
 
 def _finished_run(client: httpx.Client, sweep_id: str) -> dict[str, Any]:

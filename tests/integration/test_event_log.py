@@ -52,3 +52,15 @@ def test_an_unwritable_log_fails_before_anything_runs(
     assert result.code == 2
     assert result.err.startswith("orchestrator: --log-json: cannot open"), result.err
     assert "sweep " not in result.err, "no sweep was announced"
+
+
+def test_a_full_disk_ends_the_log_not_the_sweep(
+    cli: Callable[..., CliResult], write: Callable[..., Path], tmp_path: Path
+) -> None:
+    """/dev/full accepts the open and fails every write with ENOSPC, like a full disk."""
+    home = tmp_path / "h"
+    result = cli("run", str(write(SPEC)), "--home", str(home), "--log-json", "/dev/full", "--json")
+    assert result.code == 1, result.err  # the sweep itself ran: one run exits 3
+    assert result.err.count("--log-json: cannot write: No space left on device") == 1
+    summary = json.loads(result.out)
+    assert sorted(r["state"] for r in summary["runs"]) == ["failed", "succeeded"]

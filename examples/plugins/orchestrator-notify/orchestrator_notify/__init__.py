@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from orchestrator.hooks import hookimpl
+from orchestrator.plugin import hookimpl
 
 ORCHESTRATOR_PLUGIN_API = 1
 
