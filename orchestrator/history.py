@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-def run_row(r: Any) -> dict[str, Any]:
+def run_row(r: RunRecord) -> dict[str, Any]:
     """One run as ``--json``, ``show --json`` and the API show it."""
     return {
         "index": r.index,

@@ -14,8 +14,9 @@ Implementations may be plain or ``async`` functions and take any subset of the a
 declares (pluggy checks the names when the plugin registers). Each call has a timeout; a plugin
 that raises, hangs or declares a hook wrongly is reported by name and switched off for the
 sweep, or stops it with ``--strict-plugins``. Observers act on the sweep through ``ctx``
-(:class:`orchestrator.engine.context.PluginContext`): ``ctx.stop_run``, ``ctx.stop_sweep``, and read
-access to runs, metrics and outputs.
+(:class:`orchestrator.engine.context.PluginContext`): ``ctx.stop_run``, ``ctx.stop_sweep``,
+read access to runs, metrics and outputs, and ``ctx.per_sweep`` for state that must not outlive
+the sweep. Plugin authors import all of this from :mod:`orchestrator.plugin`.
 """
 
 from __future__ import annotations

@@ -244,9 +244,9 @@ def _execute(
     try:
         controller = _build(journal, plan, loaded, overrides, options, resume)
         keys = plan.expansion.keys if plan.expansion is not None else None
-        reporter = Reporter(
-            options.err, live=options.err.isatty() and not options.as_json, keys=keys
-        )
+        # No redrawn status line where JSON records go to the same terminal.
+        live = options.err.isatty() and not options.as_json and options.log_json != "-"
+        reporter = Reporter(options.err, live=live, keys=keys)
         _fast_child_watcher()
         result = anyio.run(_main, controller, reporter, options.err, options.grace, event_log)
     finally:

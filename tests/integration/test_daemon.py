@@ -458,3 +458,12 @@ def test_an_edit_to_tracked_code_misses_the_cache_in_the_next_daemon_sweep(
     (repo / "lib.py").write_text("VALUE = 2\n")
     third = submit()
     assert (third["state"], third["reason"]) == ("succeeded", None), "the edit must miss"
+
+
+def test_resume_rejects_a_malformed_only_list(daemon: Daemon) -> None:
+    with daemon.unix() as client:
+        for only in (3, "failed", [1], {"failed": True}):
+            answer = client.post("/api/v1/sweeps/last/resume", json={"only": only})
+            assert answer.status_code == 400, (only, answer.text)
+            assert answer.json()["error"].startswith("body: expected"), answer.text
+        assert client.post("/api/v1/sweeps/nope/resume", json={}).status_code == 404
