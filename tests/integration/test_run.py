@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import select
 import signal
 import sqlite3
 import sys
@@ -26,6 +24,7 @@ from orchestrator.executors.local import MAX_LINE
 from orchestrator.spec import compile_plan, load_spec
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import run_paths
+from tests.procwait import gone_within
 
 COMPONENTS = Path(__file__).resolve().parent.parent / "components"
 PY = sys.executable
@@ -110,30 +109,6 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
     h = Harness(tmp_path)
     yield h
     h.journal.close()
-
-
-def gone_within(pid: int, timeout: float) -> bool:
-    """Wait (on a pidfd, no polling) until ``pid`` has exited; False if it is still alive.
-
-    A SIGKILL is delivered asynchronously, so the test must wait for the death it caused.
-    """
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        readable, _, _ = select.select([fd], [], [], timeout)
-        return bool(readable) or not alive(pid)
-    finally:
-        os.close(fd)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] not in "ZX"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
 
 
 async def test_concurrency_is_never_exceeded(harness: Harness, tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import sys
 import textwrap
@@ -18,6 +17,7 @@ import pytest
 from orchestrator.executors.base import Job, Outcome, StopRequest
 from orchestrator.executors.local import MAX_LINE, LocalExecutor
 from orchestrator.store.layout import RunLayout
+from tests.procwait import gone_within
 
 COMPONENTS = Path(__file__).resolve().parent.parent / "components"
 PY = sys.executable
@@ -86,27 +86,6 @@ class Runner:
 @pytest.fixture
 def runner(tmp_path: Path) -> Runner:
     return Runner(tmp_path)
-
-
-def gone_within(pid: int, timeout: float) -> bool:
-    """Wait on a pidfd (no polling) until ``pid`` has exited; False if it is still alive."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        readable, _, _ = select.select([fd], [], [], timeout)
-        return bool(readable) or not alive(pid)
-    finally:
-        os.close(fd)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] not in "ZX"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
 
 
 # --- exit codes and start failures ------------------------------------------------------------
