@@ -6,6 +6,7 @@ tests call them directly with every combination that matters.
 
 from __future__ import annotations
 
+import errno
 import signal
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -14,7 +15,15 @@ from typing import NamedTuple
 from orchestrator.engine.states import RunState, SweepState
 from orchestrator.executors.base import Outcome
 
-__all__ = ["Move", "count_states", "exit_reason", "retry_reason", "run_ending", "sweep_ending"]
+__all__ = [
+    "Move",
+    "count_states",
+    "exit_reason",
+    "failure_reason",
+    "retry_reason",
+    "run_ending",
+    "sweep_ending",
+]
 
 
 class Move(NamedTuple):
@@ -35,6 +44,22 @@ def exit_reason(code: int | None) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit code {code}"
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why a run could not be run or watched, from what was raised: a short kind first
+    (``disk_full``, ``invalid_argument``, ``os_error``, ``internal_error``), then detail."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if isinstance(exc, OSError):
+        detail = exc.strerror or str(exc)
+        where = f" ({exc.filename})" if exc.filename else ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"disk_full: {detail}{where}"
+        return f"os_error: {detail}{where}"
+    if isinstance(exc, ValueError):
+        return f"invalid_argument: {exc}"
+    return f"internal_error: {type(exc).__name__}: {exc}"
 
 
 def run_ending(

@@ -11,6 +11,7 @@ stops the running ones. Controllers are built by :func:`orchestrator.engine.buil
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -33,12 +34,18 @@ from orchestrator.engine.events import (
 )
 from orchestrator.engine.jobs import job_for
 from orchestrator.engine.open_mapping import OpenMapping
-from orchestrator.engine.outcome import count_states, retry_reason, run_ending, sweep_ending
+from orchestrator.engine.outcome import (
+    count_states,
+    failure_reason,
+    retry_reason,
+    run_ending,
+    sweep_ending,
+)
 from orchestrator.engine.output import RunOutput, adopt_cached
 from orchestrator.engine.plugin_host import PluginScope
 from orchestrator.engine.records import Limits, Resume, RunRecord, SweepResult
 from orchestrator.engine.slots import PrioritySlots
-from orchestrator.engine.states import RunState, SweepState
+from orchestrator.engine.states import TERMINAL, RunState, SweepState
 from orchestrator.engine.transitions import move_run, move_sweep
 from orchestrator.exceptions import SpecError
 from orchestrator.executors.base import Executor, Outcome, StopRequest
@@ -168,6 +175,13 @@ class SweepController:
     # ------------------------------------------------------------------ the sweep
     async def run(self) -> SweepResult:
         self._open_in_journal()
+        try:
+            return await self._drive()
+        except Exception as exc:
+            # A bug or a broken journal must not leave the sweep "running" for ever.
+            return await self._abandon(failure_reason(exc))
+
+    async def _drive(self) -> SweepResult:
         async with anyio.create_task_group() as observers:
             self._background = observers
             subscriptions = self._start_observers(observers)
@@ -193,6 +207,20 @@ class SweepController:
                 timer.cancel()
         self._background = None
         return result
+
+    async def _abandon(self, reason: str) -> SweepResult:
+        """End the sweep ``failed`` with ``reason`` after an unexpected error: every run not
+        yet finished fails with it (their processes died with the task group)."""
+        self._background = None
+        for run in self.runs:
+            if run.state not in TERMINAL:
+                with contextlib.suppress(Exception):  # the journal may be what broke
+                    await self.transition(run, RunState.FAILED, reason)
+        self._stop_state = self._stop_state or SweepState.FAILED
+        self.reason = reason if self._stop_state is SweepState.FAILED else self.reason
+        with contextlib.suppress(Exception):
+            return await self._finish_sweep()
+        return SweepResult(self.sweep_id, SweepState.FAILED, reason, self.all_runs())
 
     def _open_in_journal(self) -> None:
         plan, settings = self.plan, self.settings
@@ -376,7 +404,8 @@ class SweepController:
             self.shared_slots.release()
 
     async def _attempt(self, run: RunRecord) -> Outcome:
-        """One execution, bounded by ``termination.timeout``."""
+        """One execution, bounded by ``termination.timeout``. Whatever goes wrong in it (no
+        space for the logs, an argument the OS refuses) fails this run, never the sweep."""
         assert run.stop is not None
         stop = run.stop
 
@@ -384,23 +413,17 @@ class SweepController:
             await self.transition(run, RunState.RUNNING, pid=pid)
 
         output = RunOutput(run, self.bus, self.journal, self._outputs)
-        if self.limits.timeout is None:  # the common case needs no watchdog task
-            return await self.executor.execute(
-                job_for(run, self.sweep_id, self.home, self._base_dir, self._base_env),
-                output,
-                stop,
-                started,
-            )
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._deadline, run, stop, self.limits.timeout)
-            outcome = await self.executor.execute(
-                job_for(run, self.sweep_id, self.home, self._base_dir, self._base_env),
-                output,
-                stop,
-                started,
-            )
-            tg.cancel_scope.cancel()
-        return outcome
+        job = job_for(run, self.sweep_id, self.home, self._base_dir, self._base_env)
+        try:
+            if self.limits.timeout is None:  # the common case needs no watchdog task
+                return await self.executor.execute(job, output, stop, started)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._deadline, run, stop, self.limits.timeout)
+                outcome = await self.executor.execute(job, output, stop, started)
+                tg.cancel_scope.cancel()
+            return outcome
+        except Exception as exc:
+            return Outcome(None, error=failure_reason(exc))
 
     async def _deadline(self, run: RunRecord, stop: StopRequest, seconds: float) -> None:
         await anyio.sleep(seconds)
@@ -432,8 +455,12 @@ class SweepController:
             if await self._stopped_while_queued(run):
                 return True
         if isinstance(decision, UseCached):
-            await adopt_cached(run, decision, self.journal, self.home)
-            await self.transition(run, RunState.SUCCEEDED, decision.reason)
+            try:
+                await adopt_cached(run, decision, self.journal, self.home)
+            except OSError as exc:  # no room to copy the logs: this run fails, not the sweep
+                await self.transition(run, RunState.FAILED, failure_reason(exc))
+            else:
+                await self.transition(run, RunState.SUCCEEDED, decision.reason)
         elif isinstance(decision, Skip):
             await self.transition(run, RunState.SKIPPED, decision.reason)
         else:

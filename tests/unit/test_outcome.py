@@ -132,3 +132,20 @@ def test_exit_reason() -> None:
         "exit code 2",
         "killed by SIGTERM",
     )
+
+
+def test_failure_reason_names_the_kind_first() -> None:
+    import errno
+
+    from orchestrator.engine.outcome import failure_reason
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/h/runs/r/stdout.log")
+    assert failure_reason(full) == "disk_full: No space left on device (/h/runs/r/stdout.log)"
+    assert failure_reason(ExceptionGroup("x", [full])).startswith("disk_full: ")
+    assert failure_reason(ValueError("embedded null byte")) == (
+        "invalid_argument: embedded null byte"
+    )
+    assert (
+        failure_reason(OSError(errno.EIO, "Input/output error")) == "os_error: Input/output error"
+    )
+    assert failure_reason(KeyError("k")) == "internal_error: KeyError: 'k'"
