@@ -1,12 +1,19 @@
-"""After a crash: find runs whose orchestrator is gone, stop their survivors, mark them lost.
+"""After a crash: find runs whose orchestrator is gone, stop their survivors, end them as their
+durable exit statuses say.
 
 A sweep records the pid and start time of the orchestrator that drives it, and each run the
-pid and start time of its process-group leader. When that orchestrator no longer exists, its
-unfinished runs become ``failed`` with reason ``orchestrator_lost``, and what is left of their
-process groups gets SIGTERM, then SIGKILL; a recycled pid is never signalled. Each of these
-moves goes through :mod:`orchestrator.engine.transitions` like a live one (checked against
-the table, journaled) and is announced as the events a live sweep publishes (the daemon
-forwards them to its followers).
+pid and start time of its process-group leader. When that orchestrator no longer exists, what
+is left of its unfinished runs' process groups gets SIGTERM, then SIGKILL (a recycled pid is
+never signalled), and each run ends as its exit status, recorded by the run supervisor that
+outlives the orchestrator (:mod:`orchestrator.executors.exit_status`), says: 0 is
+``succeeded`` (reason ``recovered_exit_status``), so ``resume`` never runs it again; another
+code is ``failed`` with it; a run killed because its orchestrator was gone, or with no status
+(it never ended where anyone saw), is ``failed`` with reason ``orchestrator_lost``. The journal
+may lag behind (its writes are batched), so a run may be found ``created`` or ``starting``
+with a status: it takes the shortest path the table allows. Each move goes through
+:mod:`orchestrator.engine.transitions` like a live one (checked against the table, journaled)
+and is announced as the events a live sweep publishes (the daemon forwards them to its
+followers).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,19 +29,31 @@ from typing import IO
 
 from orchestrator.engine.bus import EventBus
 from orchestrator.engine.events import Event, SweepFinished
-from orchestrator.engine.outcome import count_states
+from orchestrator.engine.outcome import Move, count_states, exit_reason
 from orchestrator.engine.records import record_from_row
-from orchestrator.engine.states import SWEEP_UNFINISHED, UNFINISHED, RunState, SweepState
+from orchestrator.engine.states import (
+    ALLOWED,
+    SWEEP_UNFINISHED,
+    UNFINISHED,
+    RunState,
+    SweepState,
+)
 from orchestrator.engine.transitions import move_run, move_sweep
+from orchestrator.executors.exit_status import ExitStatus, read_exit_status
 from orchestrator.procinfo import is_same_process, signal_group, start_time
 from orchestrator.store.journal import Journal
 from orchestrator.store.rows import SweepRow
 
-__all__ = ["LOST", "Recovered", "open_journal", "recover"]
+__all__ = ["LOST", "RECOVERED", "Recovered", "open_journal", "recover", "recovery_moves"]
 
 LOST = "orchestrator_lost"
+#: The reason of a run that exited 0 while its orchestrator was gone.
+RECOVERED = "recovered_exit_status"
 #: Seconds survivors get between SIGTERM and SIGKILL.
 SURVIVOR_GRACE_S = 2.0
+#: Seconds to wait, per sweep, for a dead orchestrator's supervisor to finish with its runs
+#: (it gives them 0.5 s between SIGTERM and SIGKILL, then records how they ended).
+SUPERVISOR_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -43,15 +63,57 @@ class Recovered:
     sweep_id: str
     pid: int | None
     lost_runs: int
-    #: The transitions, as events: each lost run's ``RunStateChanged``, then ``SweepFinished``.
+    #: The transitions, as events: each run's ``RunStateChanged``, then ``SweepFinished``.
     events: list[Event] = field(default_factory=list)
+    #: Runs that ended on their own, by the state their exit status gave them.
+    ended: dict[str, int] = field(default_factory=dict)
 
     @property
     def message(self) -> str:
+        kept = ""
+        if self.ended:
+            counts = ", ".join(f"{n} {state}" for state, n in sorted(self.ended.items()))
+            kept = f"; {sum(self.ended.values())} had ended, as their exit status says ({counts})"
         return (
             f"sweep {self.sweep_id[:12]}: its orchestrator (pid {self.pid}) is gone; "
-            f"{self.lost_runs} unfinished run(s) marked failed ({LOST})"
+            f"{self.lost_runs} unfinished run(s) marked failed ({LOST}){kept}"
         )
+
+
+def _path(start: RunState, goal: RunState) -> list[RunState]:
+    """The states of the shortest sequence of allowed moves from ``start`` to ``goal``
+    (``start`` excluded; breadth first, in the table's order, so always the same one)."""
+    order = list(RunState)
+    came_from = {start: start}
+    queue = deque([start])
+    while queue:
+        state = queue.popleft()
+        if state is goal:
+            path = []
+            while state is not start:
+                path.append(state)
+                state = came_from[state]
+            return path[::-1]
+        for nxt in sorted(ALLOWED[state], key=order.index):
+            if nxt not in came_from:
+                came_from[nxt] = state
+                queue.append(nxt)
+    return []
+
+
+def recovery_moves(state: RunState, status: ExitStatus | None, *, signalled: bool) -> list[Move]:
+    """The moves that end a run found in ``state`` after its orchestrator died, given its
+    recorded exit status (None: none) and whether recovery itself signalled its group."""
+    code: int | None
+    if status is not None and status.exit_code == 0:
+        goal, reason, code = RunState.SUCCEEDED, RECOVERED, 0
+    elif status is not None and not (status.orphaned or signalled):
+        goal, reason, code = RunState.FAILED, exit_reason(status.exit_code), status.exit_code
+    else:
+        goal, reason = RunState.FAILED, LOST
+        code = status.exit_code if status is not None else None
+    path = _path(state, goal) or [RunState.FAILED]
+    return [Move(to, reason, code if to is path[-1] else None) for to in path]
 
 
 def _stop_survivors(groups: list[int]) -> None:
@@ -68,27 +130,41 @@ def _stop_survivors(groups: list[int]) -> None:
 
 def _recover_sweep(journal: Journal, sweep: SweepRow) -> Recovered:
     runs = journal.unfinished_runs(sweep.id, [s.value for s in UNFINISHED])
-    groups = []
+    groups, alive = [], set()
     for run in runs:
         pid = run.pid
         # Signal the group only if its leader is ours, or gone (its group can only hold
         # our processes then: a new leader would need the same pid).
-        if pid and (is_same_process(pid, run.pid_start) or start_time(pid) is None):
+        if pid and is_same_process(pid, run.pid_start):
+            groups.append(pid)
+            alive.add(run.id)
+        elif pid and start_time(pid) is None:
             groups.append(pid)
     _stop_survivors(groups)
     bus = EventBus(sweep.id)  # numbers the events; nobody subscribes
-    events: list[Event] = [
-        move_run(journal, bus, record_from_row(run), RunState.FAILED, LOST) for run in runs
-    ]
+    events: list[Event] = []
+    lost, ended = 0, Counter[str]()
+    deadline = time.monotonic() + SUPERVISOR_WAIT_S
+    for run in runs:
+        status = read_exit_status(Path(run.run_dir), deadline) if run.run_dir else None
+        record = record_from_row(run)
+        moves = recovery_moves(record.state, status, signalled=run.id in alive)
+        for move in moves:
+            events.append(move_run(journal, bus, record, move.to, move.reason, move.exit_code))
+        if moves[-1].reason == LOST:
+            lost += 1
+        else:
+            ended[moves[-1].to.value] += 1
     move_sweep(journal, sweep.id, SweepState(sweep.state), SweepState.FAILED, LOST)
     journal.flush_sync()
     counts = count_states(RunState(r.state) for r in journal.latest_runs(sweep.id))
     events.append(bus.stamp(SweepFinished, state=SweepState.FAILED, reason=LOST, counts=counts))
-    return Recovered(sweep.id, sweep.pid, len(runs), events)
+    return Recovered(sweep.id, sweep.pid, lost, events, dict(ended))
 
 
 def recover(journal: Journal) -> list[Recovered]:
-    """Mark the runs of dead orchestrators lost; one record per recovered sweep."""
+    """End the unfinished runs of dead orchestrators (as their exit statuses say, else lost);
+    one record per recovered sweep."""
     me = os.getpid()
     recovered = []
     for sweep in journal.unfinished_sweeps([s.value for s in SWEEP_UNFINISHED]):

@@ -1,6 +1,16 @@
 """Run a job as a local subprocess in its own process group, streaming its output.
 
-The process starts with ``start_new_session`` so that stopping it (SIGTERM to the group, a grace
+Runs are children of the run supervisor (:mod:`orchestrator.executors.supervisor`), one small
+process per orchestrator process, not of the orchestrator itself. That is what keeps a run
+from outliving its orchestrator and its exit status from dying with it: when the orchestrator
+dies (``kill -9`` included) the supervisor reads EOF on a socket only the orchestrator held and
+sends each run's group SIGTERM, then SIGKILL 0.5 s later; and however a run ends, the
+supervisor writes its exit status to ``HOME/runs/<run id>/exit_status.json`` before its pid
+disappears, which crash recovery trusts (:mod:`orchestrator.engine.recovery`). The cost is one
+process per orchestrator and a socket round trip per run, in place of an in-process fork and a
+child-watcher thread per run (``benchmarks/bench_overhead.py``).
+
+The process starts in a new session so that stopping it (SIGTERM to the group, a grace
 period, then SIGKILL) reaches its grandchildren too; when the main process exits, whatever is
 left of its group is killed, so nothing outlives its run. Output is read in chunks, written to
 the run's log files byte for byte, and split into lines for the sink; a line longer than
@@ -12,17 +22,18 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import anyio
-from anyio.abc import ByteReceiveStream, Process
 
 from orchestrator.exceptions import ExecutorError
 from orchestrator.executors.base import Job, Outcome, OutputSink, StopRequest
+from orchestrator.executors.exit_status import create_exit_status
 from orchestrator.executors.init import prepare_init
+from orchestrator.executors.supervised import SupervisedProcess
 from orchestrator.store.layout import git_cache_dir
 
 __all__ = ["MAX_LINE", "LocalExecutor"]
@@ -34,20 +45,21 @@ _CHUNK = 64 * 1024
 _DRAIN_S = 2.0
 
 
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
+async def _read(fd: int) -> bytes:
+    """The next chunk from a non-blocking pipe; ``b""`` at its end."""
+    while True:
+        try:
+            return os.read(fd, _CHUNK)
+        except BlockingIOError:
+            await anyio.wait_readable(fd)
 
 
-async def _pump(stream: ByteReceiveStream, name: str, log: BinaryIO, sink: OutputSink) -> None:
-    """Copy ``stream`` to ``log`` (in a worker thread, chunk by chunk) and to ``sink`` by line."""
+async def _pump(fd: int, name: str, log: BinaryIO, sink: OutputSink) -> None:
+    """Copy the pipe ``fd`` to ``log`` (in a worker thread, chunk by chunk) and to ``sink`` by
+    line; closes the log."""
     pending = b""
     try:
-        while True:
-            try:
-                chunk = await stream.receive(_CHUNK)
-            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                break
+        while chunk := await _read(fd):
             await anyio.to_thread.run_sync(log.write, chunk)
             pending += chunk
             *lines, pending = pending.split(b"\n")
@@ -80,20 +92,56 @@ def _start_error(argv: list[str], exc: OSError) -> str:
     return f"cannot start {command!r}: {exc.strerror or exc}"
 
 
+@dataclass
+class _RunFiles:
+    """What a run needs from the file system, made in one worker-thread trip."""
+
+    logs: tuple[BinaryIO, BinaryIO]
+    #: The working folder, absolute (the supervisor's is not ours).
+    cwd: str
+    #: Its exit-status file, created empty and locked, for the supervisor to fill.
+    status: int
+
+    @classmethod
+    def make(cls, job: Job) -> _RunFiles:
+        layout = job.layout
+        os.makedirs(layout.outputs, exist_ok=True)  # the run folder too (exists on a retry)
+        if not os.path.isdir(job.cwd):
+            os.makedirs(job.cwd, exist_ok=True)
+        with contextlib.ExitStack() as made:
+            stdout = made.enter_context(open(layout.stdout, "ab", buffering=0))
+            stderr = made.enter_context(open(layout.stderr, "ab", buffering=0))
+            status = create_exit_status(layout.run_dir)
+            made.pop_all()
+        return cls((stdout, stderr), os.path.abspath(job.cwd), status)
+
+
+async def _start(job: Job, files: _RunFiles) -> tuple[SupervisedProcess, tuple[int, int]]:
+    """Start ``job`` through the supervisor; the process, and the read ends of its stdout and
+    stderr pipes (non-blocking; the caller closes them)."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        process = await SupervisedProcess.start(
+            job.argv, job.env, files.cwd, out_w, err_w, files.status
+        )
+    except BaseException:
+        os.close(out_r)
+        os.close(err_r)
+        raise
+    finally:  # the supervisor has its own copies, passed on to the run
+        os.close(out_w)
+        os.close(err_w)
+    os.set_blocking(out_r, False)
+    os.set_blocking(err_r, False)
+    return process, (out_r, err_r)
+
+
 class LocalExecutor:
     """Runs jobs as subprocesses of this machine."""
 
     def __init__(self, home: Path) -> None:
         self.home = home
-
-    @staticmethod
-    def _make_folders(job: Job) -> tuple[BinaryIO, BinaryIO]:
-        """Create the run's folders and open its log files: one worker-thread trip per run."""
-        layout = job.layout
-        os.makedirs(layout.outputs, exist_ok=True)  # the run folder too (exists on a retry)
-        if not os.path.isdir(job.cwd):
-            os.makedirs(job.cwd, exist_ok=True)
-        return open(layout.stdout, "ab", buffering=0), open(layout.stderr, "ab", buffering=0)
 
     async def execute(
         self,
@@ -105,12 +153,14 @@ class LocalExecutor:
         if not job.argv:
             return Outcome(None, error="empty command: give run.container.command or args")
         try:
-            logs = await anyio.to_thread.run_sync(self._make_folders, job)
+            files = await anyio.to_thread.run_sync(_RunFiles.make, job)
         except OSError as exc:
             return Outcome(None, error=f"cannot prepare the run folder: {exc}")
-        with contextlib.ExitStack() as owned:  # the log files, until the pumps take them
+        logs = files.logs
+        with contextlib.ExitStack() as owned:  # the files, until the run and the pumps own them
             for log in logs:
                 owned.callback(log.close)
+            owned.callback(os.close, files.status)
             try:
                 if job.init:
                     await prepare_init(job.init, job.layout.artifacts, git_cache_dir(self.home))
@@ -121,55 +171,49 @@ class LocalExecutor:
             if stop.is_requested:
                 return Outcome(None, stopped=True)
             try:
-                process = await anyio.open_process(
-                    job.argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    cwd=job.cwd,
-                    env=job.env,
-                    start_new_session=True,
-                )
+                process, pipes = await _start(job, files)
             except OSError as exc:
                 return Outcome(None, error=_start_error(job.argv, exc))
             owned.pop_all()  # from here on the pumps close the logs
+        os.close(files.status)  # the supervisor holds the file (and its lock) now
         try:
-            async with process:
-                return await self._supervise(process, logs, sink, stop, started)
-        except BaseException:
+            return await self._supervise(process, pipes, logs, sink, stop, started)
+        finally:
             # Cancelled (the engine is going down) or failed: the whole group goes with us.
-            _signal_group(process.pid, signal.SIGKILL)
-            raise
+            process.close()
+            for fd in pipes:
+                os.close(fd)
+            for log in logs:
+                log.close()
 
     async def _supervise(
         self,
-        process: Process,
+        process: SupervisedProcess,
+        pipes: tuple[int, int],
         logs: tuple[BinaryIO, BinaryIO],
         sink: OutputSink,
         stop: StopRequest,
         started: Callable[[int | None], Awaitable[None]],
     ) -> Outcome:
-        pid = process.pid
-        assert process.stdout is not None and process.stderr is not None
         async with anyio.create_task_group() as pumps:
             async with anyio.create_task_group() as watch:
-                watch.start_soon(self._watch_stop, pid, stop)
+                watch.start_soon(self._watch_stop, process, stop)
                 # The run is RUNNING before its first line is handled (the pipes hold output
                 # meanwhile), so no LogLine ever precedes its run's RunStateChanged(running).
-                await started(pid)
-                pumps.start_soon(_pump, process.stdout, "stdout", logs[0], sink)
-                pumps.start_soon(_pump, process.stderr, "stderr", logs[1], sink)
+                await started(process.pid)
+                pumps.start_soon(_pump, pipes[0], "stdout", logs[0], sink)
+                pumps.start_soon(_pump, pipes[1], "stderr", logs[1], sink)
+                # Returns once the exit status is on disk and what was left of the group
+                # (daemonised grandchildren) is killed.
                 code = await process.wait()
                 watch.cancel_scope.cancel()
-            # Whatever is left of the group (daemonised grandchildren) dies with the run.
-            _signal_group(pid, signal.SIGKILL)
             pumps.cancel_scope.deadline = anyio.current_time() + _DRAIN_S
         return Outcome(code, stopped=stop.is_requested)
 
     @staticmethod
-    async def _watch_stop(pid: int, stop: StopRequest) -> None:
+    async def _watch_stop(process: SupervisedProcess, stop: StopRequest) -> None:
         await stop.requested.wait()
-        _signal_group(pid, signal.SIGTERM)
+        process.signal(signal.SIGTERM)
         with anyio.move_on_after(stop.grace):
             await stop.kill_now.wait()
-        _signal_group(pid, signal.SIGKILL)
+        process.signal(signal.SIGKILL)

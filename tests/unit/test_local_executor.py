@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
@@ -401,11 +400,10 @@ async def test_no_output_reaches_the_sink_before_started_returns(runner: Runner)
         async def started(self, pid: int | None) -> None:
             record.append("started: enter")
             # Like a slow journal write: return only once the child has printed and exited
-            # (WNOWAIT leaves it for the executor to reap), so a pump already reading would
-            # have delivered its line by now.
+            # (a pidfd: it is the run supervisor's child, not ours), so a pump already reading
+            # would have delivered its line by now.
             assert pid is not None
-            with contextlib.suppress(ChildProcessError):
-                await anyio.to_thread.run_sync(os.waitid, os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+            assert await anyio.to_thread.run_sync(gone_within, pid, 10)
             await anyio.wait_all_tasks_blocked()
             record.append("started: return")
 
