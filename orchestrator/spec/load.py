@@ -6,8 +6,13 @@ that have no local meaning (reported once, never silently dropped).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import socket
+import stat
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,11 +22,23 @@ from orchestrator.spec import models as m
 from orchestrator.spec.decode import decode, to_camel
 from orchestrator.spec.yamlsafe import MAX_FILE_BYTES, load_yaml
 
-__all__ = ["LoadedSpec", "load_spec", "load_text"]
+__all__ = ["LoadedSpec", "load_spec", "load_text", "read_spec_file"]
 
 _NAME_RE = re.compile(r"^[-a-zA-Z0-9_]+\Z")
-#: Seconds allowed for fetching a urlRef.
+#: A hubRef: ``name``, ``owner/name``, either with ``:tag``; nothing that can leave the hub.
+_HUB_REF_RE = re.compile(r"^(?:[-a-zA-Z0-9_]+/)?[-a-zA-Z0-9_]+(?::[-a-zA-Z0-9_.]+)?\Z")
+#: Seconds allowed for a whole urlRef fetch: connecting, redirects and the body together
+#: (a server that trickles bytes is cut off when they run out).
 URL_TIMEOUT_S = 10.0
+#: Redirects a urlRef may follow.
+URL_MAX_REDIRECTS = 5
+_READ_CHUNK = 64 * 1024
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 _IGNORED_OPERATION = (
     "schedule",
@@ -135,24 +152,48 @@ def load_spec(path: str | os.PathLike[str]) -> LoadedSpec:
     """Load a polyaxonfile from disk."""
     file = Path(path)
     source = str(path)
-    return load_text(_read_file(file, source, "file"), source, file.resolve().parent)
+    return load_text(read_spec_file(file, source, "file"), source, file.resolve().parent)
 
 
-def _read_file(file: Path, source: str, what: str) -> bytes:
+def read_spec_file(file: Path, source: str, what: str = "file") -> bytes:
+    """Read at most MAX_FILE_BYTES from a regular file, counting bytes as they come.
+
+    ``st_size`` cannot be trusted (it is 0 for ``/dev/zero`` and ``/proc`` files), and opening a
+    FIFO blocks until a writer comes: the file is opened non-blocking, what was opened is
+    checked with ``fstat`` (no race with a swap after a ``stat``), and anything but a regular
+    file is refused."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
     try:
-        size = file.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise SpecError(
-                f"{what} is {size:,} bytes, larger than the {MAX_FILE_BYTES:,}-byte limit",
-                file=source,
-            )
-        return file.read_bytes()
+        fd = os.open(file, flags)
     except FileNotFoundError:
         raise SpecError(f"{what} not found", file=source) from None
     except IsADirectoryError:
         raise SpecError(f"{what} is a directory, expected a YAML file", file=source) from None
     except OSError as exc:
         raise SpecError(f"cannot read {what}: {exc.strerror}", file=source) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise SpecError(f"{what} is a directory, expected a YAML file", file=source)
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+            raise SpecError(f"{what} is {kind}, expected a regular YAML file", file=source)
+        chunks: list[bytes] = []
+        total = 0
+        while chunk := os.read(fd, min(_READ_CHUNK, MAX_FILE_BYTES + 1 - total)):
+            total += len(chunk)
+            if total > MAX_FILE_BYTES:
+                raise SpecError(
+                    f"{what} is larger than the {MAX_FILE_BYTES:,}-byte limit", file=source
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except BlockingIOError:  # a "regular" file that would block (/proc/kmsg and the like)
+        raise SpecError(f"cannot read {what}: it would block", file=source) from None
+    except OSError as exc:
+        raise SpecError(f"cannot read {what}: {exc.strerror}", file=source) from None
+    finally:
+        os.close(fd)
 
 
 def _resolve_reference(op: m.Operation, source: str, base: Path) -> tuple[m.Component, str]:
@@ -182,14 +223,14 @@ def _resolve_reference(op: m.Operation, source: str, base: Path) -> tuple[m.Comp
     if kind == "pathRef":
         target = (base / value).resolve()
         shown = str(target)
-        text: str | bytes = _read_file(target, shown, "pathRef target")
+        text: str | bytes = read_spec_file(target, shown, "pathRef target")
         return _component_from(text, shown, "pathRef"), shown
     if kind == "urlRef":
         return _component_from(fetch_url(value, source), value, "urlRef"), value
     if kind == "hubRef":
         hub_file = _hub_file(value, source)
         return _component_from(
-            _read_file(hub_file, str(hub_file), "hub component"), str(hub_file), "hubRef"
+            read_spec_file(hub_file, str(hub_file), "hub component"), str(hub_file), "hubRef"
         ), str(hub_file)
     raise ComponentRefError("DAGs are not supported yet", field="dagRef", file=source)
 
@@ -212,6 +253,13 @@ def _hub_file(name: str, source: str) -> Path:
             field="hubRef",
             file=source,
         )
+    if not _HUB_REF_RE.match(name):
+        raise ComponentRefError(
+            "expected a component name (letters, digits, '-' or '_'), optionally "
+            f"owner/name and :tag, got {name!r}",
+            field="hubRef",
+            file=source,
+        )
     base_name, _, tag = name.partition(":")
     candidates = [Path(hub) / base_name / f"{tag}.yaml"] if tag else []
     candidates += [Path(hub) / f"{name}.yaml", Path(hub) / f"{base_name}.yaml"]
@@ -223,38 +271,109 @@ def _hub_file(name: str, source: str) -> Path:
     )
 
 
+class _Deadline:
+    """Cuts a fetch's connections when its time is up.
+
+    httpx's timeouts bound each socket operation, not the whole: a server that sends one byte
+    a second (in the headers or the body) never trips them. The connections are learnt through
+    httpcore's ``trace`` extension as they open; at the deadline a timer shuts them down, which
+    wakes a read blocked in another thread."""
+
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+        self.expired = False
+        self._streams: list[Any] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self.expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def remaining(self) -> float:
+        return max(0.001, self.at - time.monotonic())
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            with self._lock:
+                self._streams.append(info.get("return_value"))
+                if self.expired:
+                    self._cut()
+
+    def expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            self._cut()
+
+    def _cut(self) -> None:
+        for stream in self._streams:
+            sock = getattr(stream, "get_extra_info", lambda name: None)("socket")
+            if isinstance(sock, socket.socket):
+                # OSError: already closed, or detached by TLS (the SSL socket is cut instead).
+                with contextlib.suppress(OSError):
+                    # The plain socket's method: an SSLSocket's own would unwrap TLS first.
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
 def fetch_url(url: str, source: str, field: str = "urlRef") -> bytes:
-    """GET ``url`` with a timeout and a size limit; errors name ``source`` and ``field``."""
+    """GET ``url`` within URL_TIMEOUT_S in all and at most MAX_FILE_BYTES; errors name
+    ``source`` and ``field``."""
     import httpx  # imported here: only urlRef needs it, and it is slow to import
 
     if not url.startswith(("http://", "https://")):
         raise ComponentRefError(f"expected an http(s) URL, got {url!r}", field=field, file=source)
-    try:
-        with (
-            httpx.Client(timeout=URL_TIMEOUT_S, follow_redirects=True) as client,
-            client.stream("GET", url) as response,
-        ):
-            if response.status_code != 200:
-                raise ComponentRefError(
-                    f"fetching {url} returned HTTP {response.status_code}",
-                    field=field,
-                    file=source,
-                )
-            body = bytearray()
-            for chunk in response.iter_bytes():
-                body.extend(chunk)
-                if len(body) > MAX_FILE_BYTES:
-                    raise ComponentRefError(
-                        f"{url} is larger than {MAX_FILE_BYTES:,} bytes",
-                        field=field,
-                        file=source,
-                    )
-            return bytes(body)
-    except httpx.TimeoutException:
-        raise ComponentRefError(
+
+    def timed_out() -> ComponentRefError:
+        return ComponentRefError(
             f"timed out after {URL_TIMEOUT_S:g}s fetching {url}", field=field, file=source
-        ) from None
+        )
+
+    try:
+        with _Deadline(URL_TIMEOUT_S) as deadline, httpx.Client() as client:
+            request = client.build_request(
+                "GET",
+                url,
+                headers={"Accept-Encoding": "identity"},
+                extensions={"trace": deadline.trace},
+            )
+            for _ in range(URL_MAX_REDIRECTS + 1):
+                # Each hop gets what is left of the deadline for every socket operation.
+                request.extensions["timeout"] = httpx.Timeout(deadline.remaining()).as_dict()
+                response = client.send(request, stream=True)
+                with contextlib.closing(response):
+                    if response.next_request is not None:
+                        request = response.next_request
+                        continue
+                    if response.status_code != 200:
+                        raise ComponentRefError(
+                            f"fetching {url} returned HTTP {response.status_code}",
+                            field=field,
+                            file=source,
+                        )
+                    body = bytearray()
+                    for chunk in response.iter_bytes():
+                        body.extend(chunk)
+                        if len(body) > MAX_FILE_BYTES:
+                            raise ComponentRefError(
+                                f"{url} is larger than {MAX_FILE_BYTES:,} bytes",
+                                field=field,
+                                file=source,
+                            )
+                        if deadline.expired:
+                            raise timed_out()
+                    if deadline.expired:  # cut while the last chunk was read: it may be short
+                        raise timed_out()
+                    return bytes(body)
+            raise ComponentRefError(
+                f"more than {URL_MAX_REDIRECTS} redirects fetching {url}", field=field, file=source
+            )
     except httpx.HTTPError as exc:
+        if isinstance(exc, httpx.TimeoutException) or deadline.expired:
+            raise timed_out() from None
         reason = str(exc) or type(exc).__name__
         raise ComponentRefError(
             f"cannot fetch {url} ({reason}); offline? use pathRef to a local copy",

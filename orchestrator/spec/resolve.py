@@ -25,7 +25,14 @@ from orchestrator.spec.hyperparams import DATE_KINDS, NUMERIC_KINDS
 from orchestrator.spec.ios import ResolvedIO, is_template, resolve_ios, typed_value
 from orchestrator.spec.load import LoadedSpec
 from orchestrator.spec.matrix import Expansion, expand_matrix
-from orchestrator.spec.templating import ParamView, Renderer, as_arg, as_str, to_string
+from orchestrator.spec.templating import (
+    ParamView,
+    Renderer,
+    as_arg,
+    as_str,
+    no_nul,
+    to_string,
+)
 
 __all__ = ["Plan", "ResolvedIO", "RunPaths", "RunSpec", "compile_plan"]
 
@@ -125,10 +132,17 @@ class Plan:
             return f"matrix.values[{index}]"
         return "matrix.params"
 
-    def render(self, index: int, suggestion: Mapping[str, Any], run_uuid: str) -> RunSpec:
-        """Render one run; errors name the file that holds the faulty field."""
+    def render(
+        self,
+        index: int,
+        suggestion: Mapping[str, Any],
+        run_uuid: str,
+        values: dict[str, Any] | None = None,
+    ) -> RunSpec:
+        """Render one run (``values``: :meth:`values_for` of it, when already computed);
+        errors name the file that holds the faulty field."""
         try:
-            return self._render(index, suggestion, run_uuid)
+            return self._render(index, suggestion, run_uuid, values)
         except SpecError as exc:
             field = exc.field or ""
             in_component = field.startswith(("run.", "inputs", "outputs"))
@@ -136,8 +150,14 @@ class Plan:
                 self.spec.component_source if in_component else self.spec.source
             ) from None
 
-    def _render(self, index: int, suggestion: Mapping[str, Any], run_uuid: str) -> RunSpec:
-        values = self.values_for(index, suggestion)
+    def _render(
+        self,
+        index: int,
+        suggestion: Mapping[str, Any],
+        run_uuid: str,
+        values: dict[str, Any] | None,
+    ) -> RunSpec:
+        values = dict(values) if values is not None else self.values_for(index, suggestion)
         glob = self._globals(index, run_uuid)
         by_name = {io.name: io for io in self.ios}
         # Values written as templates (delayed validation) render against globals first.
@@ -157,15 +177,22 @@ class Plan:
         env: dict[str, str] = {}
         for i, var in enumerate(container.env or []):
             if var.value is not None:
-                env[var.name] = _env_text(
-                    self.renderer.render(var.value, context, field=f"run.container.env[{i}].value")
-                    if isinstance(var.value, str)
-                    else var.value
+                where = f"run.container.env[{i}]"
+                env[no_nul(var.name, f"{where}.name")] = no_nul(
+                    _env_text(
+                        self.renderer.render(var.value, context, field=f"{where}.value")
+                        if isinstance(var.value, str)
+                        else var.value
+                    ),
+                    f"{where}.value",
                 )
         working_dir = None
         if container.working_dir:
-            working_dir = self.renderer.render(
-                container.working_dir, context, field="run.container.workingDir"
+            working_dir = no_nul(
+                self.renderer.render(
+                    container.working_dir, context, field="run.container.workingDir"
+                ),
+                "run.container.workingDir",
             )
         init = [self._render_init(entry, context, i) for i, entry in enumerate(run.init or [])]
         outputs = {io.name for io in self.ios if io.is_output}
@@ -179,16 +206,18 @@ class Plan:
             env=env,
             working_dir=working_dir,
             init=init,
-            config_hash=self.config_hash(params),
-            params_hash=params_hash(params),
+            **_hashes(self._component_json, params),
         )
 
     def _render_init(self, entry: m.Init, context: dict[str, Any], index: int) -> m.Init:
-        """Render every string of an init entry (url, revision, file content, path...)."""
+        """Render every string of an init entry (url, revision, file content, path...); all
+        but a file's content reach a command line or a path, so none may hold a NUL byte."""
+        content = f"run.init[{index}].file.content"
 
         def walk(value: Any, where: str) -> Any:
             if isinstance(value, str):
-                return self.renderer.render(value, context, field=where)
+                text = self.renderer.render(value, context, field=where)
+                return text if where == content else no_nul(text, where)
             if isinstance(value, dict):
                 return {k: walk(v, f"{where}.{k}") for k, v in value.items()}
             if isinstance(value, list):
@@ -213,8 +242,8 @@ class Plan:
                 f"input {missing[0]!r} is required, no param was passed",
                 field=f"matrix.values[{index}]",
             )
-        self.values_for(index, entry)
-        self.render(index, entry, uuid_module.uuid4().hex)
+        values = self.values_for(index, entry)  # type errors first, named by entry and key
+        self.render(index, entry, uuid_module.uuid4().hex, values)
 
     def config_hash(self, params: Mapping[str, Any]) -> str:
         """SHA-256 of the component and the typed params, stable under key order."""
@@ -288,6 +317,15 @@ class Plan:
                 as_args.append(rendered_arg)
         params["as_args"] = as_args
         return {**top, "params": params, "globals": glob}
+
+
+def _hashes(component_json: bytes, params: Mapping[str, Any]) -> dict[str, str]:
+    """``config_hash`` and ``params_hash`` of a run, encoding the params once."""
+    encoded = msgspec.json.encode(dict(params), order="sorted")
+    return {
+        "config_hash": hashlib.sha256(component_json + encoded).hexdigest(),
+        "params_hash": hashlib.sha256(encoded).hexdigest(),
+    }
 
 
 def params_hash(params: Mapping[str, Any]) -> str:

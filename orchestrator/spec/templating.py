@@ -1,8 +1,9 @@
 """Jinja templating of container fields, as Polyaxon 2.18 renders them (§6).
 
 A sandboxed environment (a polyaxonfile may come from a URL) with Polyaxon's ``map_format``
-filter. Inputs and outputs sit at the top level of the context; ``params.X`` offers ``value``,
-``type``, ``as_str`` and ``as_arg``; ``params.as_args`` lists the non-empty ``as_arg`` strings;
+filter, bounded in what a render may build and how long it may take (``sandbox.py``). Inputs
+and outputs sit at the top level of the context; ``params.X`` offers ``value``, ``type``,
+``as_str`` and ``as_arg``; ``params.as_args`` lists the non-empty ``as_arg`` strings;
 ``globals`` points at local paths. A name that the operation defines nowhere is an error naming
 it (Polyaxon renders ``""`` and hides the typo); a mapping key that only other entries carry
 renders empty, as in Polyaxon.
@@ -18,12 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import SandboxedEnvironment
 
 from orchestrator.exceptions import SpecError
+from orchestrator.spec.sandbox import BoundedSandbox, TemplateLimitError, render_budget
 
-__all__ = ["ParamView", "Renderer", "as_arg", "as_str", "to_string"]
+__all__ = ["ParamView", "Renderer", "as_arg", "as_str", "no_nul", "to_string"]
 
 
 def _float_text(value: float) -> str:
@@ -119,35 +119,21 @@ def as_arg(param: ParamView) -> str:
     return f"--{param.name}={as_str(param)}"
 
 
-#: Largest string or list a template may build with ``*`` or ``**`` (a file can come from a URL).
-MAX_TEMPLATE_ITEMS = 1_000_000
-
-
-class _BoundedSandbox(SandboxedEnvironment):
-    """Jinja's sandbox also bounds ``"a" * 10**9`` and ``10 ** 10**9``, which it lets through."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**":
-            if isinstance(right, int) and abs(right) > 10_000:
-                raise SecurityError("exponent too large")
-            return left**right
-        for seq, count in ((left, right), (right, left)):
-            sized = isinstance(seq, str | list | tuple) and isinstance(count, int)
-            if sized and len(seq) * count > MAX_TEMPLATE_ITEMS:
-                raise SecurityError("repetition too large")
-        return left * right
-
-
 #: Rendered argv items Polyaxon 2.18 leaves out.
 _DROPPED = frozenset({"", "None"})
+#: Compiled templates a renderer keeps (a sweep renders the same few fields for every run).
+_CACHED_TEMPLATES = 1024
 
 
-def _map_format(value: Any, pattern: str, variable_name: str | None = None) -> str:
-    if variable_name:
-        return str(str(pattern) % {variable_name: value})
-    return str(str(pattern) % value)
+def no_nul(text: str, field: str) -> str:
+    """``text`` unless it holds a NUL byte, which no argv item, environment variable or path
+    can carry (the kernel would cut it there; Python refuses it when the run starts)."""
+    if "\0" in text:
+        raise SpecError(
+            "contains a NUL byte, which no command line, environment variable or path can hold",
+            field=field,
+        )
+    return text
 
 
 class Renderer:
@@ -183,15 +169,29 @@ class Renderer:
                     return False
                 raise jinja2.UndefinedError(self._problem())
 
-        self.env = _BoundedSandbox(undefined=_Undefined, keep_trailing_newline=True)
-        self.env.filters["map_format"] = _map_format
+        self.env = BoundedSandbox(undefined=_Undefined, keep_trailing_newline=True)
+        self._templates: dict[str, jinja2.Template] = {}
+
+    def _template(self, source: str) -> jinja2.Template:
+        template = self._templates.get(source)
+        if template is None:
+            self.env.check_size(source)
+            template = self.env.from_string(source)
+            if len(self._templates) >= _CACHED_TEMPLATES:
+                self._templates.clear()
+            self._templates[source] = template
+        return template
 
     def render(self, template: str, context: Mapping[str, Any], *, field: str) -> str:
-        """Render ``template``; errors name ``field`` and the offending variable."""
+        """Render ``template`` within the sandbox's bounds (``sandbox.py``); errors name
+        ``field`` and the offending variable or bound."""
         if "{{" not in template and "{%" not in template:
             return template
         try:
-            return self.env.from_string(template).render(context)
+            with render_budget():
+                return self._template(template).render(context)
+        except TemplateLimitError as exc:
+            raise SpecError(f"template error: refused: {exc}", field=field) from None
         except jinja2.UndefinedError as exc:
             raise SpecError(str(exc), field=field) from None
         except jinja2.TemplateSyntaxError as exc:
@@ -200,6 +200,10 @@ class Renderer:
             raise SpecError(f"template error: {exc}", field=field) from None
         except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
             raise SpecError(f"template error: {exc}", field=field) from None
+        except (RecursionError, SyntaxError):  # macros calling themselves; absurd nesting
+            raise SpecError("template error: nested too deeply", field=field) from None
+        except MemoryError:
+            raise SpecError("template error: out of memory", field=field) from None
 
     def argv_items(
         self, items: list[Any] | str | None, context: Mapping[str, Any], *, field: str
@@ -221,8 +225,8 @@ class Renderer:
                 except (ValueError, SyntaxError, MemoryError, RecursionError):
                     parsed = None
                 if isinstance(parsed, list):
-                    return [str(x) for x in parsed if x is not None and x != ""]
-            return [] if text in _DROPPED else [text]
+                    return [no_nul(str(x), field) for x in parsed if x is not None and x != ""]
+            return [] if text in _DROPPED else [no_nul(text, field)]
         out: list[str] = []
         for index, item in enumerate(items):
             if item is None:
@@ -232,5 +236,5 @@ class Renderer:
             else:
                 text = str(item)
             if text not in _DROPPED:
-                out.append(text)
+                out.append(no_nul(text, f"{field}[{index}]"))
         return out
