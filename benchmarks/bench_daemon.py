@@ -48,7 +48,7 @@ def start(home: Path) -> subprocess.Popen[str]:
 
 
 def client(home: Path) -> httpx.Client:
-    info = json.loads((home / "daemon.json").read_text())
+    info = json.loads((home / "daemon" / "daemon.json").read_text())
     return httpx.Client(
         transport=httpx.HTTPTransport(uds=info["socket"]),
         base_url="http://daemon",

@@ -10,7 +10,8 @@ The tree::
     ├── StoreError                      the journal or a run folder cannot be read or written
     ├── NotFoundError (also LookupError) no sweep or run matches what was asked for
     ├── SweepBusyError                  the sweep is still running (resume/rerun must wait)
-    └── UnavailableError                the daemon is shutting down and takes no new work
+    └── UnavailableError                no new work now: the daemon is shutting down, or the
+                                        journal cannot write what was asked (none of it done)
 
 The CLI turns any of these into one line on stderr and an exit code (2 for bad input:
 SpecError, NotFoundError, StoreError; 1 for the rest); a traceback is a bug.
@@ -101,4 +102,6 @@ class SweepBusyError(OrchestratorError):
 
 
 class UnavailableError(OrchestratorError):
-    """The daemon is shutting down and accepts no new sweeps (the API answers 503)."""
+    """No new work is taken now: the daemon is shutting down, or the journal cannot write
+    what was asked (a sweep's start, added configurations), so none of it was done (the API
+    answers 503; the CLI exits 1)."""

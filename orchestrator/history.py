@@ -16,6 +16,7 @@ from orchestrator.engine.records import Resume, RunRecord, record_from_row
 from orchestrator.engine.states import SWEEP_UNFINISHED, TERMINAL, RunState
 from orchestrator.exceptions import NotFoundError, SpecError, SweepBusyError
 from orchestrator.spec import LoadedSpec, Plan, compile_plan, load_spec, load_text
+from orchestrator.spec import models as m
 from orchestrator.spec.load import fetch_url
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import run_paths
@@ -151,6 +152,9 @@ class ResumePlan:
     plan: Plan
     overrides: dict[str, str]
     resume: Resume
+    #: The sweep's mapping is still open (the daemon's ask/tell): the index the next added
+    #: configuration gets. None: it is not open (never was, or was closed).
+    open_from: int | None = None
 
 
 def _sweep_source(row: SweepRow) -> LoadedSpec:
@@ -177,7 +181,8 @@ def prepare_resume(
 ) -> ResumePlan:
     """Check that sweep ``row`` may continue and compile it: ``overrides`` add to its own
     ``-P`` values; a changed component is refused unless ``force``; ``only_states`` limits
-    the configurations to those whose newest run is in one of these states (``rerun``)."""
+    the configurations to those whose newest run is in one of these states (``rerun``). An
+    open mapping's added configurations are part of the sweep, as journaled."""
     sweep_id = row.id
     unknown = sorted(set(only_states or ()) - {s.value for s in TERMINAL})
     if unknown:
@@ -189,8 +194,16 @@ def prepare_resume(
         )
     if loaded is None:
         loaded = _sweep_source(row)
+    added = journal.open_mapping_of(sweep_id)
+    matrix = loaded.operation.matrix
+    if added is not None and isinstance(matrix, m.Mapping):
+        # The configurations added while it ran (journaled when they were accepted) follow
+        # the spec's own, at the indexes they had.
+        matrix.values = [*matrix.values, *added.values]
     merged = {**row.overrides, **(overrides or {})}
-    plan = compile_plan(loaded, merged, paths=run_paths(home), name=row.name)
+    plan = compile_plan(
+        loaded, merged, paths=run_paths(home), name=row.name, open_mapping=added is not None
+    )
     if row.component_hash and plan.component_hash != row.component_hash and not force:
         raise SpecError(
             f"the component changed since sweep {sweep_id[:12]} ran (command, inputs, outputs "
@@ -202,4 +215,7 @@ def prepare_resume(
     only = None
     if only_states is not None:
         only = {r.spec.params_hash for r in previous if r.state.value in only_states}
-    return ResumePlan(row, loaded, plan, merged, Resume(sweep_id, previous, only))
+    open_from = None
+    if added is not None and not added.closed and isinstance(matrix, m.Mapping):
+        open_from = len(matrix.values)
+    return ResumePlan(row, loaded, plan, merged, Resume(sweep_id, previous, only), open_from)

@@ -25,7 +25,7 @@ from orchestrator.reporting import Reporter, summary_json, summary_table
 from orchestrator.spec import LoadedSpec, Plan, compile_plan
 from orchestrator.spec import models as m
 from orchestrator.store.journal import Journal
-from orchestrator.store.layout import journal_path, run_paths
+from orchestrator.store.layout import ensure_home, journal_path, run_paths
 
 if TYPE_CHECKING:
     from orchestrator.eventlog import EventLog
@@ -179,6 +179,7 @@ def run_sweep(
     resume_latest: bool = False,
 ) -> int:
     """Run a new sweep (or, with ``resume_latest``, continue the newest one of this spec)."""
+    ensure_home(options.home)  # a new home is private (0700); an existing one keeps its mode
     journal = open_journal(journal_path(options.home), options.err)
     try:
         if resume_latest:
@@ -200,6 +201,7 @@ def resume_sweep(
     only_states: set[str] | None = None,
 ) -> int:
     """``resume`` (everything not succeeded) or ``rerun`` (only ``only_states``)."""
+    ensure_home(options.home)
     journal = open_journal(journal_path(options.home), options.err)
     try:
         return _resume(
@@ -260,6 +262,9 @@ def _execute(
         reason = f" ({result.reason})" if result.reason else ""
         out.write(f"\nsweep {result.sweep_id[:12]} {result.state.value}{reason}\n")
     out.flush()
+    if result.journal_error is not None:  # the journal does not hold all of this sweep
+        options.err.write(f"orchestrator: journal write failed: {result.journal_error}\n")
+        return EXIT_FAILED
     return EXIT_OK if result.state is SweepState.SUCCEEDED else EXIT_FAILED
 
 

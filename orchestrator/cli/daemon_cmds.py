@@ -117,12 +117,14 @@ def _cmd_submit(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     import json
 
     from orchestrator.exceptions import SpecError
+    from orchestrator.spec.load import read_spec_file
 
     path = Path(args.spec)
+    data = read_spec_file(path, args.spec)  # bounded: no FIFO, no /dev/zero
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError(f"cannot read: {exc.strerror}", file=args.spec) from None
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise SpecError("expected UTF-8 text", file=args.spec) from None
     body = {
         "priority": args.priority,
         "spec": text,

@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.store.layout import daemon_info_path
+
 if TYPE_CHECKING:
     import httpx
 
@@ -20,7 +22,7 @@ __all__ = ["daemon_client", "daemon_info", "unix_client"]
 def daemon_info(home: Path) -> dict[str, Any] | None:
     """The running daemon's socket, pid and (for TCP) port and token, or None."""
     try:
-        info: dict[str, Any] = json.loads((home / "daemon.json").read_text())
+        info: dict[str, Any] = json.loads(daemon_info_path(home).read_text())
     except (OSError, ValueError):
         return None
     return info if Path(info.get("socket", "")).exists() else None

@@ -1,4 +1,9 @@
-"""Sweeps submitted to the daemon: each runs as a task, all under one limit of running runs."""
+"""Sweeps submitted to the daemon: each runs as a task, all under one limit of running runs.
+
+A sweep is accepted (``submit``, ``resume``) only once its start is committed to the journal:
+an answer that says so survives a kill -9 the moment it is sent (a restarted daemon resumes
+the sweep). A journal that cannot write makes those calls fail with UnavailableError (503).
+"""
 
 from __future__ import annotations
 
@@ -15,14 +20,25 @@ from orchestrator.engine.plugin_host import PluginHost
 from orchestrator.engine.recovery import LOST
 from orchestrator.engine.slots import PrioritySlots
 from orchestrator.engine.sweep import SweepController
-from orchestrator.exceptions import NotFoundError, SpecError, SweepBusyError, UnavailableError
+from orchestrator.exceptions import (
+    NotFoundError,
+    OrchestratorError,
+    SpecError,
+    StoreError,
+    SweepBusyError,
+    UnavailableError,
+)
 from orchestrator.history import prepare_resume
-from orchestrator.spec import compile_plan, load_text
+from orchestrator.spec import LoadedSpec, Plan, compile_plan, load_text
 from orchestrator.spec import models as m
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import run_paths
 
-__all__ = ["Submission", "SweepManager"]
+__all__ = ["SUBMIT_TIMEOUT_S", "Submission", "SweepManager"]
+
+#: Seconds a submission may take to load (urlRef fetch included) and check before it is
+#: refused; the work runs in a thread, so the event loop never waits on it.
+SUBMIT_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -41,6 +57,14 @@ class Submission:
     priority: int = 0
 
 
+def _first(group: BaseExceptionGroup[Exception]) -> BaseException:
+    """The first exception in ``group``, however deeply nested."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
+
+
 class SweepManager:
     """Owns the journal, the global run limit and the running sweeps."""
 
@@ -54,6 +78,7 @@ class SweepManager:
         publish: Any,
         plugins: PluginHost,
         report: Any = None,
+        inform: Any = None,
     ) -> None:
         self.home = home
         self.journal = journal
@@ -61,13 +86,25 @@ class SweepManager:
         self.grace = grace
         self.publish = publish
         self.plugins = plugins
+        #: Where problems (``report``) and news (``inform``; default: ``report``) are told.
         self.report = report or (lambda message: None)
+        self.inform = inform or self.report
         self.sweeps: dict[str, SweepController] = {}
         self.accepting = True
         self._tg: anyio.abc.TaskGroup | None = None
         #: Set whenever no sweep is running (shutdown waits on it, never polls).
         self._idle = anyio.Event()
         self._idle.set()
+        #: One lock per open mapping being changed (see :meth:`_lock`).
+        self._locks: dict[str, anyio.Lock] = {}
+        journal.on_health(self._journal_health)
+
+    def _journal_health(self, error: str | None) -> None:
+        """The journal's writer (on its thread) started failing, or writes again."""
+        if error is not None:
+            self.report(f"the journal cannot write ({error}): new sweeps get 503 until it can")
+        else:
+            self.inform("the journal writes again")
 
     async def run(
         self,
@@ -79,20 +116,37 @@ class SweepManager:
             task_status.started()
             await anyio.sleep_forever()
 
-    def submit(self, submission: Submission) -> tuple[str, int]:
-        """Validate and start a sweep; raises SpecError (a 400) when the spec is bad."""
+    async def submit(self, submission: Submission) -> tuple[str, int]:
+        """Validate, journal and start a sweep, returning once it is committed to the journal.
+        SpecError (a 400) for a bad spec; UnavailableError (a 503) while shutting down or when
+        the journal cannot write it (then nothing of it runs)."""
         if not self.accepting or self._tg is None:
             raise UnavailableError("the daemon is shutting down")
         base = Path(submission.base_dir) if submission.base_dir else Path.cwd()
         source = submission.spec_path or "<submitted>"
-        loaded = load_text(submission.spec, source, base)
-        plan = compile_plan(
-            loaded,
-            submission.params,
-            paths=run_paths(self.home),
-            name=submission.name,
-            open_mapping=submission.open,
-        )
+
+        def prepare() -> tuple[LoadedSpec, Plan]:
+            loaded = load_text(submission.spec, source, base)
+            return loaded, compile_plan(
+                loaded,
+                submission.params,
+                paths=run_paths(self.home),
+                name=submission.name,
+                open_mapping=submission.open,
+            )
+
+        # Off the event loop (a urlRef fetch or a big mapping must not stall /health), and
+        # bounded: past the deadline the worker is abandoned (every step of it is bounded too).
+        try:
+            with anyio.fail_after(SUBMIT_TIMEOUT_S):
+                loaded, plan = await anyio.to_thread.run_sync(prepare, abandon_on_cancel=True)
+        except TimeoutError:
+            raise SpecError(
+                f"loading and checking the spec took longer than {SUBMIT_TIMEOUT_S:g}s",
+                file=source,
+            ) from None
+        if not self.accepting or self._tg is None:
+            raise UnavailableError("the daemon is shutting down")
         open_mapping = None
         if submission.open:
             matrix = loaded.operation.matrix
@@ -112,8 +166,10 @@ class SweepManager:
             overrides=submission.params,
             priority=submission.priority,
             spec_text=(submission.spec, str(base)),
+            by_daemon=True,
         )
         controller = self._build(plan, settings, open_mapping=open_mapping)
+        await self._accept(controller)
         return controller.sweep_id, len(plan)
 
     async def _drive(self, controller: SweepController) -> None:
@@ -133,33 +189,44 @@ class SweepManager:
                     await controller.run()
                 finally:
                     await controller.bus.close()
-        except Exception as exc:  # one broken sweep must not take the daemon down
+        except* UnavailableError as group:  # its start could not be journaled: it did not run
+            self.report(str(_first(group)))
+        except* Exception as group:  # one broken sweep must not take the daemon down
+            exc = _first(group)
             self.report(f"sweep {controller.sweep_id[:12]} crashed: {type(exc).__name__}: {exc}")
         finally:
-            self.sweeps.pop(controller.sweep_id, None)
-            if not self.sweeps:
-                self._idle.set()
+            self._release(controller.sweep_id)
 
     def resume_lost(self) -> list[str]:
         """After a crash: continue every daemon sweep whose daemon died (its unfinished runs
-        were just marked ``orchestrator_lost``), running what has not succeeded."""
-        rows = self.journal.lost_daemon_sweeps(LOST)
-        for row in rows:
-            self._resume_row(row, force=True, only_states=None)
-        return [row.id for row in rows]
+        were just marked ``orchestrator_lost``), running what has not succeeded; returns their
+        ids. One that cannot be (its spec file is gone) is reported, not fatal."""
+        resumed = []
+        for row in self.journal.lost_daemon_sweeps(LOST):
+            try:
+                controller = self._resumed(row, force=True, only_states=None)
+            except OrchestratorError as exc:
+                self.report(f"sweep {row.id[:12]} not resumed: {exc}")
+                continue
+            self._start(controller)
+            resumed.append(row.id)
+        return resumed
 
-    def resume(
+    async def resume(
         self, ref: str, *, force: bool = False, only_states: set[str] | None = None
     ) -> tuple[str, int]:
-        """``resume``/``rerun`` through the daemon: the sweep continues here."""
+        """``resume``/``rerun`` through the daemon: the sweep continues here, returning once
+        that is committed to the journal (UnavailableError when it cannot be)."""
+        if not self.accepting:
+            raise UnavailableError("the daemon is shutting down")
         row = self.journal.find_sweep(ref)
         if row.id in self.sweeps:
             raise SweepBusyError(f"sweep {row.id[:12]} is still running")
-        return self._resume_row(row, force=force, only_states=only_states)
+        controller = self._resumed(row, force=force, only_states=only_states)
+        await self._accept(controller)
+        return row.id, len(controller.plan)
 
-    def _resume_row(
-        self, row: Any, *, force: bool, only_states: set[str] | None
-    ) -> tuple[str, int]:
+    def _resumed(self, row: Any, *, force: bool, only_states: set[str] | None) -> SweepController:
         ready = prepare_resume(
             self.journal, row, home=self.home, force=force, only_states=only_states
         )
@@ -170,13 +237,15 @@ class SweepManager:
             grace=self.grace,
             name=row.name,
             overrides=ready.overrides,
+            by_daemon=True,
         )
-        self._build(ready.plan, settings, resume=ready.resume)
-        return row.id, len(ready.plan)
+        still_open = None if ready.open_from is None else OpenMapping(ready.open_from)
+        return self._build(ready.plan, settings, resume=ready.resume, open_mapping=still_open)
 
     def _build(self, plan: Any, settings: SweepSettings, **services: Any) -> SweepController:
-        """Build a sweep on the daemon's journal, plugins and shared run slots, and start it."""
-        controller = build_sweep(
+        """Build a sweep on the daemon's journal, plugins and shared run slots (its start is
+        queued in the journal; nothing runs yet)."""
+        return build_sweep(
             plan,
             settings,
             journal=self.journal,
@@ -184,44 +253,90 @@ class SweepManager:
             shared_slots=self.slots,
             **services,
         )
-        self._start(controller)
-        return controller
+
+    async def _accept(self, controller: SweepController) -> None:
+        """Start ``controller`` once its start is committed to the journal. It counts as one
+        of the daemon's sweeps while that commits, so a second resume of it is refused."""
+        self._hold(controller)
+        try:
+            await controller.commit_start(refused="not accepted")
+        except BaseException:
+            self._release(controller.sweep_id)
+            raise
+        assert self._tg is not None
+        self._tg.start_soon(self._drive, controller)
 
     def _start(self, controller: SweepController) -> None:
+        """Start ``controller`` now (:meth:`SweepController.run` commits its start first)."""
         assert self._tg is not None
+        self._hold(controller)
+        self._tg.start_soon(self._drive, controller)
+
+    def _hold(self, controller: SweepController) -> None:
         self.sweeps[controller.sweep_id] = controller
         if self._idle.is_set():
             self._idle = anyio.Event()
-        self._tg.start_soon(self._drive, controller)
 
-    def add_configurations(self, sweep_id: str, values: list[dict[str, Any]]) -> list[int]:
-        """Ask: more configurations for an open sweep, each checked before it is accepted."""
+    def _release(self, sweep_id: str) -> None:
+        self.sweeps.pop(sweep_id, None)
+        self._locks.pop(sweep_id, None)
+        if not self.sweeps:
+            self._idle.set()
+
+    async def add_configurations(self, sweep_id: str, values: list[dict[str, Any]]) -> list[int]:
+        """Ask: more configurations for an open sweep, each checked, then committed to the
+        journal (a restarted daemon runs them too), then queued; their indexes. NotFoundError
+        (404), SpecError (400), UnavailableError (503: the journal cannot write them)."""
+        async with self._lock(sweep_id):
+            controller, mapping = self._open(sweep_id)
+            first = mapping.next_index
+            for offset, entry in enumerate(values):
+                if not isinstance(entry, dict):
+                    raise SpecError(
+                        f"expected a mapping, got {type(entry).__name__}",
+                        field=f"values[{offset}]",
+                    )
+                try:
+                    controller.plan.check_entry(first + offset, entry)
+                except SpecError as exc:
+                    exc.field = (exc.field or "").replace(
+                        f"matrix.values[{first + offset}]", f"values[{offset}]"
+                    )
+                    raise
+            self.journal.add_configurations(sweep_id, first, values)
+            await self._commit(sweep_id, "configurations not accepted")
+            return mapping.add(values)
+
+    async def close_sweep(self, sweep_id: str) -> bool:
+        """Close an open sweep once that is committed to the journal (UnavailableError when it
+        cannot be); False when there is no open sweep with that id."""
+        controller = self.sweeps.get(sweep_id)
+        if controller is None or controller.open_mapping is None:
+            return False
+        async with self._lock(sweep_id):
+            if not controller.open_mapping.closed:
+                self.journal.close_mapping(sweep_id)
+                await self._commit(sweep_id, "not closed")
+                controller.open_mapping.close()
+        return True
+
+    def _open(self, sweep_id: str) -> tuple[SweepController, OpenMapping]:
         controller = self.sweeps.get(sweep_id)
         if controller is None or controller.open_mapping is None:
             raise NotFoundError("no open sweep with that id")
         if controller.open_mapping.closed:
             raise NotFoundError("that sweep is closed")
-        first = controller.open_mapping.next_index
-        for offset, entry in enumerate(values):
-            if not isinstance(entry, dict):
-                raise SpecError(
-                    f"expected a mapping, got {type(entry).__name__}", field=f"values[{offset}]"
-                )
-            try:
-                controller.plan.check_entry(first + offset, entry)
-            except SpecError as exc:
-                exc.field = (exc.field or "").replace(
-                    f"matrix.values[{first + offset}]", f"values[{offset}]"
-                )
-                raise
-        return controller.open_mapping.add(values)
+        return controller, controller.open_mapping
 
-    def close_sweep(self, sweep_id: str) -> bool:
-        controller = self.sweeps.get(sweep_id)
-        if controller is None or controller.open_mapping is None:
-            return False
-        controller.open_mapping.close()
-        return True
+    def _lock(self, sweep_id: str) -> anyio.Lock:
+        """Changes to one open mapping happen one at a time (an index is given only once)."""
+        return self._locks.setdefault(sweep_id, anyio.Lock())
+
+    async def _commit(self, sweep_id: str, what: str) -> None:
+        try:
+            await self.journal.commit(sweep_id)
+        except StoreError as exc:
+            raise UnavailableError(f"sweep {sweep_id[:12]}: {what}: {exc}") from None
 
     def stop_sweep(self, sweep_id: str, reason: str = "stopped through the API") -> bool:
         controller = self.sweeps.get(sweep_id)

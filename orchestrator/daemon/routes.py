@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from orchestrator.daemon.hub import Hub
 from orchestrator.daemon.manager import Submission, SweepManager
-from orchestrator.daemon.sse import event_frames, log_frames
+from orchestrator.daemon.sse import event_frames, log_frames, log_range
 from orchestrator.engine.events import Event, LogLine, RunStateChanged
 from orchestrator.exceptions import (
     NotFoundError,
@@ -28,7 +28,7 @@ from orchestrator.exceptions import (
 from orchestrator.history import sweep_detail, sweep_items
 from orchestrator.store.layout import RunLayout
 
-__all__ = ["Api", "failure", "health", "not_found"]
+__all__ = ["Api", "failure", "not_found"]
 
 
 def _error(message: str, status: int) -> JSONResponse:
@@ -39,15 +39,35 @@ def _error(message: str, status: int) -> JSONResponse:
 
 async def _json_body(request: Request, empty: bytes) -> Any:
     """The parsed body (``empty`` when there is none), or the 400 answer to send."""
+    data = await request.body() or empty
     try:
-        return json.loads(await request.body() or empty)
+        value = json.loads(data)
     except json.JSONDecodeError as exc:
         return _error(f"body: expected JSON ({exc.msg})", 400)
+    except RecursionError:
+        return _error(f"body: JSON nested deeper than {MAX_NESTING} levels", 400)
+    except ValueError as exc:  # not UTF-8, or an integer of over 4300 digits
+        return _error(f"body: expected JSON ({exc})", 400)
+    if _nesting(value) > MAX_NESTING:  # what reads it next may recurse: keep it shallow
+        return _error(f"body: JSON nested deeper than {MAX_NESTING} levels", 400)
+    return value
 
 
-async def health(request: Request) -> Response:
-    """Liveness: answers as long as the event loop does, whatever the manager's state."""
-    return JSONResponse({"status": "ok"})
+#: Deepest nesting of arrays and objects a request body may have.
+MAX_NESTING = 64
+
+
+def _nesting(value: Any) -> int:
+    """How deeply ``value``'s lists and dicts nest (without recursing; stops past the limit)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack and deepest <= MAX_NESTING:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 async def not_found(request: Request, exc: Exception) -> Response:
@@ -70,14 +90,27 @@ class Api:
         self.home = home
         self.journal = manager.journal
 
+    async def health(self, request: Request) -> Response:
+        """Liveness: answers as long as the event loop does; ``degraded``, with the error,
+        while the journal cannot write (restarting would not help: the disk is full)."""
+        error = self.journal.write_error
+        if error is None:
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "degraded", "journal": error})
+
     async def ready(self, request: Request) -> Response:
-        """Readiness: 503 once the daemon stops accepting sweeps (it is shutting down)."""
-        if self.manager.accepting:
-            return JSONResponse({"ready": True, "sweeps": len(self.manager.sweeps)})
-        return JSONResponse({"ready": False}, status_code=503)
+        """Readiness: 503 while the daemon takes no sweeps: it is shutting down, or its
+        journal cannot write (submissions would get 503 too)."""
+        if not self.manager.accepting:
+            return JSONResponse({"ready": False, "reason": "shutting down"}, status_code=503)
+        error = self.journal.write_error
+        if error is not None:
+            return JSONResponse({"ready": False, "journal": error}, status_code=503)
+        return JSONResponse({"ready": True, "sweeps": len(self.manager.sweeps)})
 
     async def submit(self, request: Request) -> Response:
-        """Start a sweep from a :class:`Submission`; 201 with its id and run count."""
+        """Start a sweep from a :class:`Submission`; 201 with its id and run count, sent only
+        once the sweep is committed to the journal (503 when it cannot be)."""
         body = await _json_body(request, b"null")
         if isinstance(body, Response):
             return body
@@ -86,7 +119,7 @@ class Api:
         except msgspec.ValidationError as exc:
             return _error(f"body: {exc}", 400)
         try:
-            sweep_id, total = self.manager.submit(submission)
+            sweep_id, total = await self.manager.submit(submission)
         except SpecError as exc:
             return _error(str(exc), 400)
         except UnavailableError as exc:
@@ -123,7 +156,8 @@ class Api:
         return _error("no running sweep with that id", 404)
 
     async def add_configurations(self, request: Request) -> Response:
-        """Queue more configurations on an open sweep; 202 with their indexes."""
+        """Queue more configurations on an open sweep; 202 with their indexes once they are
+        committed to the journal (503 when they cannot be)."""
         body = await _json_body(request, b"null")
         if isinstance(body, Response):
             return body
@@ -131,22 +165,29 @@ class Api:
         if not isinstance(values, list):
             return _error('body: expected {"values": [{...}, ...]}', 400)
         try:
-            indexes = self.manager.add_configurations(request.path_params["sweep"], values)
+            indexes = await self.manager.add_configurations(request.path_params["sweep"], values)
         except SpecError as exc:
             return _error(str(exc), 400)
         except NotFoundError as exc:
             return _error(str(exc), 404)
+        except UnavailableError as exc:
+            return _error(str(exc), 503)
         return JSONResponse({"indexes": indexes}, status_code=202)
 
     async def close_sweep(self, request: Request) -> Response:
-        """Take no more configurations: the sweep ends when the queued ones have run."""
-        if self.manager.close_sweep(request.path_params["sweep"]):
+        """Take no more configurations: the sweep ends when the queued ones have run (202
+        once that is committed to the journal, 503 when it cannot be)."""
+        try:
+            closed = await self.manager.close_sweep(request.path_params["sweep"])
+        except UnavailableError as exc:
+            return _error(str(exc), 503)
+        if closed:
             return JSONResponse({"closed": True}, status_code=202)
         return _error("no open sweep with that id", 404)
 
     async def resume_sweep(self, request: Request) -> Response:
         """Run a stored sweep's unfinished (or ``only`` the given states') runs again; an
-        empty body means the defaults."""
+        empty body means the defaults. 202 once that is committed to the journal (else 503)."""
         body = await _json_body(request, b"{}")
         if isinstance(body, Response):
             return body
@@ -156,7 +197,7 @@ class Api:
         ):
             return _error('body: expected {"force": false, "only": ["failed"]}', 400)
         try:
-            sweep_id, total = self.manager.resume(
+            sweep_id, total = await self.manager.resume(
                 request.path_params["sweep"],
                 force=bool(body.get("force")),
                 only_states=set(only) if only else None,
@@ -167,6 +208,8 @@ class Api:
             return _error(str(exc), 409)
         except SpecError as exc:
             return _error(str(exc), 400)
+        except UnavailableError as exc:
+            return _error(str(exc), 503)
         return JSONResponse({"sweep": sweep_id, "runs": total}, status_code=202)
 
     async def stop_run(self, request: Request) -> Response:
@@ -199,11 +242,16 @@ class Api:
         if stream not in ("stdout", "stderr"):
             return _error("stream: expected stdout or stderr", 400)
         offset_text = request.headers.get("last-event-id") or request.query_params.get("offset")
-        offset = int(offset_text) if offset_text and offset_text.isdigit() else 0
+        digits = offset_text and offset_text.isascii() and offset_text.isdigit()
+        offset = int(offset_text) if offset_text and digits else 0
         path = RunLayout(self.home, row.id).run_dir / f"{stream}.log"
         if request.query_params.get("follow") not in ("1", "true"):
-            data = path.read_bytes()[offset:] if path.exists() else b""
-            return Response(data, media_type="text/plain")
+            # Sent one chunk at a time, from ``offset`` to the size it has now: a log may be
+            # gigabytes, and several clients may read it at once.
+            chunks, length = await log_range(path, offset)
+            return StreamingResponse(
+                chunks, media_type="text/plain", headers={"Content-Length": str(length)}
+            )
 
         def concerns(event: Event) -> bool:
             return isinstance(event, LogLine | RunStateChanged) and event.run_id == row.id

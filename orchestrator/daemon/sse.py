@@ -1,4 +1,5 @@
-"""Server-Sent Events framing for the API's two live streams: the event feed and a followed log.
+"""Server-Sent Events framing for the API's two live streams: the event feed and a followed log
+(and, for a log read once, :func:`log_range`: its bytes a chunk at a time).
 
 Both end cleanly rather than hang: the event feed when the hub cuts a slow follower off or
 closes, a log when its run finishes or the daemon goes down. Every frame carries an id a
@@ -8,8 +9,10 @@ client can send back as ``Last-Event-ID`` to resume where it left off.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
@@ -19,10 +22,48 @@ from orchestrator.history import run_finished
 from orchestrator.logfollow import follow_log
 from orchestrator.store.journal import Journal
 
-__all__ = ["event_frames", "log_frames"]
+__all__ = ["LOG_CHUNK", "event_frames", "log_frames", "log_range"]
 
 #: Seconds of silence after which a comment line goes out, so proxies keep the stream open.
 PING_AFTER = 15
+#: Bytes per read of :func:`log_range`: what one reader of a log holds in memory at a time.
+LOG_CHUNK = 256 * 1024
+
+
+async def log_range(path: Path, offset: int) -> tuple[AsyncIterator[bytes], int]:
+    """The bytes of the log at ``path`` from ``offset`` to its size now, and their number.
+
+    The file is read a chunk at a time (in a worker thread) as the client takes them, so
+    memory stays flat whatever the log's size; a missing log is empty. Logs only grow, so
+    the length holds while it is read.
+    """
+
+    def open_at() -> tuple[BinaryIO | None, int]:
+        try:
+            file = open(path, "rb")  # noqa: SIM115 - closed by the generator below
+        except FileNotFoundError:
+            return None, 0
+        length = max(0, os.fstat(file.fileno()).st_size - offset)
+        file.seek(offset)
+        return file, length
+
+    file, length = await anyio.to_thread.run_sync(open_at)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        if file is None:
+            return
+        try:
+            left = length
+            while left > 0:
+                data = await anyio.to_thread.run_sync(file.read, min(LOG_CHUNK, left))
+                if not data:
+                    break
+                left -= len(data)
+                yield data
+        finally:
+            file.close()
+
+    return chunks(), length
 
 
 async def event_frames(stream: MemoryObjectReceiveStream[Frame]) -> AsyncIterator[bytes]:

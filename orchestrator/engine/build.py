@@ -46,6 +46,8 @@ class SweepSettings:
     priority: int = 0
     #: The spec text and base folder, journaled by the daemon so a restarted one can resume.
     spec_text: tuple[str, str] | None = None
+    #: Run by a daemon: if that daemon is lost, the next one resumes the sweep.
+    by_daemon: bool = False
 
 
 def build_sweep(
@@ -60,7 +62,10 @@ def build_sweep(
     open_mapping: OpenMapping | None = None,
 ) -> SweepController:
     """A controller for a new sweep, or for ``resume``'s sweep; plugins get a scope of their
-    own for it (a plugin switched off here stays on for other sweeps of the process)."""
+    own for it (a plugin switched off here stays on for other sweeps of the process).
+
+    The sweep's start is queued in the journal here (a new sweep as ``created``); whoever
+    answers that it is accepted first awaits ``controller.commit_start()``."""
     if executor is None:
         from orchestrator.executors.local import LocalExecutor
 
@@ -82,4 +87,5 @@ def build_sweep(
         scope.on_strict_failure = lambda reason: controller.request_stop(
             reason, final_state=SweepState.FAILED
         )
+    controller.open_in_journal()
     return controller

@@ -116,6 +116,8 @@ class SweepResult:
     state: SweepState
     reason: str | None
     runs: list[RunRecord]
+    #: Why a journal write of the sweep was lost (None: the journal holds all of it).
+    journal_error: str | None = None
 
 
 def record_from_row(

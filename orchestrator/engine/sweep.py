@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -45,9 +46,9 @@ from orchestrator.engine.output import RunOutput, adopt_cached
 from orchestrator.engine.plugin_host import PluginScope
 from orchestrator.engine.records import Limits, Resume, RunRecord, SweepResult
 from orchestrator.engine.slots import PrioritySlots
-from orchestrator.engine.states import TERMINAL, RunState, SweepState
+from orchestrator.engine.states import SWEEP_TERMINAL, TERMINAL, RunState, SweepState
 from orchestrator.engine.transitions import move_run, move_sweep
-from orchestrator.exceptions import SpecError
+from orchestrator.exceptions import SpecError, StoreError, UnavailableError
 from orchestrator.executors.base import Executor, Outcome, StopRequest
 from orchestrator.hooks import Defer, Skip, UseCached
 from orchestrator.spec.resolve import Plan, RunSpec
@@ -104,6 +105,12 @@ class SweepController:
         self._base_dir = plan.spec.base_dir
         self._background: anyio.abc.TaskGroup | None = None
         self._timers: list[anyio.CancelScope] = []
+        #: :meth:`open_in_journal` has queued the sweep's start; :meth:`commit_start` has
+        #: committed it.
+        self._opened = False
+        self._committed = False
+        #: Why a write of this sweep was lost, once one was (the sweep then ends ``failed``).
+        self._journal_error: str | None = None
         if resume is not None:
             self.by_id.update((r.id, r) for r in resume.previous)
 
@@ -174,14 +181,21 @@ class SweepController:
 
     # ------------------------------------------------------------------ the sweep
     async def run(self) -> SweepResult:
-        self._open_in_journal()
+        """Run the sweep to its end. Its start is committed to the journal first (if that
+        fails: UnavailableError, and nothing runs); a write of it lost later fails it."""
+        await self.commit_start()
+        self._watch_journal()
         try:
             return await self._drive()
         except Exception as exc:
             # A bug or a broken journal must not leave the sweep "running" for ever.
             return await self._abandon(failure_reason(exc))
+        finally:
+            self.journal.forget(self.sweep_id)
 
     async def _drive(self) -> SweepResult:
+        if self.state is SweepState.CREATED:  # a resumed sweep is running already
+            self._sweep_to(SweepState.RUNNING, None)
         async with anyio.create_task_group() as observers:
             self._background = observers
             subscriptions = self._start_observers(observers)
@@ -222,35 +236,87 @@ class SweepController:
             return await self._finish_sweep()
         return SweepResult(self.sweep_id, SweepState.FAILED, reason, self.all_runs())
 
-    def _open_in_journal(self) -> None:
+    def open_in_journal(self) -> None:
+        """Queue the sweep's start in the journal: a new sweep ``created`` (with its open
+        mapping, if any), a resumed one ``running`` again and owned by this process (one
+        record, durable). Whoever says the sweep is accepted awaits :meth:`commit_start`
+        first; :meth:`run` does too. Done once (build_sweep calls it)."""
+        if self._opened:
+            return
+        self._opened = True
         plan, settings = self.plan, self.settings
+        self.journal.forget(self.sweep_id)  # a resumed sweep's earlier losses are not this run's
         if self.resume is not None:
-            self.journal.reopen_sweep(
-                self.sweep_id,
-                pid=os.getpid(),
-                total=len(plan),
-                concurrency=self.concurrency,
-                component_hash=plan.component_hash,
-            )
-            self._sweep_to(SweepState.RUNNING, "resumed")
+            with self.journal.together(self.sweep_id):
+                self.journal.reopen_sweep(
+                    self.sweep_id,
+                    pid=os.getpid(),
+                    total=len(plan),
+                    concurrency=self.concurrency,
+                    component_hash=plan.component_hash,
+                    via_daemon=settings.by_daemon or None,
+                )
+                self._sweep_to(SweepState.RUNNING, "resumed")
             return
         expansion = plan.expansion
-        self.journal.add_sweep(
-            self.sweep_id,
-            name=self.name,
-            description=settings.description or plan.spec.operation.description,
-            tags=list(settings.tags) or list(plan.spec.operation.tags or []),
-            spec_path=settings.spec_path,
-            kind=expansion.kind if expansion is not None else "single",
-            total=len(plan),
-            concurrency=self.concurrency,
-            pid=os.getpid(),
-            seed=expansion.seed if expansion is not None else None,
-            overrides=dict(settings.overrides),
-            component_hash=plan.component_hash,
-            daemon_spec=settings.spec_text,
-        )
-        self._sweep_to(SweepState.RUNNING, None)
+        with self.journal.together(self.sweep_id):
+            self.journal.add_sweep(
+                self.sweep_id,
+                name=self.name,
+                description=settings.description or plan.spec.operation.description,
+                tags=list(settings.tags) or list(plan.spec.operation.tags or []),
+                spec_path=settings.spec_path,
+                kind=expansion.kind if expansion is not None else "single",
+                total=len(plan),
+                concurrency=self.concurrency,
+                pid=os.getpid(),
+                seed=expansion.seed if expansion is not None else None,
+                overrides=dict(settings.overrides),
+                component_hash=plan.component_hash,
+                daemon_spec=settings.spec_text,
+            )
+            if self.open_mapping is not None:
+                self.journal.open_mapping(self.sweep_id)
+
+    async def commit_start(self, refused: str = "not started") -> None:
+        """Commit the sweep's start to the journal, once: whoever says the sweep is accepted
+        awaits this first. UnavailableError (``sweep ID <refused>: journal write failed:
+        ...``) when it cannot be written; then nothing of the sweep may run."""
+        if self._committed:
+            return
+        self.open_in_journal()
+        try:
+            await self.journal.commit(self.sweep_id)
+        except StoreError as exc:
+            self.journal.forget(self.sweep_id)
+            raise UnavailableError(f"sweep {self.sweep_id[:12]} {refused}: {exc}") from None
+        self._committed = True
+
+    def _watch_journal(self) -> None:
+        """Have the journal's writer tell this sweep, on the event loop, when one of its
+        writes is lost. The writer must never wait on the loop, so a short-lived thread of
+        its own hands the news over."""
+        token = anyio.lowlevel.current_token()
+
+        def hand_over(error: str) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has ended: nobody to tell
+                anyio.from_thread.run_sync(self._journal_failed, error, token=token)
+
+        def lost(error: str) -> None:
+            threading.Thread(target=hand_over, args=(error,), daemon=True).start()
+
+        self.journal.watch(self.sweep_id, lost)
+
+    def _journal_failed(self, error: str) -> None:
+        """A write of this sweep was lost: what the journal holds of it is incomplete, so it
+        stops (no new runs, running ones stopped) and ends ``failed`` with the reason, even if
+        it was already stopping for another one."""
+        if self._journal_error is not None or self.state in SWEEP_TERMINAL:
+            return
+        self._journal_error = error
+        reason = f"journal write failed: {error}"
+        self.request_stop(reason, final_state=SweepState.FAILED)
+        self._stop_state, self.reason = SweepState.FAILED, reason
 
     def _after(self, seconds: float, action: Callable[..., Awaitable[None]], *args: Any) -> None:
         """Call ``action(*args)`` in ``seconds`` unless the sweep ends first."""
@@ -279,6 +345,11 @@ class SweepController:
         return subscriptions
 
     async def _finish_sweep(self) -> SweepResult:
+        # Every write of the runs is tried before the ending is decided: a lost one decides it.
+        await self.journal.flush()
+        lost = self.journal.lost(self.sweep_id)
+        if lost is not None:
+            self._journal_failed(lost)
         runs = self.all_runs()
         final, reason = sweep_ending(
             [r.state for r in runs],
@@ -289,8 +360,14 @@ class SweepController:
         self._sweep_to(final, reason)
         counts = count_states(r.state for r in runs)
         await self.bus.emit(SweepFinished, state=final, reason=reason, counts=counts)
-        await self.journal.flush()
-        return SweepResult(self.sweep_id, final, reason, runs)
+        await self.journal.flush()  # the final state, if it cannot be written, is retried
+        return SweepResult(
+            self.sweep_id,
+            final,
+            reason,
+            runs,
+            self._journal_error or self.journal.lost(self.sweep_id),
+        )
 
     def all_runs(self) -> list[RunRecord]:
         """Every configuration's newest run: earlier invocations' and this one's."""

@@ -4,22 +4,44 @@ HOME/journal.sqlite             the journal (WAL)
 HOME/runs/<run uuid>/           a run's context (``globals.context_path``,
                                 ``globals.run_artifacts_path``)
     stdout.log  stderr.log      its complete output, byte for byte
+    exit_status.json            its exit status, written by the run supervisor the moment it
+                                exits (recovery trusts it: a run that succeeded never reruns)
     artifacts/                  ``globals.artifacts_path`` and ``store_path`` (git init clones
                                 land here; ``termination.ttl`` removes it)
     outputs/                    ``globals.run_outputs_path`` (``ORCHESTRATOR_OUTPUTS_PATH``)
 HOME/cache/git/                 clones of init repositories, one per url and revision
 HOME/cache/entries.sqlite       the run cache's entries
+HOME/daemon/                    the daemon's private folder (0700): ``daemon.json`` (socket,
+                                port, token; 0600), ``daemon.lock``, ``daemon.sock``
+
+A home folder the orchestrator creates is private (0700), and so are the journal (0600, its
+WAL files inherit that), ``runs/`` and ``cache/`` (0700) whenever they are created; a folder
+that already exists keeps its mode (it may be the user's, shared on purpose).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-__all__ = ["RunLayout", "default_home", "git_cache_dir", "journal_path", "run_paths"]
+from orchestrator.exceptions import StoreError
+
+__all__ = [
+    "RunLayout",
+    "daemon_dir",
+    "daemon_info_path",
+    "default_home",
+    "ensure_home",
+    "git_cache_dir",
+    "journal_path",
+    "private_dir",
+    "run_paths",
+]
 
 
 def default_home() -> Path:
@@ -32,6 +54,65 @@ def journal_path(home: Path) -> Path:
 
 def git_cache_dir(home: Path) -> Path:
     return home / "cache" / "git"
+
+
+def daemon_dir(home: Path) -> Path:
+    """The daemon's private folder: its lock, token file and (usually) socket."""
+    return home / "daemon"
+
+
+def daemon_info_path(home: Path) -> Path:
+    """``daemon.json``: the running daemon's pid, socket, and for TCP its port and token."""
+    return daemon_dir(home) / "daemon.json"
+
+
+def ensure_home(home: Path) -> Path:
+    """Create ``home`` private (0700) if it does not exist; an existing folder keeps its mode.
+
+    Whatever the folder's mode, a journal, ``runs/`` or ``cache/`` created here is private: the
+    journal holds every run's argv and env, ``runs/`` every log, ``cache/`` outputs and clones.
+    Best effort: what cannot be created here is reported, in one line, by whoever opens it
+    next (the journal).
+    """
+    with contextlib.suppress(OSError):
+        home.mkdir(mode=0o700, parents=True)
+        os.chmod(home, 0o700)  # ours, just made: the umask may have taken bits off
+    with contextlib.suppress(OSError):
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        os.close(os.open(journal_path(home), flags, 0o600))  # empty: a new SQLite database
+    for private in ("runs", "cache"):
+        with contextlib.suppress(OSError):
+            (home / private).mkdir(mode=0o700)
+    return home
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a folder only this user can enter: created 0700 when missing; refused (a
+    one-line StoreError) when it is a symlink, not a folder, someone else's, or open to the
+    group or others. Never chmods an existing folder."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StoreError(f"cannot create {path}: {exc.strerror}") from None
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        raise StoreError(f"cannot check {path}: {exc.strerror}") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise StoreError(f"refusing {path}: it is a symbolic link, not a private folder")
+    if not stat.S_ISDIR(info.st_mode):
+        raise StoreError(f"refusing {path}: it is not a folder")
+    if info.st_uid != os.getuid():
+        raise StoreError(f"refusing {path}: it belongs to uid {info.st_uid}, not to us")
+    if info.st_mode & 0o077:
+        mode = stat.S_IMODE(info.st_mode)
+        raise StoreError(
+            f"refusing {path}: mode {mode:o} lets others in (expected 700); "
+            "fix it or remove the folder"
+        )
+    return path
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["RUN_COLUMNS", "SWEEP_COLUMNS", "CleanupRow", "RunRow", "SweepRow"]
+__all__ = ["RUN_COLUMNS", "SWEEP_COLUMNS", "CleanupRow", "OpenMappingRow", "RunRow", "SweepRow"]
 
 
 class SweepRow(msgspec.Struct, frozen=True):
@@ -80,6 +80,14 @@ class RunRow(msgspec.Struct, frozen=True):
         v[_PARAMS] = json.loads(v[_PARAMS]) if v[_PARAMS] else {}
         v[_ARGV] = json.loads(v[_ARGV]) if v[_ARGV] else []
         return cls(*v)
+
+
+class OpenMappingRow(msgspec.Struct, frozen=True):
+    """A sweep whose mapping was open (the daemon's ask/tell): the configurations added to it,
+    in index order, and whether it was closed."""
+
+    closed: bool
+    values: list[dict[str, Any]]
 
 
 class CleanupRow(msgspec.Struct, frozen=True):

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from orchestrator.diagnostics import is_ready_record
+from orchestrator.store.layout import daemon_info_path
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -27,7 +28,7 @@ class Daemon:
     def __init__(self, home: Path, proc: subprocess.Popen[str]) -> None:
         self.home = home
         self.proc = proc
-        self.info = json.loads((home / "daemon.json").read_text())
+        self.info = json.loads(daemon_info_path(home).read_text())
 
     def unix(self) -> httpx.Client:
         return httpx.Client(
@@ -122,7 +123,7 @@ def sse(response: httpx.Response) -> Iterator[tuple[str, str]]:
 def test_health_token_and_socket_permissions(daemon: Daemon) -> None:
     assert oct(os.stat(daemon.info["socket"]).st_mode & 0o777) == "0o600"
     assert oct(os.stat(daemon.home).st_mode & 0o777) == "0o700"
-    assert oct(os.stat(daemon.home / "daemon.json").st_mode & 0o777) == "0o600"
+    assert oct(os.stat(daemon_info_path(daemon.home)).st_mode & 0o777) == "0o600"
     with daemon.unix() as client:
         assert client.get("/api/v1/health").json() == {"status": "ok"}
     with daemon.tcp() as client:

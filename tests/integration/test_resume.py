@@ -330,23 +330,16 @@ def test_journal_failure_mid_sweep_is_one_line(
     cli: Callable[..., CliResult],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from orchestrator.exceptions import StoreError
-    from orchestrator.store.journal import Journal
+    from tests.journal_faults import DiskFull, run_state_is
 
-    calls = {"n": 0}
-    original = Journal.record_transition
-
-    def failing(self: Journal, *args: object, **kwargs: object) -> None:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise StoreError("journal write failed: database or disk is full")
-        original(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Journal, "record_transition", failing)
+    DiskFull(trigger=run_state_is("running")).install(monkeypatch)
     spec = marker_spec(write, tmp_path / "m.txt", 2, hold=0)
     result = cli(str(spec), "--home", str(tmp_path / "home"))
-    assert result.code == 2
+    assert result.code == 1, "the sweep failed: it could not be journaled to the end"
     assert result.err.splitlines()[-1] == (
         "orchestrator: journal write failed: database or disk is full"
+    )
+    assert result.out.splitlines()[-1].endswith(
+        "failed (journal write failed: database or disk is full)"
     )
     assert "Traceback" not in result.err

@@ -279,14 +279,30 @@ def test_due_cleanups(journal: Journal, tmp_path: Path) -> None:
     assert journal.due_cleanups() == []
 
 
-def test_a_failed_write_surfaces_on_the_next_flush_and_write(journal: Journal) -> None:
+def test_a_failed_write_surfaces_on_the_next_flush_and_fails_only_its_sweep(
+    journal: Journal,
+) -> None:
     _sweep(journal, "s1")
+    _sweep(journal, "s2")
+    _run(journal, "r1", "s1", 0)
     journal.flush_sync()
-    _sweep(journal, "s1")  # the same primary key again
+    _run(journal, "r2", "s2", 0)
+    _run(journal, "r1", "s1", 1)  # the same primary key again: this record alone fails
+    _sweep(journal, "s2")  # so does accepting a sweep twice: refused to whoever awaits it
     with pytest.raises(StoreError, match="journal write failed: UNIQUE constraint"):
         journal.flush_sync()
-    with pytest.raises(StoreError, match="journal write failed"):
-        journal.add_metrics("r1", 1, {"loss": 1.0})
+    assert "UNIQUE constraint" in (journal.lost("s1") or "")
+    assert journal.lost("s2") is None, "a refused acceptance does not fail the sweep"
+    assert [r.id for r in journal.runs_of("s2")] == ["r2"], "the rest of the batch committed"
+    with pytest.raises(StoreError, match="UNIQUE constraint"):
+        journal.flush_sync(sweep_id="s1")
+    with pytest.raises(StoreError, match="UNIQUE constraint"):
+        journal.flush_sync(sweep_id="s2")
+    journal.flush_sync(sweep_id="s2")  # the refusal was told once
+    journal.add_metrics("r2", 1, {"loss": 1.0})  # later writes are not refused
+    journal.flush_sync()
+    assert journal.last_metrics(["r2"]) == {"r2": {"loss": 1.0}}
+    assert journal.write_error is None, "the last write committed: the writer is healthy"
 
 
 def test_a_failing_connection_surfaces_as_store_error(
