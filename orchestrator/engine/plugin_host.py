@@ -20,10 +20,11 @@ from functools import partial
 from typing import IO, Any
 
 import anyio
+import anyio.abc
 import pluggy
 
-from orchestrator.engine.bus import Subscription
-from orchestrator.engine.events import Event
+from orchestrator.engine.bus import EventBus, Subscription
+from orchestrator.engine.events import EVENT_TYPES, Event
 from orchestrator.exceptions import PluginError
 from orchestrator.hooks import OBSERVERS, PLUGIN_API_VERSION, OrchestratorHooks
 
@@ -213,6 +214,18 @@ class PluginScope:
                 await self._call(impl, hook, kwargs)
             except Exception as exc:
                 self._failed(impl.plugin_name, hook, exc)
+
+    def start_observers(
+        self, bus: EventBus, group: anyio.abc.TaskGroup, ctx: Any
+    ) -> list[Subscription]:
+        """One subscription and task per observing plugin, started in ``group``; the caller
+        waits for them to catch up before deciding how the sweep ends."""
+        subscriptions = []
+        for name, types in self.observer_plan(EVENT_TYPES).items():
+            subscription = bus.subscribe(types)
+            subscriptions.append(subscription)
+            group.start_soon(self.observe, name, subscription, ctx)
+        return subscriptions
 
     def observer_plan(self, event_types: Iterable[type]) -> dict[str, list[type]]:
         """Which event types each plugin observes."""

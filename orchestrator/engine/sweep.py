@@ -13,21 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import threading
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
 
-from orchestrator.engine.bus import EventBus, Subscription
+from orchestrator.engine.bus import EventBus
 from orchestrator.engine.context import PluginContext
 from orchestrator.engine.events import (
-    EVENT_TYPES,
     RunCreated,
     SweepFinished,
     SweepStarted,
@@ -47,8 +42,10 @@ from orchestrator.engine.plugin_host import PluginScope
 from orchestrator.engine.records import Limits, Resume, RunRecord, SweepResult
 from orchestrator.engine.slots import PrioritySlots
 from orchestrator.engine.states import SWEEP_TERMINAL, TERMINAL, RunState, SweepState
+from orchestrator.engine.sweep_journal import commit_start, queue_start, watch_losses
+from orchestrator.engine.timers import Timers
 from orchestrator.engine.transitions import move_run, move_sweep
-from orchestrator.exceptions import SpecError, StoreError, UnavailableError
+from orchestrator.exceptions import SpecError
 from orchestrator.executors.base import Executor, Outcome, StopRequest
 from orchestrator.hooks import Defer, Skip, UseCached
 from orchestrator.spec.resolve import Plan, RunSpec
@@ -104,7 +101,7 @@ class SweepController:
         self._base_env = {"PYTHONUNBUFFERED": "1", **os.environ}
         self._base_dir = plan.spec.base_dir
         self._background: anyio.abc.TaskGroup | None = None
-        self._timers: list[anyio.CancelScope] = []
+        self._timers: Timers | None = None
         #: :meth:`open_in_journal` has queued the sweep's start; :meth:`commit_start` has
         #: committed it.
         self._opened = False
@@ -184,7 +181,7 @@ class SweepController:
         """Run the sweep to its end. Its start is committed to the journal first (if that
         fails: UnavailableError, and nothing runs); a write of it lost later fails it."""
         await self.commit_start()
-        self._watch_journal()
+        watch_losses(self.journal, self.sweep_id, self._journal_failed)
         try:
             return await self._drive()
         except Exception as exc:
@@ -198,9 +195,12 @@ class SweepController:
             self._sweep_to(SweepState.RUNNING, None)
         async with anyio.create_task_group() as observers:
             self._background = observers
-            subscriptions = self._start_observers(observers)
+            self._timers = Timers(observers)
+            subscriptions = (
+                self.plugins.start_observers(self.bus, observers, self.ctx) if self.plugins else []
+            )
             if self.limits.max_time is not None:
-                self._after(self.limits.max_time, self._budget_spent)
+                self._timers.after(self.limits.max_time, self._budget_spent)
             await self.bus.emit(
                 SweepStarted, name=self.name, total=len(self.plan), concurrency=self.concurrency
             )
@@ -217,8 +217,7 @@ class SweepController:
             result = await self._finish_sweep()
             for subscription in subscriptions:
                 await subscription.send.aclose()
-            for timer in self._timers:
-                timer.cancel()
+            self._timers.cancel()
         self._background = None
         return result
 
@@ -237,75 +236,27 @@ class SweepController:
         return SweepResult(self.sweep_id, SweepState.FAILED, reason, self.all_runs())
 
     def open_in_journal(self) -> None:
-        """Queue the sweep's start in the journal: a new sweep ``created`` (with its open
-        mapping, if any), a resumed one ``running`` again and owned by this process (one
-        record, durable). Whoever says the sweep is accepted awaits :meth:`commit_start`
-        first; :meth:`run` does too. Done once (build_sweep calls it)."""
-        if self._opened:
-            return
-        self._opened = True
-        plan, settings = self.plan, self.settings
-        self.journal.forget(self.sweep_id)  # a resumed sweep's earlier losses are not this run's
-        if self.resume is not None:
-            with self.journal.together(self.sweep_id):
-                self.journal.reopen_sweep(
-                    self.sweep_id,
-                    pid=os.getpid(),
-                    total=len(plan),
-                    concurrency=self.concurrency,
-                    component_hash=plan.component_hash,
-                    via_daemon=settings.by_daemon or None,
-                )
-                self._sweep_to(SweepState.RUNNING, "resumed")
-            return
-        expansion = plan.expansion
-        with self.journal.together(self.sweep_id):
-            self.journal.add_sweep(
+        """Queue the sweep's start in the journal, once (build_sweep calls it); whoever says
+        the sweep is accepted awaits :meth:`commit_start` first, and :meth:`run` does too."""
+        if not self._opened:
+            self._opened = True
+            queue_start(
+                self.journal,
                 self.sweep_id,
+                self.plan,
+                self.settings,
                 name=self.name,
-                description=settings.description or plan.spec.operation.description,
-                tags=list(settings.tags) or list(plan.spec.operation.tags or []),
-                spec_path=settings.spec_path,
-                kind=expansion.kind if expansion is not None else "single",
-                total=len(plan),
-                concurrency=self.concurrency,
-                pid=os.getpid(),
-                seed=expansion.seed if expansion is not None else None,
-                overrides=dict(settings.overrides),
-                component_hash=plan.component_hash,
-                daemon_spec=settings.spec_text,
+                resumed=self.resume is not None,
+                open_mapping=self.open_mapping is not None,
+                mark_running=lambda: self._sweep_to(SweepState.RUNNING, "resumed"),
             )
-            if self.open_mapping is not None:
-                self.journal.open_mapping(self.sweep_id)
 
     async def commit_start(self, refused: str = "not started") -> None:
-        """Commit the sweep's start to the journal, once: whoever says the sweep is accepted
-        awaits this first. UnavailableError (``sweep ID <refused>: journal write failed:
-        ...``) when it cannot be written; then nothing of the sweep may run."""
-        if self._committed:
-            return
-        self.open_in_journal()
-        try:
-            await self.journal.commit(self.sweep_id)
-        except StoreError as exc:
-            self.journal.forget(self.sweep_id)
-            raise UnavailableError(f"sweep {self.sweep_id[:12]} {refused}: {exc}") from None
-        self._committed = True
-
-    def _watch_journal(self) -> None:
-        """Have the journal's writer tell this sweep, on the event loop, when one of its
-        writes is lost. The writer must never wait on the loop, so a short-lived thread of
-        its own hands the news over."""
-        token = anyio.lowlevel.current_token()
-
-        def hand_over(error: str) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop has ended: nobody to tell
-                anyio.from_thread.run_sync(self._journal_failed, error, token=token)
-
-        def lost(error: str) -> None:
-            threading.Thread(target=hand_over, args=(error,), daemon=True).start()
-
-        self.journal.watch(self.sweep_id, lost)
+        """Commit the sweep's start, once (see :func:`sweep_journal.commit_start`)."""
+        if not self._committed:
+            self.open_in_journal()
+            await commit_start(self.journal, self.sweep_id, refused)
+            self._committed = True
 
     def _journal_failed(self, error: str) -> None:
         """A write of this sweep was lost: what the journal holds of it is incomplete, so it
@@ -318,31 +269,8 @@ class SweepController:
         self.request_stop(reason, final_state=SweepState.FAILED)
         self._stop_state, self.reason = SweepState.FAILED, reason
 
-    def _after(self, seconds: float, action: Callable[..., Awaitable[None]], *args: Any) -> None:
-        """Call ``action(*args)`` in ``seconds`` unless the sweep ends first."""
-        scope = anyio.CancelScope()
-        self._timers.append(scope)
-
-        async def wait() -> None:
-            with scope:
-                await anyio.sleep(seconds)
-                await action(*args)
-
-        assert self._background is not None
-        self._background.start_soon(wait)
-
     async def _budget_spent(self) -> None:
         self.request_stop(f"the time budget of {self.limits.max_time:g}s is spent")
-
-    def _start_observers(self, tg: anyio.abc.TaskGroup) -> list[Subscription]:
-        if self.plugins is None:
-            return []
-        subscriptions = []
-        for name, types in self.plugins.observer_plan(EVENT_TYPES).items():
-            subscription = self.bus.subscribe(types)
-            subscriptions.append(subscription)
-            tg.start_soon(self.plugins.observe, name, subscription, self.ctx)
-        return subscriptions
 
     async def _finish_sweep(self) -> SweepResult:
         # Every write of the runs is tried before the ending is decided: a lost one decides it.
@@ -454,7 +382,10 @@ class SweepController:
             if self.plugins is not None:
                 await self.plugins.call_all("on_run_finished", run=run, ctx=self.ctx)
             if self.limits.ttl is not None:
-                self._schedule_cleanup(run)
+                assert self._timers is not None
+                self._timers.remove_later(
+                    self.journal, RunLayout(self.home, run.id), self.limits.ttl
+                )
         finally:
             self.active.pop(run.id, None)
             limiter.release_on_behalf_of(token)
@@ -507,18 +438,6 @@ class SweepController:
         if not stop.is_requested:
             run.timed_out = True
             stop.request("timeout", self.grace)
-
-    def _schedule_cleanup(self, run: RunRecord) -> None:
-        """``termination.ttl``: the run's working files go after that many seconds; the
-        journal keeps its entry. Pending removals survive the process (journaled)."""
-        assert self.limits.ttl is not None
-        layout = RunLayout(self.home, run.id)
-        self.journal.add_cleanup(run.id, str(layout.artifacts), time.time() + self.limits.ttl)
-        self._after(self.limits.ttl, self._cleanup, run.id, layout.artifacts)
-
-    async def _cleanup(self, run_id: str, folder: Path) -> None:
-        await anyio.to_thread.run_sync(shutil.rmtree, folder, True)
-        self.journal.cleanup_done(run_id)
 
     async def _decided(self, run: RunRecord) -> bool:
         """Ask ``decide_before_run``; True when the run ended without executing."""
