@@ -21,7 +21,7 @@ import msgspec
 
 from orchestrator.daemon.client import daemon_client
 from orchestrator.engine.recovery import open_journal
-from orchestrator.exceptions import NotFoundError
+from orchestrator.exceptions import NotFoundError, UnavailableError
 from orchestrator.history import find_run, run_finished, sweep_detail, sweep_items
 from orchestrator.logfollow import follow_log
 from orchestrator.reporting import format_duration, rows_table
@@ -58,11 +58,24 @@ def _table(rows: list[list[str]]) -> str:
     )
 
 
+def _answer(response: Any) -> Any:
+    """The daemon's JSON answer; its error (404: not found; else unavailable) as one line."""
+    if response.status_code == 200:
+        return response.json()
+    try:
+        message = str(response.json().get("error"))
+    except (ValueError, AttributeError):
+        message = f"the daemon answered {response.status_code}"
+    if response.status_code == 404:
+        raise NotFoundError(message)
+    raise UnavailableError(message)
+
+
 def list_sweeps(home: Path, out: IO[str], err: IO[str], *, as_json: bool, limit: int) -> int:
     client = daemon_client(home)
     if client is not None:  # the daemon is running: ask it
         with client:
-            items = client.get("/api/v1/sweeps", params={"limit": limit}).json()
+            items = _answer(client.get("/api/v1/sweeps", params={"limit": limit}))
     else:
         journal = _open(home)
         try:
@@ -110,9 +123,7 @@ def show_sweep(
         query = {"sort": sort or "", "all": "1" if every_attempt else ""}
         with client:
             response = client.get(f"/api/v1/sweeps/{ref}", params=query)
-        if response.status_code == 404:
-            raise NotFoundError(response.json()["error"])
-        body = response.json()
+        body = _answer(response)
     else:
         journal = _open(home)
         try:
