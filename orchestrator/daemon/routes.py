@@ -75,10 +75,23 @@ async def not_found(request: Request, exc: Exception) -> Response:
     return _error(f"no route {request.method} {request.url.path}", 404)
 
 
+#: The answer to each error the project raises on purpose; handlers just let them rise.
+ERROR_STATUS: dict[type[OrchestratorError], int] = {
+    SpecError: 400,
+    NotFoundError: 404,
+    SweepBusyError: 409,
+    UnavailableError: 503,
+}
+
+
 async def failure(request: Request, exc: Exception) -> Response:
-    """A project error no handler mapped to a status: its message is written for users, so
-    it is the answer; any other exception's text is not shown."""
-    return _error(str(exc) if isinstance(exc, OrchestratorError) else "internal error", 500)
+    """Every exception a handler lets rise, as JSON: the project's own errors with their
+    status (:data:`ERROR_STATUS`, else 500) and text; any other exception's text is not
+    shown."""
+    if not isinstance(exc, OrchestratorError):
+        return _error("internal error", 500)
+    status = next((code for kind, code in ERROR_STATUS.items() if isinstance(exc, kind)), 500)
+    return _error(str(exc), status)
 
 
 class Api:
@@ -118,12 +131,7 @@ class Api:
             submission = msgspec.convert(body, Submission)
         except msgspec.ValidationError as exc:
             return _error(f"body: {exc}", 400)
-        try:
-            sweep_id, total = await self.manager.submit(submission)
-        except SpecError as exc:
-            return _error(str(exc), 400)
-        except UnavailableError as exc:
-            return _error(str(exc), 503)
+        sweep_id, total = await self.manager.submit(submission)
         return JSONResponse({"sweep": sweep_id, "runs": total}, status_code=201)
 
     async def list_sweeps(self, request: Request) -> Response:
@@ -137,15 +145,12 @@ class Api:
     async def show_sweep(self, request: Request) -> Response:
         """One sweep and its runs; encoded by msgspec, which knows the read model's types."""
         await self.journal.flush()
-        try:
-            body = sweep_detail(
-                self.journal,
-                request.path_params["sweep"],
-                sort=request.query_params.get("sort") or None,
-                every_attempt=request.query_params.get("all") == "1",
-            )
-        except NotFoundError as exc:
-            return _error(str(exc), 404)
+        body = sweep_detail(
+            self.journal,
+            request.path_params["sweep"],
+            sort=request.query_params.get("sort") or None,
+            every_attempt=request.query_params.get("all") == "1",
+        )
         return Response(msgspec.json.encode(body), media_type="application/json")
 
     async def stop_sweep(self, request: Request) -> Response:
@@ -164,23 +169,13 @@ class Api:
         values = body.get("values") if isinstance(body, dict) else None
         if not isinstance(values, list):
             return _error('body: expected {"values": [{...}, ...]}', 400)
-        try:
-            indexes = await self.manager.add_configurations(request.path_params["sweep"], values)
-        except SpecError as exc:
-            return _error(str(exc), 400)
-        except NotFoundError as exc:
-            return _error(str(exc), 404)
-        except UnavailableError as exc:
-            return _error(str(exc), 503)
+        indexes = await self.manager.add_configurations(request.path_params["sweep"], values)
         return JSONResponse({"indexes": indexes}, status_code=202)
 
     async def close_sweep(self, request: Request) -> Response:
         """Take no more configurations: the sweep ends when the queued ones have run (202
         once that is committed to the journal, 503 when it cannot be)."""
-        try:
-            closed = await self.manager.close_sweep(request.path_params["sweep"])
-        except UnavailableError as exc:
-            return _error(str(exc), 503)
+        closed = await self.manager.close_sweep(request.path_params["sweep"])
         if closed:
             return JSONResponse({"closed": True}, status_code=202)
         return _error("no open sweep with that id", 404)
@@ -196,20 +191,11 @@ class Api:
             only is None or (isinstance(only, list) and all(isinstance(s, str) for s in only))
         ):
             return _error('body: expected {"force": false, "only": ["failed"]}', 400)
-        try:
-            sweep_id, total = await self.manager.resume(
-                request.path_params["sweep"],
-                force=bool(body.get("force")),
-                only_states=set(only) if only else None,
-            )
-        except NotFoundError as exc:
-            return _error(str(exc), 404)
-        except SweepBusyError as exc:
-            return _error(str(exc), 409)
-        except SpecError as exc:
-            return _error(str(exc), 400)
-        except UnavailableError as exc:
-            return _error(str(exc), 503)
+        sweep_id, total = await self.manager.resume(
+            request.path_params["sweep"],
+            force=bool(body.get("force")),
+            only_states=set(only) if only else None,
+        )
         return JSONResponse({"sweep": sweep_id, "runs": total}, status_code=202)
 
     async def stop_run(self, request: Request) -> Response:
@@ -234,10 +220,7 @@ class Api:
         """A run's stdout or stderr from an offset: as plain text, or with ``?follow=1`` as
         SSE until the run ends (ids are byte offsets, for Last-Event-ID)."""
         await self.journal.flush()
-        try:
-            row = self.journal.find_run(request.path_params["run"])
-        except NotFoundError as exc:
-            return _error(str(exc), 404)
+        row = self.journal.find_run(request.path_params["run"])
         stream = request.query_params.get("stream", "stdout")
         if stream not in ("stdout", "stderr"):
             return _error("stream: expected stdout or stderr", 400)
