@@ -201,8 +201,14 @@ def prepare_resume(
         # the spec's own, at the indexes they had.
         matrix.values = [*matrix.values, *added.values]
     merged = {**row.overrides, **(overrides or {})}
+    # A random search draws with the seed it first drew: the same configurations again.
     plan = compile_plan(
-        loaded, merged, paths=run_paths(home), name=row.name, open_mapping=added is not None
+        loaded,
+        merged,
+        paths=run_paths(home),
+        name=row.name,
+        open_mapping=added is not None,
+        seed=row.seed,
     )
     if row.component_hash and plan.component_hash != row.component_hash and not force:
         raise SpecError(

@@ -107,6 +107,12 @@ def _open_event_log(target: str | None, err: IO[str]) -> EventLog | None:
         raise StoreError(f"--log-json: cannot open {target}: {exc.strerror}") from None
 
 
+def _seed_note(plan: Plan) -> str:
+    """``, seed N`` for a random search, so a user can pin it (``matrix.seed``)."""
+    seed = plan.expansion.seed if plan.expansion is not None else None
+    return f", seed {seed}" if seed is not None else ""
+
+
 def _fast_child_watcher() -> None:
     """On Python 3.11, asyncio waits for each child in a thread of its own; a pidfd watcher
     (Linux >= 5.3) waits in the event loop instead, which is what 3.12 does by default."""
@@ -305,7 +311,7 @@ def _build(
         what = f"resuming sweep ({todo})"
     err.write(
         f"{what} {controller.sweep_id[:12]} ({loaded.source}): {len(plan)} runs, "
-        f"concurrency {limit} ({source}); journal {journal.path}\n"
+        f"concurrency {limit} ({source}){_seed_note(plan)}; journal {journal.path}\n"
     )
     err.flush()
     return controller

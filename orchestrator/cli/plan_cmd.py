@@ -60,6 +60,8 @@ def _cmd_plan(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         err.write(f"note: {note}: no local meaning, ignored\n")
     kind = plan.expansion.kind if plan.expansion is not None else "single run"
     extra = f", concurrency {plan.concurrency}" if plan.concurrency else ""
+    if plan.expansion is not None and plan.expansion.seed is not None:
+        extra += f", seed {plan.expansion.seed}"
     out.write(f"{args.spec}: {len(plan)} run{'s' if len(plan) != 1 else ''} ({kind}{extra})\n")
     for run in runs:
         shown = " ".join(f"{k}={_show(v)}" for k, v in run.params.items())

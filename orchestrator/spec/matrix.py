@@ -115,8 +115,11 @@ def _discrete_size(dimensions: dict[str, Dimension]) -> int | None:
     return math.prod(len(d) for d in dimensions.values() if isinstance(d, Discrete))
 
 
-def expand_matrix(matrix: m.Matrix, path: str = "matrix") -> Expansion:
-    """Validate a matrix and return its lazy expansion; unsupported kinds raise SpecError."""
+def expand_matrix(matrix: m.Matrix, path: str = "matrix", seed: int | None = None) -> Expansion:
+    """Validate a matrix and return its lazy expansion; unsupported kinds raise SpecError.
+
+    ``seed``: the one a random search drew when it first ran (journaled), used when the file
+    gives none, so that a resumed sweep draws the same configurations."""
     kind = matrix_kind(matrix)
     _check_common(matrix, path)
     if isinstance(matrix, m.Mapping):
@@ -149,7 +152,10 @@ def expand_matrix(matrix: m.Matrix, path: str = "matrix") -> Expansion:
             )
         space = _discrete_size(dims)
         size = matrix.num_runs if space is None else min(space, matrix.num_runs)
-        seed = matrix.seed if matrix.seed is not None else secrets.randbits(32)
+        if matrix.seed is not None:
+            seed = matrix.seed
+        elif seed is None:
+            seed = secrets.randbits(32)
         return Expansion(kind, list(dims), size, dims, num_runs=matrix.num_runs, seed=seed)
     _validate_unsupported(matrix, path)
     raise SpecError(

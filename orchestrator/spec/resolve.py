@@ -367,8 +367,13 @@ def compile_plan(
     paths: RunPaths | None = None,
     name: str | None = None,
     open_mapping: bool = False,
+    seed: int | None = None,
 ) -> Plan:
     """Check the spec with its ``-P NAME=VALUE`` overrides and return the lazy plan.
+
+    ``seed``: for a random search whose file gives none, the seed to draw with (a resumed
+    sweep passes the one it first drew); otherwise a new one is drawn and ``plan.expansion
+    .seed`` says which.
 
     ``paths`` gives each run's folders for ``globals.*`` (``orchestrator.store.layout
     .run_paths(home)``); without it those names are undefined in templates.
@@ -376,7 +381,7 @@ def compile_plan(
     With ``open_mapping``, the mapping may grow later (the daemon's open sweeps): inputs it
     does not cover yet are checked per added entry (:meth:`Plan.check_entry`)."""
     try:
-        return _compile(spec, dict(overrides or {}), paths or _no_paths, name, open_mapping)
+        return _compile(spec, dict(overrides or {}), paths or _no_paths, name, open_mapping, seed)
     except SpecError as exc:
         raise exc.with_file(spec.source) from None
 
@@ -387,6 +392,7 @@ def _compile(
     paths: RunPaths,
     name: str | None,
     open_mapping: bool = False,
+    seed: int | None = None,
 ) -> Plan:
     op, component = spec.operation, spec.component
     run = component.run
@@ -433,7 +439,7 @@ def _compile(
 
     expansion: Expansion | None = None
     if op.matrix is not None:
-        expansion = expand_matrix(op.matrix)
+        expansion = expand_matrix(op.matrix, seed=seed)
         _check_matrix(op.matrix, expansion, by_name)
 
     for io in ios:
