@@ -127,8 +127,8 @@ class EventLog:
     a later write error (a full disk) ends the log, said once on ``err``, never the sweep."""
 
     def __init__(self, target: str, err: IO[str]) -> None:
-        self._opened = open_event_log(target)
-        self.sink = self._opened.__enter__()
+        self._open = contextlib.ExitStack()  # held from here to close()
+        self.sink = self._open.enter_context(open_event_log(target))
         self.err = err
         self.failed = False
 
@@ -145,7 +145,7 @@ class EventLog:
 
     def close(self) -> None:
         try:
-            self._opened.__exit__(None, None, None)
+            self._open.close()
         except OSError as exc:  # the last buffered records could not be written either
             self._failed(exc)
 
