@@ -3,22 +3,23 @@
 Before a run starts (``decide_before_run``), its key is computed; an entry younger than
 ``cache.ttl`` answers :class:`UseCached` (the run ends ``succeeded``, reason ``cache_hit``,
 with the original's outputs, metrics and logs). An identical run still in flight answers
-:class:`Defer`, so the second waits for the first instead of running twice. When a run
-succeeds (``on_run_finished``) its entry is stored; failed and stopped runs never are.
+:class:`Defer`, so the second waits for the first instead of running twice: in this process
+(an event), or in another orchestrator on the same home (a claim in the cache store, polled
+with backoff; a dead claimant's claim is taken over). When a run succeeds
+(``on_run_finished``) its entry is stored; failed and stopped runs never are. Every decision is
+recorded with the key's parts, for ``orchestrator cache explain RUN``.
 
 When it applies (Polyaxon's rule, ``POLYAXONFILE.md`` §5): ``cache.disable`` decides when set;
 otherwise the cache is on for matrix children and off for a single run. ``--nocache`` and
 ``--cache BOOL`` set ``disable``.
 
-The key hashes Polyaxon's parts: the component; the inputs and context params (matrix keys
-that are no input) as name, type, value, only those in ``cache.io`` when given; and, per
-``cache.sections`` (default: all), ``containers`` (the rendered command, args, env and working
-folder, with run-specific paths and ids masked),
-``init`` and ``connections``. ``containers`` also covers the code a run executes, so editing
-``train.py`` invalidates the cache: the content of every argv item that names an existing
-file, and, when the working folder is inside a git repository, its commit and a hash of its
-uncommitted diff (under that folder). The git state is read once per sweep and working folder
-(``ctx.per_sweep``): a daemon's next sweep sees an edit made in between.
+The key (:mod:`orchestrator_plugins.cache_key`) hashes Polyaxon's parts: the component; the
+inputs and context params; and, per ``cache.sections``, the rendered command, env and working
+folder, the code by content (:mod:`orchestrator_plugins.cache_tree`: the git tree of the
+working folder's repository, without the polyaxonfiles, the home folder and what
+``.orchestratorignore`` names; and the content of every argv item that names a file), ``init``
+and ``connections``. The git tree is read once per sweep and working folder (``ctx.per_sweep``):
+a daemon's next sweep sees an edit made in between.
 """
 
 from __future__ import annotations
@@ -27,32 +28,68 @@ import hashlib
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import anyio
 import msgspec
 
-from orchestrator.plugin import Defer, RunState, UseCached, hookimpl
-from orchestrator.store.cache import CacheEntry, CacheStore
+from orchestrator.plugin import TERMINAL, Defer, RunState, UseCached, hookimpl
+from orchestrator.procinfo import is_same_process, start_time
+from orchestrator.store.cache import CacheEntry, CacheStore, Claim, Decision
+
+from .cache_key import (
+    SECTIONS,
+    command_parts,
+    digest,
+    masker,
+    param_parts,
+    spec_files,
+)
+from .cache_tree import content_tree
 
 __all__ = ["RunCache", "plugin"]
 
 ORCHESTRATOR_PLUGIN_API = 1
-_SECTIONS = ("init", "connections", "containers")
+#: Seconds one ``decide_before_run`` call waits for another orchestrator's identical run
+#: before it hands back a :class:`Defer` (so a stop of the sweep is seen in between).
+WAIT_SLICE_S = 2.0
+#: First and longest pause between two looks at another orchestrator's claim.
+POLL_FIRST_S, POLL_MAX_S = 0.02, 0.5
+
+
+class _SweepMemo:
+    """What the cache remembers for one sweep (``ctx.per_sweep``): it goes with the sweep, so
+    a daemon never carries a stale code tree, key or claim into the next one."""
+
+    def __init__(self) -> None:
+        #: The code tree of each working folder, computed once (the lock: by the first run).
+        self.trees: dict[str, str] = {}
+        self.locks: dict[str, anyio.Lock] = {}
+        #: Run id -> its key and the key's named parts (a deferred run asks again).
+        self.keys: dict[str, tuple[str, dict[str, Any]]] = {}
+        #: Runs holding a claim in the store: run id -> key.
+        self.claimed: dict[str, str] = {}
+        #: Runs waiting for another orchestrator: run id -> the next pause.
+        self.polls: dict[str, float] = {}
+        #: (path, mtime, size) -> content digest of a file an argv item names.
+        self.files: dict[tuple[str, int, int], str] = {}
 
 
 class RunCache:
-    """One instance per process; keys and in-flight runs are tracked per run id (an identical
-    run in flight in another sweep of the same daemon is waited for too); the git state of a
-    working folder is remembered for one sweep only."""
+    """One instance per process. Only what spans sweeps lives on it: the stores, and the
+    runs in flight by key (an identical run in another sweep of the same daemon is waited
+    for too); everything else is per sweep (:class:`_SweepMemo`)."""
 
     ORCHESTRATOR_PLUGIN_API = 1
 
     def __init__(self) -> None:
-        self._keys: dict[str, str] = {}
         self._inflight: dict[str, tuple[str, anyio.Event]] = {}
-        self._files: dict[tuple[str, int, int], str] = {}
         self._stores: dict[Path, CacheStore] = {}
+        self._err: IO[str] | None = None
+
+    def _memo(self, ctx: Any) -> _SweepMemo:
+        memo: _SweepMemo = ctx.per_sweep(self, _SweepMemo)
+        return memo
 
     def store(self, home: Path) -> CacheStore:
         known = self._stores.get(home)
@@ -71,38 +108,30 @@ class RunCache:
 
     # ------------------------------------------------------------------ the key
     async def key(self, run: Any, ctx: Any, cache: Any) -> str:
+        return digest(await self.key_parts(run, ctx, cache))
+
+    async def key_parts(self, run: Any, ctx: Any, cache: Any) -> dict[str, Any]:
         plan, spec = ctx.plan, run.spec
-        wanted_io = set(cache.io) if cache is not None and cache.io else None
-        sections = set(cache.sections) if cache is not None and cache.sections else set(_SECTIONS)
+        wanted = set(cache.io) if cache is not None and cache.io else None
+        sections = set(cache.sections) if cache is not None and cache.sections else set(SECTIONS)
         types = {io.name: str(io.type) for io in plan.ios if not io.is_output}
-        # Inputs and context params (matrix keys that are no input) both count, as in
-        # Polyaxon's "in-" and "ctx-" parts; ``cache.io`` filters them all.
-        inputs = sorted(
-            (
-                {"name": name, "type": types.get(name), "value": value}
-                for name, value in spec.params.items()
-                if wanted_io is None or name in wanted_io
-            ),
-            key=lambda item: str(item["name"]),
-        )
-        mask = _masker(ctx.home, run.id)
-        parts: dict[str, Any] = {"component": plan.component_hash, "inputs": inputs}
+        parts: dict[str, Any] = {"component": plan.component_hash}
+        parts.update(param_parts(spec.params, types, wanted))
+        mask = masker(ctx.home, run.id)
         if "containers" in sections:
             cwd = spec.working_dir or str(plan.spec.base_dir)
-            parts["containers"] = {
-                "argv": [mask(a) for a in spec.argv],
-                "env": {k: mask(v) for k, v in sorted(spec.env.items())},
-                "working_dir": mask(spec.working_dir or ""),
-                "code": await self._code(spec.argv, cwd, ctx.per_sweep(self, dict)),
-            }
+            parts.update(command_parts(spec.argv, spec.env, spec.working_dir or "", mask))
+            parts.update(await self._file_parts(spec.argv, cwd, self._memo(ctx).files))
+            parts["code:tree"] = await self._tree(cwd, ctx)
         if "init" in sections:
             parts["init"] = mask(msgspec.json.encode(spec.init).decode())
         if "connections" in sections:
             parts["connections"] = list(getattr(plan.spec.component.run, "connections", None) or [])
-        encoded = msgspec.json.encode(parts, order="sorted")
-        return hashlib.sha256(encoded).hexdigest()
+        return parts
 
-    async def _code(self, argv: list[str], cwd: str, git_memo: dict[str, str]) -> dict[str, str]:
+    async def _file_parts(
+        self, argv: list[str], cwd: str, known_files: dict[tuple[str, int, int], str]
+    ) -> dict[str, str]:
         files = {}
         for item in argv:
             path = Path(item) if os.path.isabs(item) else Path(cwd) / item
@@ -110,83 +139,173 @@ class RunCache:
                 stat = path.stat()  # one cheap syscall; the hash is remembered per mtime
             except OSError:
                 continue
-            known = self._files.get((str(path), stat.st_mtime_ns, stat.st_size))
-            digest = known or await anyio.to_thread.run_sync(self._file_digest, path)
-            if digest is not None:
-                files[item] = digest
-        return {
-            "files": msgspec.json.encode(files, order="sorted").decode(),
-            "git": await self._git_state(cwd, git_memo),
-        }
+            known = known_files.get((str(path), stat.st_mtime_ns, stat.st_size))
+            found = known or await anyio.to_thread.run_sync(_file_digest, path, known_files)
+            if found is not None:
+                files[f"code:file {item}"] = found
+        return files
 
-    def _file_digest(self, path: Path) -> str | None:
-        try:
-            stat = path.stat()
-        except OSError:
-            return None
-        if not path.is_file():
-            return None
-        marker = (str(path), stat.st_mtime_ns, stat.st_size)
-        known = self._files.get(marker)
-        if known is None:
-            try:
-                known = hashlib.sha256(path.read_bytes()).hexdigest()
-            except OSError:
-                return None
-            self._files[marker] = known
-        return known
-
-    @staticmethod
-    async def _git_state(cwd: str, memo: dict[str, str]) -> str:
-        """The commit and uncommitted diff of the repository around ``cwd``, read once per
-        sweep (``memo`` lives as long as the sweep)."""
-        if cwd in memo:
-            return memo[cwd]
-        state = ""
-        try:
-            head = await anyio.run_process(["git", "rev-parse", "HEAD"], cwd=cwd, check=False)
-            if head.returncode == 0:
-                diff = await anyio.run_process(
-                    ["git", "diff", "HEAD", "--", "."], cwd=cwd, check=False
-                )
-                state = head.stdout.decode().strip() + ":" + hashlib.sha256(diff.stdout).hexdigest()
-        except OSError:
-            state = ""  # no git, or cwd missing: the argv file hashes still cover the code
-        memo[cwd] = state
-        return state
+    async def _tree(self, cwd: str, ctx: Any) -> str:
+        """The code tree around ``cwd``, computed once per sweep (concurrent runs wait for
+        the first one's answer)."""
+        memo = self._memo(ctx)
+        lock = memo.locks.setdefault(cwd, anyio.Lock())
+        async with lock:
+            if cwd not in memo.trees:
+                spec = ctx.spec
+                leave_out = [
+                    *spec_files(spec.source, spec.component_source, spec.base_dir),
+                    Path(ctx.home),
+                ]
+                memo.trees[cwd] = await content_tree(cwd, leave_out)
+        return memo.trees[cwd]
 
     # ------------------------------------------------------------------ hooks
+    @hookimpl
+    def orchestrator_configure(self, config: Any) -> None:
+        """Where to say that a run waits for another orchestrator (the CLI's stderr)."""
+        options = config.get("options") if isinstance(config, dict) else None
+        self._err = getattr(options, "err", None)
+
     @hookimpl
     async def decide_before_run(self, run: Any, ctx: Any) -> UseCached | Defer | None:
         enabled, cache = self.settings(ctx)
         if not enabled:
             return None
-        key = self._keys.get(run.id) or await self.key(run, ctx, cache)
-        self._keys[run.id] = key
-        entry = self.store(ctx.home).get(key)
+        key = await self._key_of(run, ctx, cache)
         ttl = cache.ttl if cache is not None else None
-        fresh = entry is not None and (ttl is None or time.time() - entry.finished_at < ttl)
-        if entry is not None and fresh and entry.run_id != run.id:
-            # The journal is the truth: an entry whose run it does not show as succeeded
-            # (say, its orchestrator was killed before the journal caught up) is void.
-            if await ctx.journaled_state(entry.run_id) == RunState.SUCCEEDED:
-                return UseCached(entry.run_id, dict(entry.outputs))
-            self.store(ctx.home).delete(key)
-        owner = self._inflight.get(key)
-        if owner is not None and owner[0] != run.id:
-            return Defer(owner[1])
-        self._inflight[key] = (run.id, anyio.Event())
+        give_up_at = anyio.current_time() + WAIT_SLICE_S
+        while True:
+            found = await self._lookup(run, ctx, key, ttl)
+            if isinstance(found, UseCached):
+                return self._hit(run, ctx, found)
+            owner = self._inflight.get(key)
+            if owner is not None and owner[0] != run.id:
+                return Defer(owner[1])
+            holder = self._claim(run, ctx, key)
+            if holder is None:
+                return await self._claimed_miss(run, ctx, key, ttl, found)
+            self._announce(run, holder, ctx)
+            if anyio.current_time() >= give_up_at:
+                return Defer(_set_event())  # ask again at once, once the sweep had its say
+            await anyio.sleep(self._next_poll(run.id, ctx))
+
+    async def _key_of(self, run: Any, ctx: Any, cache: Any) -> str:
+        """The run's key, computed once (a deferred run asks again)."""
+        keys = self._memo(ctx).keys
+        known = keys.get(run.id)
+        if known is None:
+            parts = await self.key_parts(run, ctx, cache)
+            known = keys[run.id] = (digest(parts), parts)
+        return known[0]
+
+    def _claim(self, run: Any, ctx: Any, key: str) -> Claim | None:
+        """Claim ``key`` for ``run`` in the store; the live holder when another has it."""
+        pid = os.getpid()
+        claim = Claim(
+            key=key,
+            run_id=run.id,
+            sweep_id=ctx.sweep_id,
+            pid=pid,
+            pid_start=start_time(pid),
+            claimed_at=time.time(),
+        )
+        holder = self.store(ctx.home).claim(claim, self._alive)
+        if holder is None:
+            # Synchronous from the claim to here: a twin in this process sees one or both.
+            self._inflight[key] = (run.id, anyio.Event())
+            self._memo(ctx).claimed[run.id] = key
+        return holder
+
+    async def _lookup(self, run: Any, ctx: Any, key: str, ttl: float | None) -> UseCached | str:
+        """The entry for ``key`` as an answer, or why there is none."""
+        store = self.store(ctx.home)
+        entry = store.get(key)
+        if entry is None or entry.run_id == run.id:
+            return "no entry with this key"
+        age = time.time() - entry.finished_at
+        if ttl is not None and age >= ttl:
+            return f"the entry of run {entry.run_id[:12]} had expired (age {age:.0f}s, ttl {ttl}s)"
+        # The journal is the truth: an entry whose run it does not show as succeeded
+        # (say, its orchestrator was killed before the journal caught up) is void.
+        state = await ctx.journaled_state(entry.run_id)
+        if state == RunState.SUCCEEDED:
+            return UseCached(entry.run_id, dict(entry.outputs))
+        store.delete(key, run_id=entry.run_id)
+        return f"the entry of run {entry.run_id[:12]} was void (the journal shows it {state})"
+
+    async def _claimed_miss(
+        self, run: Any, ctx: Any, key: str, ttl: float | None, why: str
+    ) -> UseCached | None:
+        """The claim is ours: run it, unless the claimant before us stored an entry between
+        our look and our claim."""
+        again = await self._lookup(run, ctx, key, ttl)
+        if isinstance(again, UseCached):
+            self._release(run.id, ctx)
+            return self._hit(run, ctx, again)
+        self._record(run, ctx, "miss", why, None)
         return None
+
+    def _hit(self, run: Any, ctx: Any, hit: UseCached) -> UseCached:
+        self._memo(ctx).polls.pop(run.id, None)
+        self._record(run, ctx, "hit", "an entry with this key", hit.source_run_id)
+        return hit
+
+    def _record(self, run: Any, ctx: Any, verdict: str, detail: str, source: str | None) -> None:
+        key, parts = self._memo(ctx).keys[run.id]
+        decision = Decision(
+            run_id=run.id,
+            sweep_id=ctx.sweep_id,
+            key=key,
+            decided_at=time.time(),
+            verdict=verdict,
+            detail=detail,
+            source_run_id=source,
+            parts=parts,
+        )
+        self.store(ctx.home).record(decision)
+
+    @staticmethod
+    def _alive(holder: Claim) -> bool:
+        """Is another live process running ``holder``'s run? (This process's own claims are
+        in ``_inflight`` while they are alive; one that is not was left behind.)"""
+        return holder.pid != os.getpid() and is_same_process(holder.pid, holder.pid_start)
+
+    def _next_poll(self, run_id: str, ctx: Any) -> float:
+        polls = self._memo(ctx).polls
+        pause = polls.get(run_id, POLL_FIRST_S)
+        polls[run_id] = min(pause * 2, POLL_MAX_S)
+        return pause
+
+    def _announce(self, run: Any, holder: Claim, ctx: Any) -> None:
+        """Say once that a run waits for another orchestrator (a silent wait looks hung)."""
+        if run.id in self._memo(ctx).polls or self._err is None:
+            return
+        try:
+            self._err.write(
+                f"#{run.index:<4} waiting for the identical run {holder.run_id[:12]} of another "
+                f"orchestrator (pid {holder.pid}); its result will be reused\n"
+            )
+            self._err.flush()
+        except (OSError, ValueError):
+            pass  # a closed stderr: the wait goes on silently
 
     @hookimpl
     async def on_run_finished(self, run: Any, ctx: Any) -> None:
-        key = self._keys.pop(run.id, None)
-        if key is None:
+        memo = self._memo(ctx)
+        known = memo.keys.pop(run.id, None)
+        memo.polls.pop(run.id, None)
+        if known is None:
             return
-        owner = self._inflight.get(key)
+        key, parts = known
         try:
             hit = (run.reason or "").startswith("cache_hit")
-            if run.state is RunState.SUCCEEDED and not hit:
+            # Journal first: another orchestrator that finds the entry checks the journal.
+            if (
+                run.state is RunState.SUCCEEDED
+                and not hit
+                and await ctx.journaled_state(run.id) == RunState.SUCCEEDED
+            ):
                 self.store(ctx.home).put(
                     CacheEntry(
                         key=key,
@@ -195,22 +314,64 @@ class RunCache:
                         finished_at=run.finished_at or time.time(),
                         outputs=dict(run.outputs),
                         params=dict(run.spec.params),
+                        parts=parts,
                     )
                 )
         finally:
-            if owner is not None and owner[0] == run.id:
-                del self._inflight[key]
-                owner[1].set()
+            self._release(run.id, ctx)
+
+    @hookimpl
+    async def on_run_state_changed(self, event: Any, ctx: Any) -> None:
+        """A run that ended without ``on_run_finished`` (stopped while queued) lets its
+        waiters go; a succeeded one keeps its claim until its entry is stored. (Async, like
+        every hook here: they share this object's state and must run on the event loop.)"""
+        if event.state in TERMINAL and event.state != RunState.SUCCEEDED:
+            memo = self._memo(ctx)
+            memo.keys.pop(event.run_id, None)
+            memo.polls.pop(event.run_id, None)
+            self._release(event.run_id, ctx)
+
+    @hookimpl
+    async def on_sweep_finished(self, ctx: Any) -> None:
+        """Whatever this sweep still claims is let go (a run cancelled mid-way)."""
+        for run_id in list(self._memo(ctx).claimed):
+            self._release(run_id, ctx)
+        self.store(ctx.home).release_sweep(ctx.sweep_id, os.getpid())
+
+    def _release(self, run_id: str, ctx: Any) -> None:
+        key = self._memo(ctx).claimed.pop(run_id, None)
+        if key is None:
+            return
+        self.store(ctx.home).release(key, run_id)
+        owner = self._inflight.get(key)
+        if owner is not None and owner[0] == run_id:
+            del self._inflight[key]
+            owner[1].set()
 
 
-def _masker(home: Path, run_id: str) -> Any:
-    """Hide what differs between identical runs: their ids and folders."""
-    run_dir = str(home / "runs" / run_id)
+def _file_digest(path: Path, known_files: dict[tuple[str, int, int], str]) -> str | None:
+    """The content digest of ``path`` (a regular file), remembered per mtime and size."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    if not path.is_file():
+        return None
+    marker = (str(path), stat.st_mtime_ns, stat.st_size)
+    known = known_files.get(marker)
+    if known is None:
+        try:
+            known = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            return None
+        known_files[marker] = known
+    return known
 
-    def mask(text: str) -> str:
-        return text.replace(run_dir, "<run>").replace(run_id, "<uuid>").replace(str(home), "<home>")
 
-    return mask
+def _set_event() -> anyio.Event:
+    event = anyio.Event()
+    event.set()
+    return event
 
 
 plugin = RunCache()

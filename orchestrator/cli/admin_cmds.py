@@ -25,15 +25,22 @@ def add_parser(commands: Commands) -> None:
     plugins.set_defaults(handler=_cmd_plugins)
 
     cache = commands.add_parser(
-        "cache", help="list or clear cached runs", description="The run cache of the home folder."
+        "cache",
+        help="list or clear cached runs, or explain a miss",
+        description="The run cache of the home folder. ls: its entries; clear: remove them; "
+        "explain RUN: why RUN (a run id, unique prefix, or SWEEP:INDEX such as last:0) missed "
+        "the cache, naming the part of the key that changed, or which run it reused.",
     )
-    cache.add_argument("action", choices=["ls", "clear"])
+    cache.add_argument("action", choices=["ls", "clear", "explain"])
+    cache.add_argument("run", nargs="?", metavar="RUN", help="with explain: the run to explain")
     cache.add_argument(
         "--older-than",
         metavar="AGE",
         help="with clear: only entries older than AGE (90s, 30m, 12h, 7d)",
     )
-    cache.add_argument("--json", action="store_true", help="with ls: print a JSON list")
+    cache.add_argument(
+        "--json", action="store_true", help="with ls: print a JSON list; with explain: an object"
+    )
     home_option(cache)
     cache.set_defaults(handler=_cmd_cache)
 
@@ -57,10 +64,20 @@ def _cmd_plugins(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 def _cmd_cache(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     from orchestrator import views
 
+    if (args.action == "explain") != (args.run is not None):
+        raise UsageError(
+            "cache explain needs RUN (a run id, unique prefix, or SWEEP:INDEX)"
+            if args.action == "explain"
+            else f"cache {args.action} takes no RUN"
+        )
     try:
         older = parse_age(args.older_than) if args.older_than else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if args.action == "explain":
+        from orchestrator.cache_explain import print_explanation
+
+        return print_explanation(home(args), args.run, out, as_json=args.json)
     if args.action == "ls":
         return views.list_entries(home(args), out, as_json=args.json)
     return views.clear_entries(home(args), out, older_than=older)

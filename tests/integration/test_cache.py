@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -32,24 +33,19 @@ def sweep_seconds(home: Path, sweep: str) -> float:
 
 
 def test_quickstart_twice_second_is_all_cache_hits(tmp_path: Path) -> None:
+    # A copy: the key covers the git tree around the spec, and this repository may change
+    # while the suite runs (an edit anywhere in it rightly misses).
+    example = shutil.copytree(ROOT / "examples" / "quickstart", tmp_path / "quickstart")
     home = tmp_path / "home"
-    args = [
-        PY,
-        "-m",
-        "orchestrator",
-        "examples/quickstart/mapping.yaml",
-        "--json",
-        "--home",
-        str(home),
-    ]
+    args = [PY, "-m", "orchestrator", str(example / "mapping.yaml"), "--json", "--home", str(home)]
     first = json.loads(
         subprocess.run(
-            args, capture_output=True, text=True, cwd=ROOT, check=True, timeout=120
+            args, capture_output=True, text=True, cwd=tmp_path, check=True, timeout=120
         ).stdout
     )
     second = json.loads(
         subprocess.run(
-            args, capture_output=True, text=True, cwd=ROOT, check=True, timeout=120
+            args, capture_output=True, text=True, cwd=tmp_path, check=True, timeout=120
         ).stdout
     )
     assert [r["reason"] for r in second["runs"]] == ["cache_hit", "cache_hit"]
