@@ -20,6 +20,7 @@ SpecError, NotFoundError, StoreError; 1 for the rest); a traceback is a bug.
 from __future__ import annotations
 
 __all__ = [
+    "AmbiguousRefError",
     "ComponentRefError",
     "ExecutorError",
     "NotFoundError",
@@ -93,6 +94,11 @@ class StoreError(OrchestratorError):
 
 class NotFoundError(OrchestratorError, LookupError):
     """No sweep or run matches an id, a prefix or ``last`` (or more than one does)."""
+
+
+class AmbiguousRefError(NotFoundError):
+    """An id prefix that matches more than one sweep or run: the user must give more
+    characters (the API answers 400; the CLI exits 2 like any other bad reference)."""
 
 
 class SweepBusyError(OrchestratorError):

@@ -15,6 +15,7 @@ from typing import Any
 from orchestrator.engine.records import Resume, RunRecord, record_from_row
 from orchestrator.engine.states import SWEEP_UNFINISHED, TERMINAL, RunState
 from orchestrator.exceptions import NotFoundError, SpecError, SweepBusyError
+from orchestrator.procinfo import is_same_process
 from orchestrator.spec import LoadedSpec, Plan, compile_plan, load_spec, load_text
 from orchestrator.spec import models as m
 from orchestrator.spec.load import fetch_url
@@ -25,7 +26,9 @@ from orchestrator.store.rows import RunRow, SweepRow
 __all__ = [
     "ResumePlan",
     "find_run",
+    "find_sweep",
     "latest_records",
+    "not_started",
     "prepare_resume",
     "run_finished",
     "run_row",
@@ -102,7 +105,7 @@ def sweep_detail(
 ) -> dict[str, Any]:
     """A sweep and its runs (the newest of each configuration, or every attempt), sorted by
     an output or metric when asked: ``show --json`` and the API's ``GET /sweeps/{id}``."""
-    sweep = journal.find_sweep(ref)
+    sweep = find_sweep(journal, ref)
     if every_attempt:
         runs = _records(journal, journal.runs_of(sweep.id))
     else:
@@ -120,22 +123,71 @@ def sweep_detail(
         "state": sweep.state,
         "reason": sweep.reason,
         "spec": sweep.spec_path,
+        "total": sweep.total,  # its configurations: runs never started are not in "runs"
         "runs": [run_row(r) | {"attempt": r.attempt} for r in runs],
     }
 
 
+def find_sweep(journal: Journal, ref: str) -> SweepRow:
+    """A sweep by what every command and endpoint takes: an id, a unique id prefix, or
+    ``last`` (the newest). NotFoundError when none matches; AmbiguousRefError (a
+    NotFoundError) when a prefix matches several, naming how many."""
+    return journal.find_sweep(ref)
+
+
+def _indexed(ref: str) -> tuple[str, int] | None:
+    """``SWEEP:INDEX`` split into its sweep reference and index; None for any other form."""
+    sweep_ref, colon, index = ref.rpartition(":")
+    if colon and sweep_ref and index.isascii() and index.isdigit():
+        return sweep_ref, int(index)
+    return None
+
+
 def find_run(journal: Journal, ref: str) -> RunRow:
-    """A run by id, unique id prefix, or ``SWEEP:INDEX`` (the newest attempt of that
-    configuration; ``SWEEP`` as :meth:`Journal.find_sweep` takes it)."""
-    if ":" in ref:
-        sweep_ref, _, index = ref.rpartition(":")
-        if index.isdigit():
-            sweep = journal.find_sweep(sweep_ref)
-            run = journal.run_at(sweep.id, int(index))
-            if run is None:
-                raise NotFoundError(f"sweep {sweep.id[:12]} has no run {index}")
-            return run
-    return journal.find_run(ref)
+    """A run by what every command and endpoint takes: an id, a unique id prefix, or
+    ``SWEEP:INDEX`` (the newest attempt of that configuration; ``SWEEP`` as
+    :func:`find_sweep` takes it). NotFoundError (AmbiguousRefError for a prefix of several)."""
+    indexed = _indexed(ref)
+    if indexed is None:
+        return journal.find_run(ref)
+    sweep, index = find_sweep(journal, indexed[0]), indexed[1]
+    run = journal.run_at(sweep.id, index)
+    if run is None:
+        never = _never_starts(journal, sweep, index)
+        short = sweep.id[:12]
+        raise NotFoundError(never or f"run {index} of sweep {short} has not started yet")
+    return run
+
+
+def _never_starts(journal: Journal, sweep: SweepRow, index: int) -> str | None:
+    """Why configuration ``index`` of ``sweep``, which has no run yet, never will (one
+    line), or None while it still may."""
+    short = sweep.id[:12]
+    if sweep.state not in SWEEP_UNFINISHED:
+        return f"sweep {short} has no run {index} (it ended {sweep.state} without it)"
+    beyond = sweep.total is not None and index >= sweep.total
+    if beyond and journal.open_mapping_of(sweep.id) is None:
+        span = f"0 to {sweep.total - 1}" if sweep.total else "none"
+        return f"sweep {short} has no run {index} (its run indexes: {span})"
+    if not is_same_process(sweep.pid, sweep.pid_start):
+        return f"sweep {short} has no run {index}, and its orchestrator (pid {sweep.pid}) is gone"
+    return None
+
+
+def not_started(journal: Journal, ref: str) -> tuple[str, int] | None:
+    """The sweep id and index when ``ref`` is ``SWEEP:INDEX`` of a run its sweep has not
+    started yet but still may (the sweep is unfinished, its orchestrator alive, the index
+    within its matrix): what ``logs -f`` waits for. None: ``ref`` is another form, names a
+    run, or one that will never start (then :func:`find_run` says why)."""
+    indexed = _indexed(ref)
+    if indexed is None:
+        return None
+    sweep, index = find_sweep(journal, indexed[0]), indexed[1]
+    if journal.run_at(sweep.id, index) is not None:
+        return None
+    if _never_starts(journal, sweep, index) is not None:
+        return None
+    return sweep.id, index
 
 
 def run_finished(journal: Journal, run_id: str) -> bool:

@@ -1,18 +1,24 @@
 """What a person sees while a sweep runs and when it ends.
 
 On a terminal: one line per meaningful transition (running, finished, stopping) plus a status
-line redrawn in place (counts by state, running runs with their latest metric, elapsed, ETA).
-Elsewhere: the same transition lines only, no redraws. A failed run's last stderr lines are
-printed the moment it fails. :func:`summary_table` and :func:`summary_json` describe the end.
+line (counts by state, running runs with their latest metric, elapsed, ETA) kept below them by
+:mod:`orchestrator.live_display` and redrawn right after every line. Elsewhere: the same
+transition lines only, no redraws. A failed run's last stderr lines are printed the moment it
+fails. :func:`summary_table` and :func:`summary_json` describe the end; :func:`resume_hint`
+says how to continue a sweep that did not succeed.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
 import shutil
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import IO, Any
+from dataclasses import dataclass
+from typing import IO, Any, Protocol
 
 import anyio
 import msgspec
@@ -28,13 +34,29 @@ from orchestrator.engine.events import (
 )
 from orchestrator.engine.states import TERMINAL, RunState
 from orchestrator.history import run_row
+from orchestrator.spec import models as m
+from orchestrator.wording import plural
 
-__all__ = ["Reporter", "format_duration", "summary_json", "summary_table"]
+__all__ = [
+    "Display",
+    "Objective",
+    "PlainLines",
+    "Reporter",
+    "format_duration",
+    "objective_of",
+    "resume_hint",
+    "rows_table",
+    "short_reason",
+    "summary_json",
+    "summary_table",
+]
 
 #: Transitions worth a line of their own: a run starts, is being stopped or retried, or ends.
 _SHOWN = TERMINAL | {RunState.RUNNING, RunState.STOPPING, RunState.RETRYING}
 #: The status line's counts, in the table's order: running first, then how runs ended.
 _ORDER = [RunState.RUNNING, *(s for s in RunState if s in TERMINAL)]
+#: Seconds between redraws of the status line when nothing else happens (elapsed, metrics).
+TICK_S = 0.5
 
 
 def format_duration(seconds: float | None) -> str:
@@ -47,7 +69,16 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as the journal gives it back (a date is its ISO text), so that ``run`` and
+    ``show`` print the same thing."""
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return msgspec.to_builtins(value)
+
+
 def _value(value: Any) -> str:
+    value = _plain(value)
     if isinstance(value, float):
         return f"{value:.6g}"
     if isinstance(value, str):
@@ -60,8 +91,53 @@ def _pairs(values: dict[str, Any], keys: Iterable[str] | None = None) -> str:
     return " ".join(f"{k}={_value(values[k])}" for k in chosen if k in values)
 
 
+# --------------------------------------------------------------------------- while it runs
+class Display(Protocol):
+    """Where the reporter's lines go."""
+
+    def show(self, lines: Sequence[str], status: str | None) -> None:
+        """Print ``lines``; on a terminal, then redraw the status line (``status``, or the
+        last one when None)."""
+
+    def close(self) -> None:
+        """The sweep is over: leave the last status line (if any) on the screen."""
+
+    @property
+    def stream(self) -> IO[str]:
+        """A text stream for everything else said during the sweep (signals, plugins):
+        each line printed like a transition line."""
+
+
+class PlainLines:
+    """Not a terminal: transition lines only, no status line, no escape sequences."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+
+    def show(self, lines: Sequence[str], status: str | None) -> None:
+        for line in lines:
+            self.out.write(line + "\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        self.out.flush()
+
+    @property
+    def stream(self) -> IO[str]:
+        return self.out
+
+
+def _display(out: IO[str], live: bool) -> Display:
+    if not live:
+        return PlainLines(out)
+    from orchestrator.live_display import LiveDisplay  # rich: only on a terminal
+
+    return LiveDisplay(out)
+
+
 class Reporter:
-    """Consumes events and writes progress to ``out``."""
+    """Consumes events and writes progress to ``out``: with ``live``, through a status line
+    that stays below the transition lines."""
 
     TYPES = (
         SweepStarted,
@@ -73,8 +149,8 @@ class Reporter:
     )
 
     def __init__(self, out: IO[str], *, live: bool, keys: Sequence[str] | None) -> None:
-        self.out = out
         self.live = live
+        self.display = _display(out, live)
         self.keys = keys
         self.total = 0
         self.started = time.monotonic()
@@ -85,15 +161,16 @@ class Reporter:
         self.begun: dict[str, float] = {}
         self.durations: list[float] = []
         self.concurrency = 1
-        self._status_shown = False
+        self.finished = False
+        self.stop_reason: str | None = None
 
-    def _write(self, line: str) -> None:
-        if self._status_shown:
-            self.out.write("\r\x1b[K")
-            self._status_shown = False
-        self.out.write(line + "\n")
+    @property
+    def err(self) -> IO[str]:
+        """Where anything else said during the sweep goes, so it does not break the display."""
+        return self.display.stream
 
     def handle(self, event: Event) -> None:
+        lines: list[str] = []
         if isinstance(event, SweepStarted):
             self.total, self.concurrency = event.total, event.concurrency
         elif isinstance(event, RunCreated):
@@ -101,52 +178,54 @@ class Reporter:
             self.params[event.run_id] = event.params
         elif isinstance(event, MetricReported):
             self.metrics.setdefault(event.run_id, {}).update(event.values)
+            return  # shown at the next tick: metrics may come thousands a second
         elif isinstance(event, RunStateChanged):
             self.states[event.run_id] = event.state
-            self._transition(event)
+            lines = self._transition(event)
         elif isinstance(event, SweepStopping):
-            self._write(f"stopping the sweep ({event.final_state}): {event.reason}")
+            self.stop_reason = event.reason
+            lines = [f"stopping the sweep ({event.final_state}): {event.reason}"]
         elif isinstance(event, SweepFinished):
-            self.status(final=True)
+            self.finished = True
+        self.display.show(lines, self.status_line() if self.live else None)
 
-    def _transition(self, event: RunStateChanged) -> None:
+    def _transition(self, event: RunStateChanged) -> list[str]:
         now = time.monotonic()
         if event.state is RunState.RUNNING:
             self.begun[event.run_id] = now
         if event.state not in _SHOWN:
-            return
+            return []
         head = f"#{event.index:<4} {event.state.value:<9}"
         if event.state is RunState.RUNNING:
-            self._write(f"{head} {_pairs(self.params.get(event.run_id, {}), self.keys)}".rstrip())
-            return
+            return [f"{head} {_pairs(self.params.get(event.run_id, {}), self.keys)}".rstrip()]
         begun = self.begun.get(event.run_id)
         took = now - begun if begun is not None else None
         if took is not None and event.state in TERMINAL:
             self.durations.append(took)
         details = [format_duration(took)] if took is not None else []
         if event.reason:
-            details.insert(0, f"({event.reason})")
+            # The sweep's stop reason was printed in full once ("stopping the sweep ...").
+            said = event.reason == self.stop_reason
+            details.insert(0, f"({short_reason(event.reason) if said else event.reason})")
         metrics = _pairs(self.metrics.get(event.run_id, {}))
         if metrics:
             details.append(metrics)
-        self._write(f"{head} {' '.join(details)}".rstrip())
-        for line in event.stderr_tail or []:
-            self._write(f"      | {line[:500]}")
+        lines = [f"{head} {' '.join(details)}".rstrip()]
+        lines += [f"      | {line[:500]}" for line in event.stderr_tail or []]
+        return lines
 
-    def status(self, final: bool = False) -> None:
-        if not self.live:
-            return
+    def status_line(self) -> str:
+        """Counts by state, elapsed time and ETA, and the running runs' latest metrics."""
         counts = Counter(self.states.values())
         done = sum(counts[s] for s in TERMINAL)
         running = counts[RunState.RUNNING]
-        pending = max(self.total - done - running, 0)
+        pending = 0 if self.finished else max(self.total - done - running, 0)
         parts = [f"{done}/{self.total} done"]
         parts += [f"{counts[s]} {s.value}" for s in _ORDER if counts[s]]
-        if pending and not final:
+        if pending:
             parts.append(f"{pending} pending")
-        elapsed = time.monotonic() - self.started
-        parts.append(f"elapsed {format_duration(elapsed)}")
-        if self.durations and pending and not final:
+        parts.append(f"elapsed {format_duration(time.monotonic() - self.started)}")
+        if self.durations and pending:
             average = sum(self.durations) / len(self.durations)
             eta = average * (pending + running) / max(self.concurrency, 1)
             parts.append(f"ETA {format_duration(eta)}")
@@ -156,26 +235,187 @@ class Reporter:
             if s is RunState.RUNNING
         ]
         line = " · ".join(parts)
-        if live:
-            line += " | " + ", ".join(live)
-        width = shutil.get_terminal_size((100, 20)).columns
-        self.out.write("\r\x1b[K" + line[: width - 1])
-        self._status_shown = True
-        if final:
-            self.out.write("\n")
-            self._status_shown = False
-        self.out.flush()
+        return line + " | " + ", ".join(live) if live else line
+
+    def status(self) -> None:
+        """Redraw the status line (elapsed time and metrics move on between events)."""
+        if self.live:
+            self.display.show([], self.status_line())
+
+    def close(self) -> None:
+        """The sweep is over: no more redraws; the last status line stays on the screen."""
+        self.live = False
+        self.display.close()
 
     async def consume(self, receive: anyio.abc.ObjectReceiveStream[Event]) -> None:
         async with receive:
             async for event in receive:
                 self.handle(event)
-                self.out.flush()
 
     async def tick(self) -> None:
         while self.live:
-            await anyio.sleep(0.5)
+            await anyio.sleep(TICK_S)
             self.status()
+
+
+# --------------------------------------------------------------------------- at the end
+#: A reason up to this long is shown in the state column as it is.
+_SHORT = 24
+#: Short names of long reasons, by how they start (the full text is printed below the table).
+_LABELS = (
+    ("early stopping:", "early stop"),
+    ("early_stopped:", "early stop"),
+    ("failure early stopping:", "too many failures"),
+    ("the time budget", "time budget spent"),
+    ("journal write failed", "journal error"),
+)
+
+
+def short_reason(reason: str) -> str:
+    """``reason`` in at most a few words for the state column: as it is when it is short,
+    else a name for its kind (``early stop``), else its first whole words and ``…``."""
+    if len(reason) <= _SHORT:
+        return reason
+    for start, label in _LABELS:
+        if reason.startswith(start):
+            return label
+    head = reason.split(":", 1)[0].strip()
+    if 0 < len(head) <= _SHORT:
+        return head
+    words: list[str] = []
+    for word in reason.split():
+        if len(" ".join([*words, word])) > _SHORT - 1:
+            break
+        words.append(word)
+    return (" ".join(words) or reason[: _SHORT - 1]) + "…"
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The metric a sweep optimises, and which way."""
+
+    metric: str
+    optimization: str  # "maximize" or "minimize"
+
+
+def objective_of(matrix: m.Matrix | None) -> Objective | None:
+    """What the matrix optimises: its first ``metric_early_stopping`` rule, else its own
+    ``metric`` (bayes, hyperopt, hyperband) when that says which way; else None."""
+    if matrix is None:
+        return None
+    for rule in matrix.early_stopping or []:
+        if isinstance(rule, m.MetricEarlyStopping):
+            return Objective(rule.metric, rule.optimization)
+    metric = getattr(matrix, "metric", None)
+    if isinstance(metric, m.OptimizationMetric) and metric.optimization is not None:
+        return Objective(metric.name, metric.optimization)
+    return None
+
+
+def _number(row: dict[str, Any], name: str) -> float | None:
+    value = row["outputs"].get(name, row.get("metrics", {}).get(name))
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _state_text(row: dict[str, Any]) -> tuple[str, str | None]:
+    """The state column, and the full reason when the column holds only a short name."""
+    state, reason = row["state"], row["reason"]
+    if state == RunState.SUCCEEDED:
+        return ("cached" if (reason or "").startswith("cache_hit") else state), None
+    if not reason:
+        return state, None
+    short = short_reason(reason)
+    return f"{state}: {short}", (reason if short != reason else None)
+
+
+def _shown_params(rows: Sequence[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
+    """The params that tell the rows apart (all of them for a single row), in the order the
+    runs carry them, and those every row has with the same value."""
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r["params"] if k not in keys]
+    if len(rows) < 2:
+        return keys, {}
+    first = rows[0]["params"]
+    same = {
+        k: first[k]
+        for k in keys
+        if all(k in r["params"] and _plain(r["params"][k]) == _plain(first[k]) for r in rows)
+    }
+    return [k for k in keys if k not in same], same
+
+
+def _align(lines: list[list[str]]) -> list[str]:
+    """Columns padded to their widest cell; the last one is left as it is."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
+    return [
+        "  ".join([*(c.ljust(w) for c, w in zip(line, widths, strict=False)), line[-1]]).rstrip()
+        for line in lines
+    ]
+
+
+def _notes(reasons: dict[str, list[int]]) -> list[str]:
+    """One line per long reason: its short name, the runs that have it, the full text."""
+    return [
+        f"{short_reason(reason)} ({' '.join(f'#{i}' for i in sorted(set(where)))}): {reason}"
+        for reason, where in reasons.items()
+    ]
+
+
+def _best(rows: Sequence[dict[str, Any]], objective: Objective, keys: list[str]) -> str | None:
+    scored = [(v, r) for r in rows if (v := _number(r, objective.metric)) is not None]
+    if not scored:
+        return None
+    pick = max if objective.optimization == "maximize" else min
+    value, row = pick(scored, key=lambda pair: pair[0])
+    params = _pairs(row["params"], keys)
+    return (
+        f"best run by {objective.metric} ({objective.optimization}): #{row['index']} "
+        f"{objective.metric}={_value(value)}" + (f" ({params})" if params else "")
+    )
+
+
+def rows_table(
+    rows: Sequence[dict[str, Any]],
+    *,
+    total: int | None = None,
+    objective: Objective | None = None,
+    attempts: bool = False,
+) -> str:
+    """The final table of ``run`` and the table of ``show``: index (and attempt), state,
+    duration, outputs (sorted by name), the params that differ between runs. Below it: each
+    long reason once, runs never started, the params every run shares, the best run."""
+    head = ["#", *(["attempt"] if attempts else []), "state", "duration", "outputs", "params"]
+    keys, same = _shown_params(rows)
+    lines = [head]
+    reasons: dict[str, list[int]] = {}
+    for r in rows:
+        state, reason = _state_text(r)
+        if reason is not None:
+            reasons.setdefault(reason, []).append(r["index"])
+        outputs = dict(sorted(r["outputs"].items()))
+        lines.append(
+            [
+                str(r["index"]),
+                *([str(r.get("attempt", 1))] if attempts else []),
+                state,
+                format_duration(r["duration_s"]),
+                _pairs(outputs) or "-",
+                _pairs(r["params"], keys),
+            ]
+        )
+    out = _align(lines)
+    below = _notes(reasons)
+    if total is not None and total > len(rows):
+        below.append(f"{total - len(rows)} of {plural(total, 'run')} not started")
+    if same:
+        below.append(f"same in every run: {_pairs(same)}")
+    best = _best(rows, objective, keys) if objective is not None else None
+    if best is not None:
+        below.append(best)
+    return "\n".join(out + (["", *below] if below else []))
 
 
 def _run_rows(runs: Sequence[Any]) -> list[dict[str, Any]]:
@@ -187,32 +427,46 @@ def summary_json(sweep_id: str, state: str, runs: Sequence[Any]) -> str:
     return msgspec.json.encode(body).decode()
 
 
-def summary_table(runs: Sequence[Any], keys: Sequence[str] | None) -> str:
-    return rows_table(_run_rows(runs), keys)
+def summary_table(
+    runs: Sequence[Any], *, total: int | None = None, objective: Objective | None = None
+) -> str:
+    return rows_table(_run_rows(runs), total=total, objective=objective)
 
 
-def rows_table(rows: Sequence[dict[str, Any]], keys: Sequence[str] | None) -> str:
-    """The final table: index, state (and why), duration, outputs, params."""
-    lines = [("#", "state", "duration", "outputs", "params")]
-    for r in rows:
-        outputs = _pairs(r["outputs"]) or "-"
-        state = (
-            r["state"]
-            if not r["reason"] or r["state"] == RunState.SUCCEEDED
-            else (f"{r['state']} ({r['reason']})")
-        )
-        lines.append(
-            (
-                str(r["index"]),
-                state[:60],
-                format_duration(r["duration_s"]),
-                outputs,
-                _pairs(r["params"], keys),
-            )
-        )
-    widths = [max(len(line[i]) for line in lines) for i in range(4)]
-    out = []
-    for line in lines:
-        cells = [line[i].ljust(widths[i]) for i in range(4)] + [line[4]]
-        out.append("  ".join(cells).rstrip())
-    return "\n".join(out)
+# --------------------------------------------------------------------------- what next
+def _python() -> str:
+    """How to name this interpreter in a command to type here: ``python`` (or ``python3``)
+    when that is what PATH finds, else its path (relative when under this folder)."""
+    here = os.path.abspath(sys.executable)
+    for name in ("python", "python3"):
+        found = shutil.which(name)
+        if found is not None and os.path.abspath(found) == here:
+            return name
+    relative = os.path.relpath(here)
+    return relative if not relative.startswith("..") else here
+
+
+def _program() -> str:
+    """The command that started this process: the ``orchestrator`` script, or
+    ``python -m orchestrator``."""
+    started = sys.argv[0] if sys.argv else ""
+    if os.path.basename(started) == "orchestrator":
+        on_path = shutil.which("orchestrator")
+        if on_path is not None and os.path.abspath(on_path) == os.path.abspath(started):
+            return "orchestrator"
+        return shlex.quote(started)
+    return f"{shlex.quote(_python())} -m orchestrator"
+
+
+def resume_hint(sweep_id: str, state: str, home_arg: str | None) -> list[str]:
+    """The commands that continue a sweep that was stopped or failed (none otherwise):
+    ``resume`` for everything not yet succeeded, ``rerun --failed`` for the failed runs."""
+    if state not in ("stopped", "failed"):
+        return []
+    where = f" --home {shlex.quote(home_arg)}" if home_arg is not None else ""
+    command = _program()
+    short = sweep_id[:12]
+    hints = [f"resume: {command} resume {short}{where}"]
+    if state == "failed":
+        hints.append(f"re-run only the failed runs: {command} rerun {short} --failed{where}")
+    return hints

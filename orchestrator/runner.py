@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -17,15 +19,23 @@ from orchestrator.engine.events import EVENT_TYPES
 from orchestrator.engine.plugin_host import PluginHost
 from orchestrator.engine.records import Resume, SweepResult
 from orchestrator.engine.recovery import open_journal
-from orchestrator.engine.states import SweepState
+from orchestrator.engine.states import SWEEP_TERMINAL, SweepState
 from orchestrator.engine.sweep import SweepController
 from orchestrator.exceptions import StoreError
 from orchestrator.history import prepare_resume
-from orchestrator.reporting import Reporter, summary_json, summary_table
+from orchestrator.output_guard import GuardedOutput
+from orchestrator.reporting import (
+    Reporter,
+    objective_of,
+    resume_hint,
+    summary_json,
+    summary_table,
+)
 from orchestrator.spec import LoadedSpec, Plan, compile_plan
 from orchestrator.spec import models as m
 from orchestrator.store.journal import Journal
-from orchestrator.store.layout import ensure_home, journal_path, run_paths
+from orchestrator.store.layout import ensure_home, existing_journal, journal_path, run_paths
+from orchestrator.wording import plural
 
 if TYPE_CHECKING:
     from orchestrator.eventlog import EventLog
@@ -43,14 +53,45 @@ def _concurrency(plan_concurrency: int | None, given: int | None) -> tuple[int, 
     return os.cpu_count() or 1, "number of CPUs"
 
 
+def _guard_outputs(options: RunOptions) -> list[GuardedOutput]:
+    """Wrap ``options``' stdout and stderr so that a reader going away (a closed pipe or
+    terminal) drops their output instead of raising; :func:`_watch_signals` then stops the
+    sweep."""
+    outputs = [GuardedOutput(options.out), GuardedOutput(options.err)]
+    options.out, options.err = outputs[0].as_io(), outputs[1].as_io()
+    return outputs
+
+
 async def _watch_signals(
     controller: SweepController,
     err: IO[str],
     grace: float,
+    outputs: Sequence[GuardedOutput] = (),
     *,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    """SIGINT, SIGTERM, SIGHUP (the terminal closed) and an output whose reader is gone stop
+    the sweep: no new runs, running ones get SIGTERM, then SIGKILL after ``grace``; a
+    second signal kills them at once."""
+
+    def output_gone() -> None:
+        if controller.state not in SWEEP_TERMINAL:
+            controller.request_stop("interrupted (output closed)")
+
+    async with anyio.create_task_group() as readers:
+        for output in outputs:
+            output.on_gone(output_gone)
+            readers.start_soon(output.watch_reader)
+        await _stop_on_signals(controller, err, grace, task_status)
+
+
+async def _stop_on_signals(
+    controller: SweepController, err: IO[str], grace: float, task_status: anyio.abc.TaskStatus[None]
+) -> None:
+    watched = [signal.SIGINT, signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # under nohup it stays ignored
+        watched.append(signal.SIGHUP)
+    with anyio.open_signal_receiver(*watched) as signals:
         task_status.started()
         count = 0
         async for signum in signals:
@@ -74,6 +115,7 @@ async def _main(
     err: IO[str],
     grace: float,
     event_log: EventLog | None,
+    outputs: Sequence[GuardedOutput] = (),
 ) -> SweepResult:
     subscription = controller.bus.subscribe(Reporter.TYPES)
     # The event log drains to its last event (the sweep's end) after the bus closes.
@@ -81,17 +123,20 @@ async def _main(
         if event_log is not None:
             recorded = controller.bus.subscribe(EVENT_TYPES, buffer=10_000)
             logs.start_soon(event_log.record, recorded.receive)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(reporter.consume, subscription.receive)
-            tg.start_soon(reporter.tick)
-            await tg.start(_watch_signals, controller, err, grace)
-            try:
-                result = await controller.run()
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await controller.bus.close()
-                reporter.live = False
-                tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(reporter.consume, subscription.receive)
+                tg.start_soon(reporter.tick)
+                await tg.start(_watch_signals, controller, err, grace, outputs)
+                try:
+                    result = await controller.run()
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await controller.bus.close()
+                    reporter.live = False
+                    tg.cancel_scope.cancel()
+        finally:
+            reporter.close()  # the last status line stays; what follows goes below it
     return result
 
 
@@ -206,9 +251,11 @@ def resume_sweep(
     force: bool = False,
     only_states: set[str] | None = None,
 ) -> int:
-    """``resume`` (everything not succeeded) or ``rerun`` (only ``only_states``)."""
-    ensure_home(options.home)
-    journal = open_journal(journal_path(options.home), options.err)
+    """``resume`` (everything not succeeded) or ``rerun`` (only ``only_states``); where no
+    sweep ever ran, NotFoundError, and nothing is created."""
+    path = existing_journal(options.home)
+    ensure_home(options.home)  # runs/ and cache/, private, if they went missing
+    journal = open_journal(path, options.err)
     try:
         return _resume(
             journal, ref, options, overrides=overrides, force=force, only_states=only_states
@@ -248,15 +295,20 @@ def _execute(
     options: RunOptions,
     resume: Resume | None,
 ) -> int:
+    outputs = _guard_outputs(options)  # a closed pipe or terminal stops the sweep cleanly
     event_log = _open_event_log(options.log_json, options.err)  # before anything runs
     try:
-        controller = _build(journal, plan, loaded, overrides, options, resume)
         keys = plan.expansion.keys if plan.expansion is not None else None
         # No redrawn status line where JSON records go to the same terminal.
         live = options.err.isatty() and not options.as_json and options.log_json != "-"
         reporter = Reporter(options.err, live=live, keys=keys)
+        # Whatever the sweep says on stderr (plugins, signals) goes above the status line.
+        said = dataclasses.replace(options, err=reporter.err)
+        controller = _build(journal, plan, loaded, overrides, said, resume)
         _fast_child_watcher()
-        result = anyio.run(_main, controller, reporter, options.err, options.grace, event_log)
+        result = anyio.run(
+            _main, controller, reporter, reporter.err, options.grace, event_log, outputs
+        )
     finally:
         if event_log is not None:
             event_log.close()
@@ -264,14 +316,26 @@ def _execute(
     if options.as_json:
         out.write(summary_json(result.sweep_id, result.state.value, result.runs) + "\n")
     else:
-        out.write(summary_table(result.runs, keys) + "\n")
+        objective = objective_of(plan.spec.operation.matrix)
+        out.write(summary_table(result.runs, total=len(plan), objective=objective) + "\n")
         reason = f" ({result.reason})" if result.reason else ""
         out.write(f"\nsweep {result.sweep_id[:12]} {result.state.value}{reason}\n")
     out.flush()
+    for hint in resume_hint(result.sweep_id, result.state.value, _home_arg(options.home)):
+        options.err.write(hint + "\n")
     if result.journal_error is not None:  # the journal does not hold all of this sweep
         options.err.write(f"orchestrator: journal write failed: {result.journal_error}\n")
         return EXIT_FAILED
     return EXIT_OK if result.state is SweepState.SUCCEEDED else EXIT_FAILED
+
+
+def _home_arg(home: Path) -> str | None:
+    """``--home`` as a command typed here must give it; None where the default finds it."""
+    import argparse
+
+    from orchestrator.cli.options import home as default_home
+
+    return None if home == default_home(argparse.Namespace()) else str(home)
 
 
 def _build(
@@ -292,6 +356,8 @@ def _build(
     limit, source = _concurrency(plan.concurrency, options.concurrency)
     for note in loaded.ignored:
         err.write(f"note: {note}: no local meaning, ignored\n")
+    for warning in plan.warnings:
+        err.write(f"orchestrator: warning: {warning}\n")
     settings = SweepSettings(
         home=options.home,
         spec_path=_spec_path(loaded.source),
@@ -310,7 +376,7 @@ def _build(
         todo = f"{len(resume.only)} to re-run" if resume.only is not None else f"{done} done"
         what = f"resuming sweep ({todo})"
     err.write(
-        f"{what} {controller.sweep_id[:12]} ({loaded.source}): {len(plan)} runs, "
+        f"{what} {controller.sweep_id[:12]} ({loaded.source}): {plural(len(plan), 'run')}, "
         f"concurrency {limit} ({source}){_seed_note(plan)}; journal {journal.path}\n"
     )
     err.flush()

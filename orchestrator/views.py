@@ -15,6 +15,7 @@ import os
 import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import anyio
 import msgspec
@@ -22,27 +23,25 @@ import msgspec
 from orchestrator.daemon.client import daemon_client
 from orchestrator.engine.recovery import open_journal
 from orchestrator.exceptions import NotFoundError, UnavailableError
-from orchestrator.history import find_run, run_finished, sweep_detail, sweep_items
+from orchestrator.history import find_run, not_started, run_finished, sweep_detail, sweep_items
 from orchestrator.logfollow import follow_log
 from orchestrator.reporting import format_duration, rows_table
 from orchestrator.store.cache import CacheStore
 from orchestrator.store.journal import Journal
-from orchestrator.store.layout import RunLayout, journal_path
+from orchestrator.store.layout import RunLayout, existing_journal
+from orchestrator.store.rows import RunRow
 
 if TYPE_CHECKING:
     import httpx
 
 __all__ = ["clear_entries", "list_entries", "list_sweeps", "print_logs", "show_sweep"]
 
-#: How often ``logs -f`` without a daemon looks for new output.
+#: How often ``logs -f`` without a daemon looks for new output (and for a run to start).
 FOLLOW_POLL_S = 0.1
 
 
 def _open(home: Path) -> Journal:
-    path = journal_path(home)
-    if not path.exists():
-        raise NotFoundError(f"no journal in {home} (run a sweep first, or pass --home)")
-    return open_journal(path)
+    return open_journal(existing_journal(home))
 
 
 def _when(ts: float | None) -> str:
@@ -59,20 +58,21 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def _answer(response: Any) -> Any:
-    """The daemon's JSON answer; its error (404: not found; else unavailable) as one line."""
+    """The daemon's JSON answer; its error as one line: 404 (not found) and 400 (a prefix
+    of several) are a bad reference, as without the daemon; else unavailable."""
     if response.status_code == 200:
         return response.json()
     try:
         message = str(response.json().get("error"))
     except (ValueError, AttributeError):
         message = f"the daemon answered {response.status_code}"
-    if response.status_code == 404:
+    if response.status_code in (400, 404):
         raise NotFoundError(message)
     raise UnavailableError(message)
 
 
 def list_sweeps(home: Path, out: IO[str], err: IO[str], *, as_json: bool, limit: int) -> int:
-    client = daemon_client(home)
+    client = daemon_client(home)  # None: no daemon, or it is gone (read the journal)
     if client is not None:  # the daemon is running: ask it
         with client:
             items = _answer(client.get("/api/v1/sweeps", params={"limit": limit}))
@@ -92,7 +92,7 @@ def list_sweeps(home: Path, out: IO[str], err: IO[str], *, as_json: bool, limit:
     for item in items:
         spec = item["spec"] or ""
         shown_spec = os.path.relpath(spec) if spec and not spec.startswith("http") else spec
-        runs = ", ".join(f"{n} {state}" for state, n in sorted(item["counts"].items())) or "-"
+        runs = _counts(item["counts"], item.get("total"))
         rows.append(
             [
                 item["id"][:12],
@@ -118,11 +118,11 @@ def show_sweep(
     sort: str | None,
     every_attempt: bool,
 ) -> int:
-    client = daemon_client(home)
+    client = daemon_client(home)  # None: no daemon, or it is gone (read the journal)
     if client is not None:  # the daemon is running: ask it
         query = {"sort": sort or "", "all": "1" if every_attempt else ""}
         with client:
-            response = client.get(f"/api/v1/sweeps/{ref}", params=query)
+            response = client.get(f"/api/v1/sweeps/{quote(ref, safe=':')}", params=query)
         body = _answer(response)
     else:
         journal = _open(home)
@@ -155,8 +155,19 @@ def show_sweep(
         reason = f" ({body['reason']})" if body["reason"] else ""
         out.write(f"sweep {body['sweep'][:12]} {body['name'] or ''} {body['state']}{reason}\n")
         out.write(f"spec {body['spec']}\n\n")
-        out.write(rows_table(rows, None) + "\n")
+        # "total" (the sweep's run count), where the read model gives it: runs never started.
+        table = rows_table(rows, total=body.get("total"), attempts=every_attempt)
+        out.write(table + "\n")
     return 0
+
+
+def _counts(counts: dict[str, int], total: int | None) -> str:
+    """``2 succeeded, 4 stopped, 14 not started``: they add up to the sweep's run count."""
+    parts = [f"{n} {state}" for state, n in sorted(counts.items())]
+    missing = (total or 0) - sum(counts.values())
+    if missing > 0:
+        parts.append(f"{missing} not started")
+    return ", ".join(parts) or "-"
 
 
 def _cell(value: Any) -> str:
@@ -194,7 +205,8 @@ def print_logs(
 ) -> int:
     journal = _open(home)
     try:
-        run = find_run(journal, ref)
+        pending = not_started(journal, ref) if follow else None
+        run = _started(journal, *pending, err) if pending else find_run(journal, ref)
         run_dir = Path(run.run_dir) if run.run_dir else RunLayout(home, run.id).run_dir
         path = run_dir / f"{stream}.log"
         position = 0
@@ -209,6 +221,18 @@ def print_logs(
     finally:
         journal.close()
     return 0
+
+
+def _started(journal: Journal, sweep_id: str, index: int, err: IO[str]) -> RunRow:
+    """``logs -f SWEEP:INDEX`` before its sweep has started that run: wait for it (polling
+    the journal, as ``logs -f`` polls a log without a daemon). NotFoundError, one line, when
+    the sweep ends (or its orchestrator dies) without starting it."""
+    ref = f"{sweep_id}:{index}"
+    err.write(f"waiting for run {index} of sweep {sweep_id[:12]} to start\n")
+    err.flush()
+    while not_started(journal, ref) is not None:
+        time.sleep(FOLLOW_POLL_S)
+    return find_run(journal, ref)
 
 
 async def _copy_log(

@@ -11,15 +11,8 @@ import argparse
 import math
 import random
 
-try:  # the orchestrator's helper when it is importable; the same line by hand otherwise
-    from orchestrator.tracking import log_metrics
-except ImportError:  # pragma: no cover - depends on the interpreter running the script
-    import json
-    import sys
-
-    def log_metrics(step: int | None = None, **values: float) -> None:
-        sys.stdout.write(json.dumps({"metrics": values, "step": step}) + "\n")
-        sys.stdout.flush()
+# Runs get the orchestrator's own interpreter as `python`/`python3`, so this always imports.
+from orchestrator.tracking import log_metrics
 
 
 def activation(name: str) -> tuple:

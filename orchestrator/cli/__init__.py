@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _with_default_command(argv: list[str], commands: Collection[str]) -> list[str]:
-    """``orchestrator SPEC ...`` means ``orchestrator run SPEC ...``."""
+    """``orchestrator SPEC ...`` means ``orchestrator run SPEC ...``; a bare word close to a
+    command's name that names no file is a mistyped command (UsageError)."""
     i = 0
     while i < len(argv):
         token = argv[i]
@@ -62,8 +63,21 @@ def _with_default_command(argv: list[str], commands: Collection[str]) -> list[st
             return argv
         if token in commands:
             return argv
+        _refuse_typo(token, commands)
         return [*argv[:i], "run", *argv[i:]]
     return argv
+
+
+def _refuse_typo(token: str, commands: Collection[str]) -> None:
+    """``rnu spec.yaml``: an unknown command, not a spec named ``rnu``. A token that names a
+    file, or looks like a path or URL, stays a spec."""
+    if any(c in token for c in "/.:") or os.path.exists(token):
+        return
+    import difflib
+
+    close = difflib.get_close_matches(token, commands, n=1)
+    if close:
+        raise UsageError(f"unknown command {token!r}; did you mean {close[0]!r}?")
 
 
 def _first_expected(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -86,7 +100,11 @@ def main(
     out = out or sys.stdout
     err = err or sys.stderr
     parser, commands = _build()
-    argv = _with_default_command(list(sys.argv[1:] if argv is None else argv), commands.choices)
+    try:
+        argv = _with_default_command(list(sys.argv[1:] if argv is None else argv), commands.choices)
+    except UsageError as exc:
+        err.write(f"orchestrator: error: {exc}\n")
+        return EXIT_USAGE
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:

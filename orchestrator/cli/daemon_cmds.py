@@ -57,9 +57,9 @@ def _add_submit(commands: Commands) -> None:
         help="submit a sweep to the running daemon",
         description="Send SPEC to the daemon of the home folder; prints the sweep id.",
     )
-    submit.add_argument("spec", metavar="SPEC")
-    param_option(submit)
-    submit.add_argument("--name")
+    submit.add_argument("spec", metavar="SPEC", help="the polyaxonfile to run")
+    param_option(submit, "override an input (repeatable)")
+    submit.add_argument("--name", help="name of the sweep (default: the operation's name)")
     submit.add_argument(
         "--priority",
         type=int,
@@ -75,11 +75,12 @@ def _add_stop(commands: Commands) -> None:
     stop = commands.add_parser(
         "stop",
         help="stop a sweep (or a run) the daemon is running",
-        description="Stop a sweep, or with --run a single run, through "
-        "the daemon of the home folder.",
+        description="Stop SWEEP (an id, a unique prefix, or last), or with --run the run RUN "
+        "(an id, a unique prefix, or SWEEP:INDEX such as last:0), through the daemon of the "
+        "home folder. Its runs get SIGTERM, then SIGKILL after the daemon's --grace.",
     )
-    stop.add_argument("target", metavar="SWEEP_OR_RUN")
-    stop.add_argument("--run", action="store_true", help="TARGET is a run id")
+    stop.add_argument("target", metavar="SWEEP|RUN", help="what to stop: SWEEP, or RUN with --run")
+    stop.add_argument("--run", action="store_true", help="the argument is a RUN, not a SWEEP")
     home_option(stop)
     stop.set_defaults(handler=_cmd_stop)
 
@@ -100,17 +101,19 @@ def _cmd_daemon(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     )
 
 
-def _daemon(args: argparse.Namespace) -> httpx.Client:
-    """A client of the home folder's daemon; NotFoundError when none runs."""
-    from orchestrator.daemon.client import daemon_client
-    from orchestrator.exceptions import NotFoundError
+def _daemon(args: argparse.Namespace, gone: str = "") -> httpx.Client:
+    """A client of the home folder's daemon: NotFoundError when none was started (exit 2),
+    UnavailableError when it is gone (exit 1; ``gone``: what that means for the command);
+    either is one line saying how to start one."""
+    from orchestrator.daemon.client import require_daemon
 
-    client = daemon_client(home(args))
-    if client is None:
-        raise NotFoundError(
-            f"no daemon is running for {home(args)} (start one with `orchestrator daemon`)"
-        )
-    return client
+    return require_daemon(home(args), gone=gone)
+
+
+#: What a gone daemon means for ``stop``: its runs' supervisor stopped them when it died.
+_NOTHING_TO_STOP = (
+    " and its runs with it: nothing is left to stop (a restarted daemon resumes its sweeps)"
+)
 
 
 def _cmd_submit(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
@@ -118,6 +121,7 @@ def _cmd_submit(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
     from orchestrator.exceptions import SpecError
     from orchestrator.spec.load import read_spec_file
+    from orchestrator.wording import plural
 
     path = Path(args.spec)
     data = read_spec_file(path, args.spec)  # bounded: no FIFO, no /dev/zero
@@ -143,11 +147,13 @@ def _cmd_submit(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             f"orchestrator: the daemon answered {response.status_code}: {answer.get('error')}\n"
         )
         return EXIT_FAILED
+    for warning in answer.get("warnings", []):
+        err.write(f"orchestrator: warning: {warning}\n")
     out.write(
         (
             json.dumps(answer)
             if args.json
-            else f"submitted sweep {answer['sweep']} ({answer['runs']} runs)"
+            else f"submitted sweep {answer['sweep']} ({plural(answer['runs'], 'run')})"
         )
         + "\n"
     )
@@ -155,11 +161,14 @@ def _cmd_submit(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
 
 def _cmd_stop(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    kind = "runs" if args.run else "sweeps"
-    with _daemon(args) as client:
-        response = client.post(f"/api/v1/{kind}/{args.target}/stop")
+    from urllib.parse import quote
+
+    kind = "run" if args.run else "sweep"
+    with _daemon(args, gone=_NOTHING_TO_STOP) as client:
+        response = client.post(f"/api/v1/{kind}s/{quote(args.target, safe=':')}/stop")
+    answer = response.json()
     if response.status_code != 202:
-        err.write(f"orchestrator: {response.json().get('error')}\n")
+        err.write(f"orchestrator: {answer.get('error')}\n")
         return EXIT_USAGE
-    out.write(f"stopping {kind[:-1]} {args.target}\n")
+    out.write(f"stopping {kind} {answer.get(kind, args.target)}\n")
     return EXIT_OK

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import IO
 
-from orchestrator.cli.base import Commands
+from orchestrator.cli.base import Commands, Parser
 from orchestrator.cli.options import home, home_option
 
 
@@ -24,18 +25,49 @@ def add_parser(commands: Commands) -> None:
         description="Show the newest run of every configuration of "
         "SWEEP (an id, a unique prefix, or 'last').",
     )
+    show.__class__ = _ShowParser  # takes ``--sort -METRIC`` (argparse alone would not)
     show.add_argument("sweep", metavar="SWEEP")
     show.add_argument(
         "--sort",
         metavar="METRIC",
-        help="sort by an output or metric; prefix with '-' for descending",
+        help="sort by an output or metric; prefix with '-' for descending (--sort -accuracy)",
     )
-    show.add_argument("--all", action="store_true", help="include superseded attempts")
+    show.add_argument(
+        "--all", action="store_true", help="include superseded attempts (with an attempt column)"
+    )
     form = show.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="print one JSON object")
     form.add_argument("--csv", action="store_true", help="print CSV")
     home_option(show)
     show.set_defaults(handler=_cmd_show)
+
+
+class _ShowParser(Parser):
+    """``show``'s parser: argparse reads ``--sort -accuracy`` as ``--sort`` without its value
+    followed by an unknown option ``-accuracy``; here a word after ``--sort`` that starts with
+    a single ``-`` is its value, as in ``--sort=-accuracy``."""
+
+    def parse_known_args(  # type: ignore[override]  # one signature for its overloads
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        return super().parse_known_args(None if args is None else _sort_joined(args), namespace)
+
+
+def _sort_joined(args: Sequence[str]) -> list[str]:
+    """``["--sort", "-accuracy"]`` (``--sort`` or an abbreviation of it) as
+    ``["--sort=-accuracy"]``; everything else as it is."""
+    joined: list[str] = []
+    words = iter(args)
+    for word in words:
+        if len(word) > 3 and "--sort".startswith(word):
+            value = next(words, None)
+            if value is not None and value.startswith("-") and not value.startswith("--"):
+                joined.append(f"--sort={value}")
+                continue
+            joined += [word] if value is None else [word, value]
+            continue
+        joined.append(word)
+    return joined
 
 
 def _cmd_ls(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:

@@ -21,7 +21,8 @@ def add_parser(commands: Commands) -> None:
         "-f",
         "--follow",
         action="store_true",
-        help="keep printing new output until the run finishes",
+        help="keep printing new output until the run finishes (SWEEP:INDEX of a run not "
+        "started yet: wait for it to start)",
     )
     logs.add_argument("--stderr", action="store_true", help="stderr instead of stdout")
     logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")

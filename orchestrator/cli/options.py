@@ -179,7 +179,8 @@ def _plugin_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strict-plugins",
         action="store_true",
-        help="a plugin that fails stops the sweep (default: it is switched off)",
+        help="a plugin that fails stops the sweep, which then ends failed (exit 1; default: "
+        "the plugin is switched off)",
     )
 
 

@@ -41,11 +41,14 @@ def _cmd_plan(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
     from orchestrator.spec import compile_plan
     from orchestrator.store.layout import run_paths
+    from orchestrator.wording import plural
 
     if args.limit is not None and args.limit < 0:
         raise UsageError("--limit must be >= 0")
     loaded = load(args)
     plan = compile_plan(loaded, overrides(args.param), paths=run_paths(home(args)))
+    for warning in plan.warnings:
+        err.write(f"orchestrator: warning: {warning}\n")
     runs = plan.runs()
     if args.limit is not None:
         runs = itertools.islice(runs, args.limit)
@@ -62,7 +65,10 @@ def _cmd_plan(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     extra = f", concurrency {plan.concurrency}" if plan.concurrency else ""
     if plan.expansion is not None and plan.expansion.seed is not None:
         extra += f", seed {plan.expansion.seed}"
-    out.write(f"{args.spec}: {len(plan)} run{'s' if len(plan) != 1 else ''} ({kind}{extra})\n")
+    shown = ""
+    if args.limit is not None and args.limit < len(plan):
+        shown = f", showing {args.limit} of {len(plan)}"
+    out.write(f"{args.spec}: {plural(len(plan), 'run')} ({kind}{extra}){shown}\n")
     for run in runs:
         shown = " ".join(f"{k}={_show(v)}" for k, v in run.params.items())
         out.write(f"\n[{run.index}] {shown}\n    $ {shlex.join(run.argv)}\n")

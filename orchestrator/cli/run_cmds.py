@@ -28,8 +28,10 @@ def _add_run(commands: Commands) -> None:
         "run",
         help="run a sweep (also: orchestrator SPEC)",
         description="Run every configuration of SPEC as a subprocess, at most --concurrency at "
-        "a time, journaling everything under the home folder. Ctrl-C stops the sweep (a "
-        "second Ctrl-C kills at once).",
+        "a time, journaling everything under the home folder. Ctrl-C, SIGTERM, SIGHUP (the "
+        "terminal closed) or a closed output pipe stop the sweep: running runs get SIGTERM, "
+        "then SIGKILL after --grace (a second Ctrl-C kills at once). Commands run with this "
+        "interpreter's folder first on PATH, so `python` is the orchestrator's own.",
     )
     run.add_argument("spec", metavar="SPEC", nargs="?", help="polyaxonfile to run")
     run.add_argument(
@@ -45,7 +47,9 @@ def _add_run(commands: Commands) -> None:
         help="polyaxonfile to run (same as SPEC)",
     )
     run.add_argument("--url", help="fetch the polyaxonfile from this http(s) URL")
-    param_option(run, "override an input (repeatable)")
+    param_option(
+        run, "override an input (repeatable); where the matrix sets it too, the matrix wins"
+    )
     run.add_argument("--name", help="name of the sweep (default: the operation's name)")
     run.add_argument("--description", help="description of the sweep")
     run.add_argument("--tags", help="comma-separated tags")
@@ -107,6 +111,8 @@ def _through_daemon(
     args: argparse.Namespace, out: IO[str], err: IO[str], only: list[str] | None
 ) -> int | None:
     """Hand the sweep to the daemon of the home folder, if one runs; else None."""
+    from urllib.parse import quote
+
     from orchestrator.daemon.client import daemon_client
 
     client = daemon_client(home(args))
@@ -114,7 +120,7 @@ def _through_daemon(
         return None
     body = {"force": args.force, "only": only}
     with client:
-        response = client.post(f"/api/v1/sweeps/{args.sweep}/resume", json=body)
+        response = client.post(f"/api/v1/sweeps/{quote(args.sweep, safe='')}/resume", json=body)
     answer = response.json()
     if response.status_code != 202:
         err.write(f"orchestrator: {answer.get('error')}\n")

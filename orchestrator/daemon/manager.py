@@ -28,7 +28,7 @@ from orchestrator.exceptions import (
     SweepBusyError,
     UnavailableError,
 )
-from orchestrator.history import prepare_resume
+from orchestrator.history import find_sweep, prepare_resume
 from orchestrator.spec import LoadedSpec, Plan, compile_plan, load_text
 from orchestrator.spec import models as m
 from orchestrator.store.journal import Journal
@@ -116,10 +116,11 @@ class SweepManager:
             task_status.started()
             await anyio.sleep_forever()
 
-    async def submit(self, submission: Submission) -> tuple[str, int]:
-        """Validate, journal and start a sweep, returning once it is committed to the journal.
-        SpecError (a 400) for a bad spec; UnavailableError (a 503) while shutting down or when
-        the journal cannot write it (then nothing of it runs)."""
+    async def submit(self, submission: Submission) -> tuple[str, int, list[str]]:
+        """Validate, journal and start a sweep, returning once it is committed to the journal:
+        its id, run count and the plan's warnings (``-P`` the matrix overrides). SpecError (a
+        400) for a bad spec; UnavailableError (a 503) while shutting down or when the journal
+        cannot write it (then nothing of it runs)."""
         if not self.accepting or self._tg is None:
             raise UnavailableError("the daemon is shutting down")
         base = Path(submission.base_dir) if submission.base_dir else Path.cwd()
@@ -170,7 +171,7 @@ class SweepManager:
         )
         controller = self._build(plan, settings, open_mapping=open_mapping)
         await self._accept(controller)
-        return controller.sweep_id, len(plan)
+        return controller.sweep_id, len(plan), list(plan.warnings)
 
     async def _drive(self, controller: SweepController) -> None:
         subscription = controller.bus.subscribe(EVENT_TYPES, buffer=10_000)
@@ -219,7 +220,7 @@ class SweepManager:
         that is committed to the journal (UnavailableError when it cannot be)."""
         if not self.accepting:
             raise UnavailableError("the daemon is shutting down")
-        row = self.journal.find_sweep(ref)
+        row = find_sweep(self.journal, ref)
         if row.id in self.sweeps:
             raise SweepBusyError(f"sweep {row.id[:12]} is still running")
         controller = self._resumed(row, force=force, only_states=only_states)

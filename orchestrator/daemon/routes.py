@@ -2,6 +2,9 @@
 model, map the project's errors to status codes. ``app.py`` wires them to paths.
 
 Their error answers are ``{"error": "one line"}``, so a client can show them as they are.
+Every ``{sweep}`` and ``{run}`` in a path is resolved by the read model
+(:func:`~orchestrator.history.find_sweep`, :func:`~orchestrator.history.find_run`), exactly as
+the CLI resolves them: an id, a unique prefix, ``last``, ``SWEEP:INDEX`` for a run.
 """
 
 from __future__ import annotations
@@ -19,14 +22,16 @@ from orchestrator.daemon.manager import Submission, SweepManager
 from orchestrator.daemon.sse import event_frames, log_frames, log_range
 from orchestrator.engine.events import Event, LogLine, RunStateChanged
 from orchestrator.exceptions import (
+    AmbiguousRefError,
     NotFoundError,
     OrchestratorError,
     SpecError,
     SweepBusyError,
     UnavailableError,
 )
-from orchestrator.history import sweep_detail, sweep_items
+from orchestrator.history import find_run, find_sweep, sweep_detail, sweep_items
 from orchestrator.store.layout import RunLayout
+from orchestrator.store.rows import RunRow, SweepRow
 
 __all__ = ["Api", "failure", "not_found"]
 
@@ -75,9 +80,11 @@ async def not_found(request: Request, exc: Exception) -> Response:
     return _error(f"no route {request.method} {request.url.path}", 404)
 
 
-#: The answer to each error the project raises on purpose; handlers just let them rise.
+#: The answer to each error the project raises on purpose; handlers just let them rise. The
+#: first entry that matches wins: a subclass comes before its base.
 ERROR_STATUS: dict[type[OrchestratorError], int] = {
     SpecError: 400,
+    AmbiguousRefError: 400,  # a prefix of several: give more characters
     NotFoundError: 404,
     SweepBusyError: 409,
     UnavailableError: 503,
@@ -103,6 +110,18 @@ class Api:
         self.home = home
         self.journal = manager.journal
 
+    async def _sweep(self, request: Request) -> SweepRow:
+        """The sweep the path names, read after a journal flush (a sweep just accepted is
+        found by its prefix too)."""
+        await self.journal.flush()
+        return find_sweep(self.journal, request.path_params["sweep"])
+
+    async def _run(self, request: Request) -> RunRow:
+        """The run the path names, read after a journal flush (the runs a sweep just created
+        are batched: without it a running run could be missing)."""
+        await self.journal.flush()
+        return find_run(self.journal, request.path_params["run"])
+
     async def health(self, request: Request) -> Response:
         """Liveness: answers as long as the event loop does; ``degraded``, with the error,
         while the journal cannot write (restarting would not help: the disk is full)."""
@@ -122,8 +141,8 @@ class Api:
         return JSONResponse({"ready": True, "sweeps": len(self.manager.sweeps)})
 
     async def submit(self, request: Request) -> Response:
-        """Start a sweep from a :class:`Submission`; 201 with its id and run count, sent only
-        once the sweep is committed to the journal (503 when it cannot be)."""
+        """Start a sweep from a :class:`Submission`; 201 with its id, run count and warnings,
+        sent only once the sweep is committed to the journal (503 when it cannot be)."""
         body = await _json_body(request, b"null")
         if isinstance(body, Response):
             return body
@@ -131,8 +150,10 @@ class Api:
             submission = msgspec.convert(body, Submission)
         except msgspec.ValidationError as exc:
             return _error(f"body: {exc}", 400)
-        sweep_id, total = await self.manager.submit(submission)
-        return JSONResponse({"sweep": sweep_id, "runs": total}, status_code=201)
+        sweep_id, total, warnings = await self.manager.submit(submission)
+        return JSONResponse(
+            {"sweep": sweep_id, "runs": total, "warnings": warnings}, status_code=201
+        )
 
     async def list_sweeps(self, request: Request) -> Response:
         """The newest sweeps (``?limit=``, at most 10,000), read after a journal flush so a
@@ -154,11 +175,12 @@ class Api:
         return Response(msgspec.json.encode(body), media_type="application/json")
 
     async def stop_sweep(self, request: Request) -> Response:
-        """202: the stop is requested, not done (runs get their grace period); the event
-        feed reports them ending."""
-        if self.manager.stop_sweep(request.path_params["sweep"]):
-            return JSONResponse({"stopping": True}, status_code=202)
-        return _error("no running sweep with that id", 404)
+        """202 with the sweep's id: the stop is requested, not done (runs get their grace
+        period); the event feed reports them ending. 404 when it does not run here."""
+        sweep = await self._sweep(request)
+        if self.manager.stop_sweep(sweep.id):
+            return JSONResponse({"stopping": True, "sweep": sweep.id}, status_code=202)
+        return _error(f"sweep {sweep.id[:12]} is {sweep.state}, not running in this daemon", 404)
 
     async def add_configurations(self, request: Request) -> Response:
         """Queue more configurations on an open sweep; 202 with their indexes once they are
@@ -169,13 +191,15 @@ class Api:
         values = body.get("values") if isinstance(body, dict) else None
         if not isinstance(values, list):
             return _error('body: expected {"values": [{...}, ...]}', 400)
-        indexes = await self.manager.add_configurations(request.path_params["sweep"], values)
+        sweep = await self._sweep(request)
+        indexes = await self.manager.add_configurations(sweep.id, values)
         return JSONResponse({"indexes": indexes}, status_code=202)
 
     async def close_sweep(self, request: Request) -> Response:
         """Take no more configurations: the sweep ends when the queued ones have run (202
         once that is committed to the journal, 503 when it cannot be)."""
-        closed = await self.manager.close_sweep(request.path_params["sweep"])
+        sweep = await self._sweep(request)
+        closed = await self.manager.close_sweep(sweep.id)
         if closed:
             return JSONResponse({"closed": True}, status_code=202)
         return _error("no open sweep with that id", 404)
@@ -191,18 +215,21 @@ class Api:
             only is None or (isinstance(only, list) and all(isinstance(s, str) for s in only))
         ):
             return _error('body: expected {"force": false, "only": ["failed"]}', 400)
+        sweep = await self._sweep(request)
         sweep_id, total = await self.manager.resume(
-            request.path_params["sweep"],
+            sweep.id,
             force=bool(body.get("force")),
             only_states=set(only) if only else None,
         )
         return JSONResponse({"sweep": sweep_id, "runs": total}, status_code=202)
 
     async def stop_run(self, request: Request) -> Response:
-        """Stop one run, whichever sweep it belongs to."""
-        if self.manager.stop_run(request.path_params["run"]):
-            return JSONResponse({"stopping": True}, status_code=202)
-        return _error("no running run with that id", 404)
+        """Stop one run, whichever sweep it belongs to: 202 with its id, 404 when it does
+        not run here."""
+        run = await self._run(request)
+        if self.manager.stop_run(run.id):
+            return JSONResponse({"stopping": True, "run": run.id}, status_code=202)
+        return _error(f"run {run.id[:12]} is {run.state}, not running in this daemon", 404)
 
     async def events(self, request: Request) -> Response:
         """Every event as SSE, replayed from ``Last-Event-ID`` when the client sends one."""
@@ -219,8 +246,7 @@ class Api:
     async def logs(self, request: Request) -> Response:
         """A run's stdout or stderr from an offset: as plain text, or with ``?follow=1`` as
         SSE until the run ends (ids are byte offsets, for Last-Event-ID)."""
-        await self.journal.flush()
-        row = self.journal.find_run(request.path_params["run"])
+        row = await self._run(request)
         stream = request.query_params.get("stream", "stdout")
         if stream not in ("stdout", "stderr"):
             return _error("stream: expected stdout or stderr", 400)

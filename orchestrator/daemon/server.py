@@ -309,6 +309,29 @@ def _lock(path: Path, home: Path) -> int:
     return fd
 
 
+def _url(sock: socket.socket) -> str:
+    """``http://HOST:PORT`` of a listening TCP socket (IPv6 in brackets)."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _announce(log: Any, home: Path, sockets: list[socket.socket]) -> None:
+    """Say where the daemon listens and how to reach it, then "ready" (the last line of a
+    start: scripts wait for it with ``is_ready_record()``, which needs the event ``ready``)."""
+    unix = str(sockets[0].getsockname())
+    where = {"socket": unix}
+    listening = f"listening on {unix}"
+    if len(sockets) > 1:
+        where["url"] = _url(sockets[1])
+        listening += f" and {where['url']} (bearer token in {daemon_info_path(home)})"
+    log.info(listening)
+    log.info(
+        f"submit sweeps with `orchestrator submit SPEC --home {home}`; the HTTP API "
+        f"(docs/api.md): curl --unix-socket {unix} http://daemon/api/v1/sweeps"
+    )
+    log.info("ready", pid=os.getpid(), **where)
+
+
 async def _main(
     home: Path,
     sockets: list[socket.socket],
@@ -354,7 +377,7 @@ async def _main(
                 log.info(f"resuming sweep {sweep_id[:12]} (its daemon was lost)", sweep_id=sweep_id)
             tg.start_soon(server.serve, sockets)
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                log.info("ready", pid=os.getpid())  # scripts wait for it: is_ready_record()
+                _announce(log, home, sockets)
                 async for signum in signals:
                     name = signal.Signals(signum).name
                     log.info(

@@ -82,9 +82,11 @@ class EventBus:
     def wants(self, event_type: type) -> bool:
         return any(event_type in s.types for s in self._subs)
 
-    async def publish(self, event: Event) -> None:
+    async def publish(self, event: Event, skip: Iterable[Subscription] = ()) -> None:
+        """Send ``event`` to every subscriber that wants it (but those in ``skip``)."""
+        skipped = {id(sub) for sub in skip}
         for sub in self._subs:
-            if type(event) in sub.types:
+            if type(event) in sub.types and id(sub) not in skipped:
                 try:
                     await sub.send.send(event)
                     sub.sent += 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -9,7 +11,25 @@ from orchestrator.engine.records import RunRecord
 from orchestrator.executors.base import Job
 from orchestrator.store.layout import RunLayout
 
-__all__ = ["job_for"]
+__all__ = ["base_environment", "job_for"]
+
+
+def base_environment(
+    environ: Mapping[str, str], executable: str = sys.executable
+) -> dict[str, str]:
+    """The environment every run starts from: ours, unbuffered, with our interpreter's folder
+    first on ``PATH``, so that ``python``/``python3`` in a command is the interpreter running
+    the orchestrator (``orchestrator.tracking`` importable) even when its venv is not
+    activated; ``ORCHESTRATOR_PYTHON`` records which interpreter that is."""
+    env = {"PYTHONUNBUFFERED": "1", **environ}
+    if executable:
+        folder = os.path.dirname(executable)
+        path = env.get("PATH", os.defpath)
+        entries = path.split(os.pathsep)
+        if entries[0] != folder:
+            env["PATH"] = os.pathsep.join([folder, *entries]) if path else folder
+        env["ORCHESTRATOR_PYTHON"] = executable
+    return env
 
 
 def job_for(

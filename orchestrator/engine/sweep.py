@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import anyio
 import msgspec
 
-from orchestrator.engine.bus import EventBus
+from orchestrator.engine.bus import EventBus, Subscription
 from orchestrator.engine.context import PluginContext
 from orchestrator.engine.events import (
     RunCreated,
@@ -28,7 +28,7 @@ from orchestrator.engine.events import (
     SweepStarted,
     SweepStopping,
 )
-from orchestrator.engine.jobs import job_for
+from orchestrator.engine.jobs import base_environment, job_for
 from orchestrator.engine.open_mapping import OpenMapping
 from orchestrator.engine.outcome import (
     count_states,
@@ -98,9 +98,11 @@ class SweepController:
         self._feed_error: str | None = None
         self._feed_scope: anyio.CancelScope | None = None
         self._outputs = frozenset(io.name for io in plan.ios if io.is_output)
-        self._base_env = {"PYTHONUNBUFFERED": "1", **os.environ}
+        self._base_env = base_environment(os.environ)
         self._base_dir = plan.spec.base_dir
         self._background: anyio.abc.TaskGroup | None = None
+        #: The observing plugins' subscriptions: they hear the sweep's end before it is final.
+        self._observers: list[Subscription] = []
         self._timers: Timers | None = None
         #: :meth:`open_in_journal` has queued the sweep's start; :meth:`commit_start` has
         #: committed it.
@@ -196,7 +198,7 @@ class SweepController:
         async with anyio.create_task_group() as observers:
             self._background = observers
             self._timers = Timers(observers)
-            subscriptions = (
+            self._observers = subscriptions = (
                 self.plugins.start_observers(self.bus, observers, self.ctx) if self.plugins else []
             )
             if self.limits.max_time is not None:
@@ -218,13 +220,13 @@ class SweepController:
             for subscription in subscriptions:
                 await subscription.send.aclose()
             self._timers.cancel()
-        self._background = None
+        self._background, self._observers = None, []
         return result
 
     async def _abandon(self, reason: str) -> SweepResult:
         """End the sweep ``failed`` with ``reason`` after an unexpected error: every run not
         yet finished fails with it (their processes died with the task group)."""
-        self._background = None
+        self._background, self._observers = None, []
         for run in self.runs:
             if run.state not in TERMINAL:
                 with contextlib.suppress(Exception):  # the journal may be what broke
@@ -279,15 +281,24 @@ class SweepController:
         if lost is not None:
             self._journal_failed(lost)
         runs = self.all_runs()
-        final, reason = sweep_ending(
-            [r.state for r in runs],
-            stop=self._stop_state,
-            stop_reason=self.reason,
-            feed_error=self._feed_error,
-        )
-        self._sweep_to(final, reason)
+        ending = self._ending(runs)
         counts = count_states(r.state for r in runs)
-        await self.bus.emit(SweepFinished, state=final, reason=reason, counts=counts)
+        finished = self.bus.stamp(SweepFinished, state=ending[0], reason=ending[1], counts=counts)
+        hearing = [s for s in self._observers if SweepFinished in s.types]
+        if hearing:
+            # The observing plugins hear the end first: one failing on it under
+            # --strict-plugins stops the sweep, and the sweep then ends failed, not as heard.
+            await self.bus.send_to(finished, hearing)
+            for subscription in hearing:
+                await subscription.wait_caught_up()
+            if self._ending(runs) != ending:  # announced anew, after the stop it caused
+                ending = self._ending(runs)
+                finished = self.bus.stamp(
+                    SweepFinished, state=ending[0], reason=ending[1], counts=counts
+                )
+        final, reason = ending
+        self._sweep_to(final, reason)
+        await self.bus.publish(finished, skip=hearing)
         await self.journal.flush()  # the final state, if it cannot be written, is retried
         return SweepResult(
             self.sweep_id,
@@ -295,6 +306,14 @@ class SweepController:
             reason,
             runs,
             self._journal_error or self.journal.lost(self.sweep_id),
+        )
+
+    def _ending(self, runs: list[RunRecord]) -> tuple[SweepState, str | None]:
+        return sweep_ending(
+            [r.state for r in runs],
+            stop=self._stop_state,
+            stop_reason=self.reason,
+            feed_error=self._feed_error,
         )
 
     def all_runs(self) -> list[RunRecord]:

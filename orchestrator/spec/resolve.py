@@ -89,6 +89,9 @@ class Plan:
     _component_json: bytes = field(default=b"", repr=False)
     #: Inputs given by params or -P (a mapping entry need not repeat them).
     _given: set[str] = field(default_factory=set, repr=False)
+    #: What the user should hear before anything runs (a ``-P`` the matrix overrides), one
+    #: line each; the command line prints them.
+    warnings: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.expansion) if self.expansion is not None else 1
@@ -439,6 +442,8 @@ def _compile(
 
     expansion: Expansion | None = None
     if op.matrix is not None:
+        if isinstance(op.matrix, m.Mapping) and not op.matrix.values and not open_mapping:
+            raise SpecError("the mapping has no entries", field="matrix.values")
         expansion = expand_matrix(op.matrix, seed=seed)
         _check_matrix(op.matrix, expansion, by_name)
 
@@ -455,6 +460,7 @@ def _compile(
     plan = Plan(spec, ios, base, context_values, expansion, paths, Renderer(lenient), name)
     plan._component_json = msgspec.json.encode(component, order="sorted")
     plan._given = given
+    plan.warnings = _shadowed_overrides(op.matrix, overrides)
     if isinstance(op.matrix, m.Mapping):
         # Type-check every mapping entry before anything runs (Polyaxon only checks the first).
         for index, entry in enumerate(op.matrix.values):
@@ -472,6 +478,32 @@ def _matrix_covers(matrix: m.Matrix | None, name: str) -> bool:
     params = getattr(matrix, "params", None) or {}
     resource = getattr(matrix, "resource", None)
     return name in params or (resource is not None and resource.name == name)
+
+
+def _shadowed_overrides(matrix: m.Matrix | None, overrides: Mapping[str, str]) -> list[str]:
+    """One warning per ``-P`` value the matrix overrides: as in Polyaxon, the matrix wins over
+    params, so the value is ignored where the matrix sets the same name."""
+    warnings = []
+    for key, value in overrides.items():
+        setting, total = _runs_setting(matrix, key)
+        if not setting:
+            continue
+        if setting == total:
+            warnings.append(f"-P {key}={value} is ignored: the matrix sets {key!r} for every run")
+        else:
+            warnings.append(
+                f"-P {key}={value} is ignored in {setting} of {total} runs: "
+                f"their mapping entries set {key!r}"
+            )
+    return warnings
+
+
+def _runs_setting(matrix: m.Matrix | None, name: str) -> tuple[int, int]:
+    """In how many of how many configurations the matrix sets ``name`` (a mapping's entries
+    each choose; any other matrix sets its params in every one)."""
+    if isinstance(matrix, m.Mapping):
+        return sum(name in entry for entry in matrix.values), len(matrix.values)
+    return (1 if _matrix_covers(matrix, name) else 0), 1
 
 
 def _check_matrix(matrix: m.Matrix, expansion: Expansion, by_name: dict[str, ResolvedIO]) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from orchestrator.exceptions import NotFoundError, StoreError
+from orchestrator.exceptions import AmbiguousRefError, NotFoundError, StoreError
 from orchestrator.procinfo import start_time
 from orchestrator.store.rows import (
     RUN_COLUMNS,
@@ -31,6 +31,7 @@ from orchestrator.store.schema import connect
 from orchestrator.store.writer import JournalWriter
 
 __all__ = ["Journal"]
+
 
 #: How :class:`Journal` opens its connections: a name of this module, so that a test can open
 #: journals whose writes fail (``tests/journal_faults.py``).
@@ -351,7 +352,7 @@ class Journal(JournalWriter):
         if not rows:
             raise NotFoundError(f"no sweep matches {ref!r} in {self.path.parent}")
         if len(rows) > 1 and rows[0].id != ref:
-            raise NotFoundError(f"{ref!r} matches {len(rows)} sweeps; give more characters")
+            raise AmbiguousRefError(f"{ref!r} matches {len(rows)} sweeps; give more characters")
         return rows[0]
 
     def latest_sweeps(self, limit: int) -> list[SweepRow]:
@@ -396,7 +397,7 @@ class Journal(JournalWriter):
         if not rows:
             raise NotFoundError(f"no run matches {ref!r} in {self.path.parent}")
         if len(rows) > 1:
-            raise NotFoundError(f"{ref!r} matches {len(rows)} runs; give more characters")
+            raise AmbiguousRefError(f"{ref!r} matches {len(rows)} runs; give more characters")
         return rows[0]
 
     def run_at(self, sweep_id: str, index: int) -> RunRow | None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from orchestrator.exceptions import StoreError
+from orchestrator.exceptions import NotFoundError, StoreError
 
 __all__ = [
     "RunLayout",
@@ -37,6 +37,7 @@ __all__ = [
     "daemon_info_path",
     "default_home",
     "ensure_home",
+    "existing_journal",
     "git_cache_dir",
     "journal_path",
     "private_dir",
@@ -50,6 +51,15 @@ def default_home() -> Path:
 
 def journal_path(home: Path) -> Path:
     return home / "journal.sqlite"
+
+
+def existing_journal(home: Path) -> Path:
+    """The journal of ``home``, which must exist: commands about past sweeps (``resume``,
+    ``rerun``) create nothing where none ran (NotFoundError, one line)."""
+    path = journal_path(home)
+    if not path.is_file():
+        raise NotFoundError(f"no journal in {home} (run a sweep first, or pass --home)")
+    return path
 
 
 def git_cache_dir(home: Path) -> Path:

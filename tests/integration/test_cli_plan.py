@@ -190,7 +190,7 @@ def test_ignored_sections_are_reported_once(
 def test_help_is_fast_and_lazy() -> None:
     code = (
         "import sys, orchestrator.cli as c; c.build_parser().format_help(); "
-        "heavy = {'jinja2', 'msgspec', 'yaml', 'httpx', 'anyio'} & set(sys.modules); "
+        "heavy = {'jinja2', 'msgspec', 'yaml', 'httpx', 'anyio', 'rich'} & set(sys.modules); "
         "print(sorted(heavy))"
     )
     proc = subprocess.run(
@@ -200,3 +200,12 @@ def test_help_is_fast_and_lazy() -> None:
     help_proc = run_cli("--help")
     assert help_proc.returncode == 0
     assert "plan" in help_proc.stdout
+
+
+def test_limit_says_how_many_of_how_many(cli: Callable[..., CliResult]) -> None:
+    result = cli("plan", str(QUICKSTART / "grid.yaml"), "--limit", "3")
+    assert result.code == 0, result.err
+    assert result.out.splitlines()[0].endswith("16 runs (grid), showing 3 of 16")
+    assert "[2]" in result.out and "[3]" not in result.out
+    everything = cli("plan", str(QUICKSTART / "grid.yaml"), "--limit", "16")
+    assert "showing" not in everything.out

@@ -67,15 +67,20 @@ def test_live_status_line_has_counts_metrics_and_elapsed() -> None:
     reporter = Reporter(out, live=True, keys=["lr"])
     feed(reporter)
     reporter.status()
-    status = out.getvalue().rsplit("\r\x1b[K", 1)[-1]
+    status = reporter.status_line()
     assert "1/3 done" in status
     assert "1 running" in status and "1 failed" in status
     assert "1 pending" in status
     assert "elapsed" in status and "ETA" in status
     assert "#0 loss=0.5" in status
+    # Every line went out with the status line drawn again after it (rich's live region).
+    written = out.getvalue()
+    assert written.index("#1    failed") < written.rindex("1/3 done")
     reporter.handle(
         SweepFinished(seq=99, sweep_id="s", ts=0.0, state=SweepState.FAILED, reason=None, counts={})
     )
+    reporter.close()
+    assert "pending" not in reporter.status_line()
     assert out.getvalue().endswith("\n")
 
 
