@@ -28,6 +28,7 @@ import anyio
 import pluggy
 
 __all__ = [
+    "CACHE_HIT_REASON",
     "PLUGIN_API_VERSION",
     "Defer",
     "Skip",
@@ -39,6 +40,8 @@ __all__ = [
 #: Bumped when a hook changes incompatibly. A plugin may declare the version it was written
 #: for as ``ORCHESTRATOR_PLUGIN_API = 1``; a different one is refused with a clear message.
 PLUGIN_API_VERSION = 1
+#: The reason of a run answered from the cache (``UseCached``): shown as ``cached``.
+CACHE_HIT_REASON = "cache_hit"
 
 hookspec = pluggy.HookspecMarker("orchestrator")
 #: Mark a plugin's hook implementations: ``@hookimpl def on_metric(event, ctx): ...``.
@@ -52,7 +55,7 @@ class UseCached:
 
     source_run_id: str
     outputs: dict[str, Any] = field(default_factory=dict)
-    reason: str = "cache_hit"
+    reason: str = CACHE_HIT_REASON
 
 
 @dataclass(frozen=True)

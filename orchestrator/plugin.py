@@ -31,12 +31,20 @@ from orchestrator.engine.events import (
 )
 from orchestrator.engine.states import TERMINAL, RunState, SweepState
 from orchestrator.exceptions import PluginError
-from orchestrator.hooks import PLUGIN_API_VERSION, Defer, Skip, UseCached, hookimpl
+from orchestrator.hooks import (
+    CACHE_HIT_REASON,
+    PLUGIN_API_VERSION,
+    Defer,
+    Skip,
+    UseCached,
+    hookimpl,
+)
 
 if TYPE_CHECKING:
     from orchestrator.testing import FakeExecutor, FakeRun, capture_events, run_fake_sweep
 
 __all__ = [
+    "CACHE_HIT_REASON",
     "EVENT_TYPES",
     "PLUGIN_API_VERSION",
     "TERMINAL",

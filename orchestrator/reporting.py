@@ -34,6 +34,7 @@ from orchestrator.engine.events import (
 )
 from orchestrator.engine.states import TERMINAL, RunState
 from orchestrator.history import run_row
+from orchestrator.hooks import CACHE_HIT_REASON
 from orchestrator.spec import models as m
 from orchestrator.wording import plural
 
@@ -87,8 +88,10 @@ def _value(value: Any) -> str:
 
 
 def _pairs(values: dict[str, Any], keys: Iterable[str] | None = None) -> str:
-    chosen = list(keys) if keys is not None else list(values)
-    return " ".join(f"{k}={_value(values[k])}" for k in chosen if k in values)
+    """``k=v`` for ``keys`` (all when None), in the params' own order (the component's inputs),
+    so a transition line, the final table and ``show`` list them alike."""
+    chosen = values.keys() if keys is None else values.keys() & set(keys)
+    return " ".join(f"{k}={_value(values[k])}" for k in values if k in chosen)
 
 
 # --------------------------------------------------------------------------- while it runs
@@ -195,7 +198,8 @@ class Reporter:
             self.begun[event.run_id] = now
         if event.state not in _SHOWN:
             return []
-        head = f"#{event.index:<4} {event.state.value:<9}"
+        shown = "cached" if _is_cache_hit(event.reason) else event.state.value
+        head = f"#{event.index:<4} {shown:<9}"
         if event.state is RunState.RUNNING:
             return [f"{head} {_pairs(self.params.get(event.run_id, {}), self.keys)}".rstrip()]
         begun = self.begun.get(event.run_id)
@@ -203,7 +207,7 @@ class Reporter:
         if took is not None and event.state in TERMINAL:
             self.durations.append(took)
         details = [format_duration(took)] if took is not None else []
-        if event.reason:
+        if event.reason and not _is_cache_hit(event.reason):
             # The sweep's stop reason was printed in full once ("stopping the sweep ...").
             said = event.reason == self.stop_reason
             details.insert(0, f"({short_reason(event.reason) if said else event.reason})")
@@ -319,11 +323,15 @@ def _number(row: dict[str, Any], name: str) -> float | None:
     return float(value)
 
 
+def _is_cache_hit(reason: str | None) -> bool:
+    return (reason or "").startswith(CACHE_HIT_REASON)
+
+
 def _state_text(row: dict[str, Any]) -> tuple[str, str | None]:
     """The state column, and the full reason when the column holds only a short name."""
     state, reason = row["state"], row["reason"]
     if state == RunState.SUCCEEDED:
-        return ("cached" if (reason or "").startswith("cache_hit") else state), None
+        return ("cached" if _is_cache_hit(reason) else state), None
     if not reason:
         return state, None
     short = short_reason(reason)

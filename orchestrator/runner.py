@@ -229,7 +229,9 @@ def run_sweep(
     *,
     resume_latest: bool = False,
 ) -> int:
-    """Run a new sweep (or, with ``resume_latest``, continue the newest one of this spec)."""
+    """Run a new sweep (or, with ``resume_latest``, continue the newest one of this spec).
+    The plan is compiled first: a spec that cannot run creates nothing (no home folder)."""
+    plan = compile_plan(loaded, overrides, paths=run_paths(options.home), name=options.name)
     ensure_home(options.home)  # a new home is private (0700); an existing one keeps its mode
     journal = open_journal(journal_path(options.home), options.err)
     try:
@@ -237,7 +239,6 @@ def run_sweep(
             newest = journal.latest_sweep_of_spec(_spec_path(loaded.source))
             if newest is not None:
                 return _resume(journal, newest, options, overrides=overrides, loaded=loaded)
-        plan = compile_plan(loaded, overrides, paths=run_paths(options.home), name=options.name)
         return _execute(journal, plan, loaded, overrides, options, None)
     finally:
         journal.close()

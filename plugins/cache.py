@@ -33,7 +33,14 @@ from typing import IO, Any
 import anyio
 import msgspec
 
-from orchestrator.plugin import TERMINAL, Defer, RunState, UseCached, hookimpl
+from orchestrator.plugin import (
+    CACHE_HIT_REASON,
+    TERMINAL,
+    Defer,
+    RunState,
+    UseCached,
+    hookimpl,
+)
 from orchestrator.procinfo import is_same_process, start_time
 from orchestrator.store.cache import CacheEntry, CacheStore, Claim, Decision
 
@@ -299,7 +306,7 @@ class RunCache:
             return
         key, parts = known
         try:
-            hit = (run.reason or "").startswith("cache_hit")
+            hit = (run.reason or "").startswith(CACHE_HIT_REASON)
             # Journal first: another orchestrator that finds the entry checks the journal.
             if (
                 run.state is RunState.SUCCEEDED

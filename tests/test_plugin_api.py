@@ -14,6 +14,7 @@ from orchestrator.engine import context, events, states
 def test_the_surface_is_pinned() -> None:
     assert api.__all__ == sorted(api.__all__, key=lambda n: (not n.isupper(), n))
     assert set(api.__all__) == {
+        "CACHE_HIT_REASON",
         "EVENT_TYPES",
         "PLUGIN_API_VERSION",
         "TERMINAL",

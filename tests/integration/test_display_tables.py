@@ -147,6 +147,8 @@ def test_cache_hits_say_cached(
     again = cli(str(spec), "--home", home)
     assert again.code == 0, again.err
     assert [cells[1] for cells in table_rows(again.out).values()] == ["cached", "cached"]
+    said = sorted(line.split()[:2] for line in again.err.splitlines() if line.startswith("#"))
+    assert said == [["#0", "cached"], ["#1", "cached"]]  # the live lines say it alike
     shown = cli("show", "last", "--home", home)
     assert [cells[1] for cells in table_rows(shown.out).values()] == ["cached", "cached"]
 

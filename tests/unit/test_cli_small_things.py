@@ -28,6 +28,7 @@ def test_an_empty_mapping_says_so(
     result = cli(command, str(spec), "--home", str(tmp_path / "h"))
     assert result.code == 2
     assert result.err == f"{spec}: matrix.values: the mapping has no entries\n"
+    assert not (tmp_path / "h").exists()  # a spec that cannot run creates no home folder
 
 
 @pytest.mark.parametrize("args", [["resume", "last"], ["rerun", "last", "--failed"]])
