@@ -1,120 +1,328 @@
-"""The daemon: submissions per second, and the delay from a run writing a log line to a
-follower of ``/api/v1/runs/{id}/logs?follow=1`` receiving it.
+"""The daemon: submissions per second against a bare Starlette/uvicorn POST, measured in the
+same invocation, and the delay from a run writing a log line to an SSE follower receiving it.
 
-No peer can be run here for this (Polyaxon's API needs Kubernetes; Ray's job server is
-measured in PEERS.md at ~2 s per job); the reference rows are the numbers DAEMON.md measured
-for a bare Starlette/uvicorn prototype on this stack, so the table shows what the engine adds.
+Rows (each round starts every server afresh, in a fresh home; rounds interleaved):
+- ``bare Starlette POST``: the floor of this stack, a Starlette app on uvicorn (h11, asyncio)
+  on a Unix socket whose one route parses the JSON body and answers 201 with a small JSON;
+- ``ours: one-run sweep``: ``POST /api/v1/sweeps`` of a spec with one ``/bin/true`` run: the
+  answer (201) comes once the sweep is committed to the journal; the runs go on meanwhile;
+- ``ours: open sweep, no runs``: the same for an open mapping with no values yet: what
+  accepting a sweep costs, without its runs competing for the cores.
 
-Run: ``.venv/bin/python benchmarks/bench_daemon.py [SUBMISSIONS]``
+Clients are separate processes speaking HTTP/1.1 with keep-alive over the Unix socket
+(``http.client``, so that the client's own cost is small and the same for every row): one
+client posting one request after another, then eight at once. "vs bare" is the median over
+rounds of the per-round ratio. Peak RSS is the server's (GNU time, when installed).
+
+Target (issue 14): submissions >= 50% of the bare POST's rate (one client and eight).
+
+Run: ``.venv/bin/python benchmarks/bench_daemon.py`` (3 rounds of 400 requests per row and
+client count), or ``--quick`` (1 round of 100), or ``--requests N --rounds R``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import shutil
+import os
 import signal
-import statistics
+import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 
-import httpx
+from benchmarks_common import GNU_TIME, Measure, Table, interleave, median, scratch
 
 from orchestrator.diagnostics import is_ready_record
+
+CLIENTS = 8
+#: How the daemon is started (a profiling wrapper may replace it).
+ORCHESTRATOR = [sys.executable, "-m", "orchestrator"]
+
+BARE_SERVER = textwrap.dedent("""
+    import os, socket, sys, uuid
+    import anyio, uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def submit(request):
+        body = await request.json()
+        return JSONResponse({"sweep": uuid.uuid4().hex, "runs": 1, "warnings": []},
+                            status_code=201)
+
+    path = sys.argv[1]
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    sock.listen(128)
+    app = Starlette(routes=[Route("/api/v1/sweeps", submit, methods=["POST"])],
+                    max_body_size=1 << 20)
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False,
+                                           lifespan="off"))
+    server.run(sockets=[sock])
+""")
+
+#: One client: connects, waits for a byte on stdin (all clients start together), posts
+#: ``n`` bodies one after another on one keep-alive connection, prints how long that took.
+CLIENT = textwrap.dedent("""
+    import http.client, socket, sys, time
+    class Unix(http.client.HTTPConnection):
+        def __init__(self, path):
+            super().__init__("daemon")
+            self.path = path
+        def connect(self):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.connect(self.path)
+    path, n, body = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+    conn = Unix(path)
+    conn.connect()
+    headers = {"Content-Type": "application/json"}
+    print("connected", flush=True)
+    sys.stdin.read(1)
+    started = time.perf_counter()
+    for _ in range(n):
+        conn.request("POST", "/api/v1/sweeps", body, headers)
+        response = conn.getresponse()
+        answer = response.read()
+        if response.status != 201:
+            sys.exit(f"HTTP {response.status}: {answer[:200]!r}")
+    print(time.perf_counter() - started, flush=True)
+""")
+
+ONE_RUN = "version: 1.1\nkind: component\nrun: {kind: job, container: {command: [/bin/true]}}\n"
+OPEN = (
+    "version: 1.1\nkind: operation\nmatrix: {kind: mapping, values: []}\n"
+    "component:\n  run: {kind: job, container: {command: [/bin/true]}}\n"
+)
 
 LINES = 200
 TICKER = (
     "import sys, time\n"
-    f"for i in range({LINES}):\n"
-    "    print(f'{i} {time.time()}', flush=True)\n"
+    "for i in range({lines}):\n"
+    "    print(f'{{i}} {{time.time()}}', flush=True)\n"
     "    time.sleep(0.01)\n"
 )
 
 
-def start(home: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "daemon", "--home", str(home), "--max-runs", "4"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if is_ready_record(line):
-            return proc
-    raise SystemExit("the daemon did not start")
+def post_rate(path: str, body: str, clients: int, total: int) -> float:
+    """Requests per second of ``clients`` client processes posting ``total`` bodies in all."""
+    each = max(1, total // clients)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLIENT, path, str(each), body],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(clients)
+    ]
+    for proc in procs:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "connected":
+            raise SystemExit("a benchmark client could not connect")
+    started = time.perf_counter()
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("g")
+        proc.stdin.close()
+    for proc in procs:
+        if proc.wait(300) != 0:
+            raise SystemExit("a benchmark client failed")
+    return each * clients / (time.perf_counter() - started)
 
 
-def client(home: Path) -> httpx.Client:
-    info = json.loads((home / "daemon" / "daemon.json").read_text())
-    return httpx.Client(
-        transport=httpx.HTTPTransport(uds=info["socket"]),
-        base_url="http://daemon",
-        timeout=httpx.Timeout(10, read=None),
+class Server:
+    """A server process under GNU time (for its peak RSS), its output in a file, stopped
+    with SIGTERM."""
+
+    def __init__(self, argv: list[str], folder: Path) -> None:
+        self.rss_file = folder / "rss"
+        self.log = folder / "server.log"
+        if os.access(GNU_TIME, os.X_OK):
+            argv = [GNU_TIME, "-q", "-f", "%M", "-o", str(self.rss_file), *argv]
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=log)
+        self.pid = self.proc.pid  # the server's own (below GNU time): see wait_until
+
+    def wait_until(self, ready: Callable[[], bool], pid: Callable[[], int] | None = None) -> None:
+        """Until ``ready()``; then learn the server's pid (``pid()``, else GNU time's child)."""
+        deadline = time.monotonic() + 60
+        while not ready():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the server did not start: {self.log.read_text()[-500:]}")
+            time.sleep(0.01)
+        self.pid = pid() if pid is not None else _child_pid(self.proc.pid)
+
+    def stop(self) -> int:
+        """SIGTERM the server; its peak RSS in KiB (0 when unknown)."""
+        os.kill(self.pid, signal.SIGTERM)
+        self.proc.wait(60)
+        text = self.rss_file.read_text().split() if self.rss_file.exists() else []
+        return int(text[-1]) if text and text[-1].isdigit() else 0
+
+
+def _child_pid(pid: int) -> int:
+    """The pid of the program GNU time runs (``pid`` itself when not run under it)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return pid
+    return int(children[0]) if children else pid
+
+
+def _answers(path: str) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(path)
+    except OSError:
+        return False
+    return True
+
+
+def bare_row(base: Path, requests: int) -> Callable[[], Measure]:
+    def once() -> Measure:
+        with scratch(base, prefix="b-") as tmp:
+            path = str(tmp / "s.sock")
+            server = Server([sys.executable, "-c", BARE_SERVER, path], tmp)
+            try:
+                server.wait_until(lambda: _answers(path))
+                body = json.dumps({"spec": ONE_RUN})
+                one = post_rate(path, body, 1, requests)
+                many = post_rate(path, body, CLIENTS, requests)
+            finally:
+                rss = server.stop()
+        return Measure(0.0, rss, {"1": one, "8": many})
+
+    return once
+
+
+def start_daemon(folder: Path) -> tuple[Server, str]:
+    """A daemon on a fresh home in ``folder``, ready; and its socket."""
+    home = folder / "h"
+    argv = [*ORCHESTRATOR, "daemon", "--home", str(home)]
+    server = Server([*argv, "--max-runs", "4"], folder)
+    info = home / "daemon" / "daemon.json"
+
+    def ready() -> bool:
+        return any(is_ready_record(line) for line in server.log.read_text().splitlines())
+
+    server.wait_until(ready, lambda: int(json.loads(info.read_text())["pid"]))
+    return server, str(json.loads(info.read_text())["socket"])
+
+
+def wait_idle(path: str) -> None:
+    """Until the daemon runs no sweep (the runs of the last batch have ended)."""
+    while _get(path, "/api/v1/ready").get("sweeps"):
+        time.sleep(0.05)
+
+
+def _get(path: str, url: str) -> dict[str, object]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(path)
+        sock.sendall(f"GET {url} HTTP/1.1\r\nHost: daemon\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    value: dict[str, object] = json.loads(data.split(b"\r\n\r\n", 1)[1] or b"{}")
+    return value
+
+
+def ours_row(
+    base: Path, requests: int, spec: str, extra: dict[str, object]
+) -> Callable[[], Measure]:
+    def once() -> Measure:
+        with scratch(base, prefix="o-") as folder:
+            server, path = start_daemon(folder)
+            try:
+                body = json.dumps({"spec": spec, **extra})
+                one = post_rate(path, body, 1, requests)
+                if not extra:
+                    wait_idle(path)
+                many = post_rate(path, body, CLIENTS, requests)
+            except SystemExit as exc:
+                said = server.log.read_text()[-1500:]
+                raise SystemExit(f"{exc}; the daemon said: {said}") from None
+            finally:
+                rss = server.stop()
+        return Measure(0.0, rss, {"1": one, "8": many})
+
+    return once
+
+
+def log_delays(base: Path, lines: int) -> list[float]:
+    """Milliseconds from a run printing a line to a follower of its log receiving it."""
+    import httpx
+
+    ticker = (
+        "version: 1.1\nkind: component\nrun: {kind: job, container: {command: "
+        f"{json.dumps([sys.executable, '-c', TICKER.format(lines=lines)])}}}}}\n"
     )
+    delays: list[float] = []
+    with scratch(base, prefix="l-") as folder:
+        server, path = start_daemon(folder)
+        try:
+            with httpx.Client(
+                transport=httpx.HTTPTransport(uds=path),
+                base_url="http://daemon",
+                timeout=httpx.Timeout(10, read=None),
+            ) as c:
+                sweep = c.post("/api/v1/sweeps", json={"spec": ticker}).json()["sweep"]
+                run_id = None
+                while run_id is None:  # the run is in the journal as soon as it is created
+                    runs = c.get(f"/api/v1/sweeps/{sweep}").json()["runs"]
+                    run_id = runs[0]["id"] if runs else None
+                follow = {"follow": "1"}
+                with c.stream("GET", f"/api/v1/runs/{run_id}/logs", params=follow) as response:
+                    for line in response.iter_lines():
+                        if line.startswith("data: ") and " " in line[6:]:
+                            sent = float(line[6:].split()[1])
+                            delays.append((time.time() - sent) * 1000)
+                        elif line == "event: end":
+                            break
+        finally:
+            server.stop()
+    return delays[lines // 10 :]  # the first lines were written before the follower attached
 
 
 def main() -> None:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-    home = Path(tempfile.mkdtemp(prefix="orch-", dir="/tmp"))
-    proc = start(home)
-    try:
-        spec = (
-            "version: 1.1\nkind: component\nrun: {kind: job, container: {command: [/bin/true]}}\n"
-        )
-        with client(home) as c:
-            started = time.perf_counter()
-            for _ in range(count):
-                c.post("/api/v1/sweeps", json={"spec": spec}).raise_for_status()
-            sequential = count / (time.perf_counter() - started)
-
-            while c.get("/api/v1/ready").json()["sweeps"]:  # let the first batch finish
-                time.sleep(0.05)
-
-        def submit(n: int) -> None:
-            with client(home) as c:
-                for _ in range(n):
-                    c.post("/api/v1/sweeps", json={"spec": spec}).raise_for_status()
-
-        started = time.perf_counter()
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(submit, [count // 8] * 8))
-        parallel = (count // 8 * 8) / (time.perf_counter() - started)
-
-        ticker = (
-            "version: 1.1\nkind: component\nrun: {kind: job, container: {command: "
-            f"{json.dumps([sys.executable, '-c', TICKER])}}}}}\n"
-        )
-        delays: list[float] = []
-        with client(home) as c:
-            sweep = c.post("/api/v1/sweeps", json={"spec": ticker}).json()["sweep"]
-            run_id = None
-            while run_id is None:  # the run appears in the journal as soon as it is created
-                runs = c.get(f"/api/v1/sweeps/{sweep}").json()["runs"]
-                run_id = runs[0]["id"] if runs else None
-            with c.stream("GET", f"/api/v1/runs/{run_id}/logs", params={"follow": "1"}) as response:
-                for line in response.iter_lines():
-                    if line.startswith("data: ") and " " in line[6:]:
-                        sent = float(line[6:].split()[1])
-                        delays.append((time.time() - sent) * 1000)
-                    elif line == "event: end":
-                        break
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-        shutil.rmtree(home, ignore_errors=True)
-    delays = delays[20:]  # the first lines were already written when the follower attached
-    ordered = sorted(delays)
-    print(f"{'':<46} {'value':>12}")
-    print(f"{'submissions/s, one client (Unix socket)':<46} {sequential:>12.0f}")
-    print(f"{'submissions/s, 8 clients':<46} {parallel:>12.0f}")
-    print(f"{'log line -> SSE follower, median ms':<46} {statistics.median(delays):>12.2f}")
-    print(f"{'log line -> SSE follower, p95 ms':<46} {ordered[int(0.95 * len(ordered))]:>12.2f}")
-    print(f"{'reference (DAEMON.md prototype):':<46}")
-    print(f"{'  small POST/s, one sequential client':<46} {'852':>12}")
-    print(f"{'  SSE event delay, 1 follower, p50 ms':<46} {'0.26-0.61':>12}")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 round of 100 requests")
+    parser.add_argument("--requests", type=int, help="requests per row and client count")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
+    args = parser.parse_args()
+    requests = args.requests or (100 if args.quick else 400)
+    rounds = args.rounds or (1 if args.quick else 3)
+    # A short base: AF_UNIX paths are at most 107 bytes.
+    base = Path(tempfile.gettempdir())
+    rows = {
+        "bare Starlette POST": bare_row(base, requests),
+        "ours: one-run sweep": ours_row(base, requests, ONE_RUN, {}),
+        "ours: open sweep, no runs": ours_row(base, requests, OPEN, {"open": True}),
+    }
+    results = interleave(rows, rounds)
+    bare = results["bare Starlette POST"]
+    table = Table(
+        f"POST /api/v1/sweeps over the Unix socket, {requests} requests per cell, "
+        f"median of {rounds} interleaved round(s)",
+        ["", "1 client /s", "vs bare", f"{CLIENTS} clients /s", "vs bare", "peak RSS MB"],
+    )
+    for name, measures in results.items():
+        cells = []
+        for key in ("1", "8"):
+            cells.append(f"{median([m.extra[key] for m in measures]):.0f}")
+            ratios = [m.extra[key] / b.extra[key] for m, b in zip(measures, bare, strict=True)]
+            cells.append(f"{median(ratios):.0%}")
+        table.add(name, *cells, f"{median([m.rss_kib for m in measures]) / 1024:.1f}")
+    table.print()
+    delays = sorted(log_delays(base, 50 if args.quick else LINES))
+    print()
+    print(f"log line -> SSE follower: median {median(delays):.2f} ms, "
+          f"p95 {delays[int(0.95 * (len(delays) - 1))]:.2f} ms ({len(delays)} lines); "
+          "reference: a bare SSE event 0.26-0.61 ms (DAEMON.md)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -6,11 +6,13 @@ reads the first one's stdout and signals the others the moment the line arrives 
 no events, no plugins). No peer runs this locally: Polyaxon's early stopping needs its paid
 server, and Ray Tune and W&B need their own runtimes.
 
-Run: ``.venv/bin/python benchmarks/bench_early_stop.py [REPEAT]``
+Run: ``.venv/bin/python benchmarks/bench_early_stop.py [REPEAT]`` (default 5 sweeps), or
+``--quick`` (one sweep).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import statistics
@@ -86,7 +88,11 @@ async def floor_once(child: Path, out: Path) -> None:
 
 
 def main() -> None:
-    repeat = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("repeat", type=int, nargs="?", help="sweeps (default 5)")
+    parser.add_argument("--quick", action="store_true", help="one sweep")
+    args = parser.parse_args()
+    repeat = args.repeat or (1 if args.quick else 5)
     ours: list[float] = []
     floor: list[float] = []
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:

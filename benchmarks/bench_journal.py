@@ -5,11 +5,13 @@
 2. The overhead sweep of ``bench_overhead.py`` (N no-op runs, 8 at a time) with the home folder
    on /dev/shm (tmpfs) and in the current folder (the default's disk), side by side.
 
-Run: ``.venv/bin/python benchmarks/bench_journal.py [TRANSITIONS] [RUNS]``
+Run: ``.venv/bin/python benchmarks/bench_journal.py [TRANSITIONS] [RUNS]`` (default 100,000
+and 1,000, 3 sweeps per home), or ``--quick`` (10,000 and 200, one sweep per home).
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import subprocess
 import sys
@@ -65,8 +67,14 @@ def sweep_seconds(runs: int, base: Path, repeat: int = 3) -> float:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    runs = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("transitions", type=int, nargs="?")
+    parser.add_argument("runs", type=int, nargs="?")
+    parser.add_argument("--quick", action="store_true", help="10,000 transitions, 200 runs")
+    args = parser.parse_args()
+    n = args.transitions or (10_000 if args.quick else 100_000)
+    runs = args.runs or (200 if args.quick else 1000)
+    repeat = 1 if args.quick else 3
     places = {"tmpfs (/dev/shm)": Path("/dev/shm"), "disk (current folder)": Path.cwd()}
     print(
         f"{'home':<24} {'enqueue us/transition':>22} {'committed transitions/s':>24} "
@@ -77,7 +85,7 @@ def main() -> None:
             continue
         with tempfile.TemporaryDirectory(dir=where) as tmp:
             per_call, rate = transitions(n, Path(tmp))
-            wall = sweep_seconds(runs, Path(tmp))
+            wall = sweep_seconds(runs, Path(tmp), repeat)
         print(
             f"{label:<24} {per_call:>22.2f} {rate:>24,.0f} {wall:>18.3f} {wall / runs * 1000:>8.3f}"
         )

@@ -4,15 +4,21 @@ Measures, in one invocation:
 - ``--help`` start-up against ``python -c pass`` (target: within 5x);
 - planning the first 100 runs of a 10^6-point grid (wall time, peak RSS) with our CLI;
 - Polyaxon's hypertune GridSearchManager on the same grid, when a Python with polyaxon
-  installed is named by ``POLYAXON_PYTHON`` (it builds the whole suggestion list first).
+  installed is named by ``POLYAXON_PYTHON`` (it builds the whole suggestion list first);
+- ``plan --json`` of the whole 10^6-run grid (streamed: target under 60 s, peak RSS flat);
+- a 263k-entry mapping (a 4 MB file): ``plan --limit 1`` (load, check every entry) and
+  ``plan --json`` of all of it (target under 5 s).
 
-Run: ``.venv/bin/python benchmarks/bench_plan.py``
+``--quick``: a 4*10^4 grid and a 26k mapping, fewer rounds. Peak RSS is each child's own
+(``wait4``), the maximum over its rounds.
+
+Run: ``.venv/bin/python benchmarks/bench_plan.py [--quick]``
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -49,31 +55,75 @@ POLYAXON_SNIPPET = textwrap.dedent("""
 """)
 
 
+def mapping(entries: int) -> str:
+    """A mapping of ``entries`` one-key entries, about 15 bytes each (263k: a 4 MB file)."""
+    lines = ["version: 1.1", "kind: operation", "matrix:", "  kind: mapping", "  values:"]
+    lines += [f"  - {{i: {i}}}" for i in range(entries)]
+    lines += [
+        "component:",
+        "  inputs:",
+        "  - {name: i, type: int}",
+        '  run: {kind: job, container: {command: [fetch, "--i={{ i }}"]}}',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def once(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB, this child's own, from ``wait4``) of one run."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{cmd} failed")
+    proc.returncode = 0
+    return wall, usage.ru_maxrss / 1024
+
+
 def timed(cmd: list[str], repeat: int = 5) -> tuple[float, float]:
-    """Median wall seconds and peak child RSS (MiB) of running ``cmd``."""
-    walls = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        walls.append(time.perf_counter() - started)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return statistics.median(walls), peak
+    """Median wall seconds and peak RSS (MiB) of running ``cmd`` ``repeat`` times."""
+    samples = [once(cmd) for _ in range(repeat)]
+    return statistics.median(w for w, _ in samples), max(r for _, r in samples)
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a 4*10^4 grid, a 26k mapping")
+    args = parser.parse_args()
     py = sys.executable
+    big_rounds = 1 if args.quick else 3
     rows: list[tuple[str, float, float]] = []
     base, _ = timed([py, "-c", "pass"])
     rows.append(("python -c pass", base, 0.0))
     help_s, _ = timed([py, "-m", "orchestrator", "--help"])
     rows.append(("orchestrator --help", help_s, 0.0))
     with tempfile.TemporaryDirectory() as tmp:
+        home = ["--home", str(Path(tmp) / "home")]
         spec = Path(tmp) / "grid.yaml"
         spec.write_text(GRID)
-        plan_s, plan_rss = timed(
-            [py, "-m", "orchestrator", "plan", str(spec), "--limit", "100", "--json"], repeat=3
-        )
+        plan = [py, "-m", "orchestrator", "plan", *home]
+        plan_s, plan_rss = timed([*plan, str(spec), "--limit", "100", "--json"], repeat=3)
         rows.append(("orchestrator plan, first 100 of 10^6", plan_s, plan_rss))
+        grid, size = spec, "10^6"
+        if args.quick:  # c takes 4 values, not 100
+            grid, size = Path(tmp) / "grid-quick.yaml", "4*10^4"
+            c_range = 'c: {kind: range, value: "0:%d:1"}'
+            grid.write_text(GRID.replace(c_range % 100, c_range % 4))
+        entries = 26_300 if args.quick else 263_000
+        mapped = Path(tmp) / "mapping.yaml"
+        mapped.write_text(mapping(entries))
+        big = {
+            f"plan --json, {size} grid (all)": [*plan, str(grid), "--json"],
+            f"plan --limit 1, {entries:,}-entry mapping": [*plan, str(mapped), "--limit", "1"],
+            f"plan --json, {entries:,}-entry mapping": [*plan, str(mapped), "--json"],
+        }
+        samples: dict[str, list[tuple[float, float]]] = {}
+        for _ in range(big_rounds):  # interleaved rounds
+            for name, cmd in big.items():
+                samples.setdefault(name, []).append(once(cmd))
+        for name, values in samples.items():
+            wall = statistics.median(w for w, _ in values)
+            rows.append((name, wall, max(r for _, r in values)))
     polyaxon = os.environ.get("POLYAXON_PYTHON")
     if polyaxon:
         px_s, px_rss = timed([polyaxon, "-c", POLYAXON_SNIPPET], repeat=1)

@@ -68,9 +68,7 @@ def sweep_items(journal: Journal, limit: int) -> list[dict[str, Any]]:
     """The newest ``limit`` sweeps with their counts by state (``ls --json``, the API)."""
     items = []
     for s in journal.latest_sweeps(limit):
-        counts: dict[str, int] = {}
-        for run in journal.latest_runs(s.id):
-            counts[run.state] = counts.get(run.state, 0) + 1
+        counts = journal.latest_state_counts(s.id)  # counted in SQL: no run is read here
         started, finished = s.started_at, s.finished_at
         items.append(
             {
@@ -90,9 +88,36 @@ def sweep_items(journal: Journal, limit: int) -> list[dict[str, Any]]:
     return items
 
 
-def _sort_key(metric: str) -> Callable[[RunRecord], tuple[int, float]]:
-    def key(run: RunRecord) -> tuple[int, float]:
-        value = run.outputs.get(metric, run.metrics.get(metric))
+def _detail_rows(journal: Journal, rows: list[RunRow]) -> list[dict[str, Any]]:
+    """:func:`run_row` of each journaled run, plus its attempt, built from the rows
+    directly (no :class:`RunRecord` each: ``show`` of 50,000 runs spends its time here)."""
+    ids = [row.id for row in rows]
+    outputs = journal.outputs_of(ids)
+    metrics = journal.last_metrics(ids)
+    now = time.time()
+    out = []
+    for r in rows:
+        duration = None if r.started_at is None else (r.finished_at or now) - r.started_at
+        out.append(
+            {
+                "index": r.idx,
+                "id": r.id,
+                "state": r.state,
+                "reason": r.reason,
+                "exit_code": r.exit_code,
+                "params": r.params,
+                "outputs": outputs.get(r.id, {}),
+                "metrics": metrics.get(r.id, {}),
+                "duration_s": None if duration is None else round(duration, 3),
+                "attempt": r.attempt,
+            }
+        )
+    return out
+
+
+def _sort_key(metric: str) -> Callable[[dict[str, Any]], tuple[int, float]]:
+    def key(run: dict[str, Any]) -> tuple[int, float]:
+        value = run["outputs"].get(metric, run["metrics"].get(metric))
         if isinstance(value, bool) or not isinstance(value, int | float):
             return (1, 0.0)  # runs without the metric go last
         return (0, float(value))
@@ -101,31 +126,51 @@ def _sort_key(metric: str) -> Callable[[RunRecord], tuple[int, float]]:
 
 
 def sweep_detail(
-    journal: Journal, ref: str, *, sort: str | None = None, every_attempt: bool = False
+    journal: Journal,
+    ref: str,
+    *,
+    sort: str | None = None,
+    every_attempt: bool = False,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> dict[str, Any]:
     """A sweep and its runs (the newest of each configuration, or every attempt), sorted by
-    an output or metric when asked: ``show --json`` and the API's ``GET /sweeps/{id}``."""
+    an output or metric when asked: ``show --json`` and the API's ``GET /sweeps/{id}``.
+    ``limit``/``offset`` give one page of those runs (read by SQLite unless sorted by a
+    metric, which needs them all); the answer then says how many there are in all
+    (``runs_total``) and where the next page starts (``next_offset``, None after the last)."""
     sweep = find_sweep(journal, ref)
-    if every_attempt:
-        runs = _records(journal, journal.runs_of(sweep.id))
-    else:
-        runs = latest_records(journal, sweep.id)
+    read = journal.runs_of if every_attempt else journal.latest_runs
+    paged = limit is not None or offset > 0
     if sort:
-        descending = sort.startswith("-")
-        metric = sort.lstrip("-")
-        with_metric = [r for r in runs if _sort_key(metric)(r)[0] == 0]
-        without = [r for r in runs if _sort_key(metric)(r)[0] == 1]
-        with_metric.sort(key=_sort_key(metric), reverse=descending)
-        runs = with_metric + without
-    return {
+        runs = _sorted(_detail_rows(journal, read(sweep.id)), sort)
+        runs = runs[offset : None if limit is None else offset + limit]
+    else:
+        runs = _detail_rows(journal, read(sweep.id, limit, offset))
+    body = {
         "sweep": sweep.id,
         "name": sweep.name,
         "state": sweep.state,
         "reason": sweep.reason,
         "spec": sweep.spec_path,
         "total": sweep.total,  # its configurations: runs never started are not in "runs"
-        "runs": [run_row(r) | {"attempt": r.attempt} for r in runs],
+        "runs": runs,
     }
+    if paged:
+        total = journal.run_count(sweep.id, every_attempt=every_attempt)
+        end = offset + len(runs)
+        body |= {"runs_total": total, "next_offset": end if end < total else None}
+    return body
+
+
+def _sorted(runs: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
+    """By an output or metric (``-NAME``: descending); runs without it last, in order."""
+    descending = sort.startswith("-")
+    key = _sort_key(sort.lstrip("-"))
+    with_metric = [r for r in runs if key(r)[0] == 0]
+    without = [r for r in runs if key(r)[0] == 1]
+    with_metric.sort(key=key, reverse=descending)
+    return with_metric + without
 
 
 def find_sweep(journal: Journal, ref: str) -> SweepRow:

@@ -7,6 +7,7 @@ use the same group. Two kinds of hooks:
 * **Observers** (``on_sweep_started``, ``on_run_created``, ``on_run_state_changed``,
   ``on_log_line``, ``on_metric``, ``on_sweep_finished``) receive events in order, through the
   plugin's own bounded stream and task: a slow observer slows nobody until its stream is full.
+  ``observes(ctx)`` may narrow them per sweep; events nobody observes are not delivered.
 * **Decisions**, awaited inline, first non-None answer wins: ``decide_before_run`` (answer
   :class:`UseCached`, :class:`Skip` or :class:`Defer`) and ``on_run_finished``.
 
@@ -21,6 +22,7 @@ the sweep. Plugin authors import all of this from :mod:`orchestrator.plugin`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +112,13 @@ class OrchestratorHooks:
     def on_sweep_finished(self, event: Any, ctx: Any) -> None:
         """A sweep ended (``SweepFinished``: state, reason, counts by state)."""
 
+    @hookspec
+    def observes(self, ctx: Any) -> Iterable[str] | None:
+        """Once per sweep, before it starts: the observer hooks this plugin wants in it
+        (``["on_metric"]``); None: every one it implements. A plugin with nothing to watch
+        in a sweep (early stopping without rules) answers ``[]``: its events are then not
+        even delivered, so it costs that sweep nothing per run."""
+
     # ------------------------------------------------------------------ decisions
     @hookspec(firstresult=True)
     def decide_before_run(self, run: Any, ctx: Any) -> UseCached | Skip | Defer | None:
@@ -118,7 +127,8 @@ class OrchestratorHooks:
 
     @hookspec
     def on_run_finished(self, run: Any, ctx: Any) -> None:
-        """After a run reached a final state (``run.state``, ``run.outputs``, ``run.metrics``)."""
+        """After a run reached a final state, however it got there (executed, cached,
+        skipped, stopped before it started): ``run.state``, ``run.outputs``, ``run.metrics``."""
 
 
 #: Observer hook name for each event type name.

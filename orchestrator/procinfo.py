@@ -13,8 +13,20 @@ import signal
 __all__ = ["is_same_process", "signal_group", "start_time"]
 
 
+#: This process's own start time, read once (keyed by pid: a forked child has its own).
+_OWN: dict[int, int | None] = {}
+
+
 def start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot, or None if it does not exist."""
+    if pid == os.getpid():
+        if pid not in _OWN:
+            _OWN[pid] = _read_start_time(pid)
+        return _OWN[pid]
+    return _read_start_time(pid)
+
+
+def _read_start_time(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()

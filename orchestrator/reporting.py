@@ -23,6 +23,7 @@ from typing import IO, Any, Protocol
 import anyio
 import msgspec
 
+from orchestrator.engine.bus import EventBus, Subscription
 from orchestrator.engine.events import (
     Event,
     MetricReported,
@@ -130,6 +131,11 @@ class PlainLines:
         return self.out
 
 
+def _worth_saying(event: Event) -> bool:
+    """What a quiet reporter shows: a failed run (its reason and stderr), a stop."""
+    return not isinstance(event, RunStateChanged) or event.state is RunState.FAILED
+
+
 def _display(out: IO[str], live: bool) -> Display:
     if not live:
         return PlainLines(out)
@@ -151,21 +157,39 @@ class Reporter:
         SweepFinished,
     )
 
-    def __init__(self, out: IO[str], *, live: bool, keys: Sequence[str] | None) -> None:
-        self.live = live
-        self.display = _display(out, live)
+    #: What a quiet reporter (``--json`` without a terminal) still says: why the sweep
+    #: stops, and each failed run with its last stderr lines.
+    QUIET_TYPES = (RunStateChanged, SweepStopping)
+
+    def __init__(
+        self, out: IO[str], *, live: bool, keys: Sequence[str] | None, quiet: bool = False
+    ) -> None:
+        self.live = live and not quiet
+        self.quiet = quiet
+        self.display = _display(out, self.live)
         self.keys = keys
         self.total = 0
         self.started = time.monotonic()
+        #: Runs not yet finished, by id; finished ones are only counted (``done``), so that
+        #: a million-run sweep keeps no per-run state here.
         self.states: dict[str, RunState] = {}
+        self.done: Counter[RunState] = Counter()
         self.index: dict[str, int] = {}
         self.params: dict[str, dict[str, Any]] = {}
         self.metrics: dict[str, dict[str, float]] = {}
         self.begun: dict[str, float] = {}
-        self.durations: list[float] = []
+        #: How many finished runs were timed, and their total time (for the ETA).
+        self.timed = 0
+        self.durations_total = 0.0
         self.concurrency = 1
         self.finished = False
         self.stop_reason: str | None = None
+
+    def subscribe(self, bus: EventBus) -> Subscription:
+        """The events this reporter shows, and no more (quiet: a failed run, a stop)."""
+        if self.quiet:
+            return bus.subscribe(self.QUIET_TYPES, accept=_worth_saying)
+        return bus.subscribe(self.TYPES)
 
     @property
     def err(self) -> IO[str]:
@@ -183,14 +207,22 @@ class Reporter:
             self.metrics.setdefault(event.run_id, {}).update(event.values)
             return  # shown at the next tick: metrics may come thousands a second
         elif isinstance(event, RunStateChanged):
-            self.states[event.run_id] = event.state
             lines = self._transition(event)
+            if event.state in TERMINAL:
+                self._forget(event.run_id)
+                self.done[event.state] += 1
+            else:
+                self.states[event.run_id] = event.state
         elif isinstance(event, SweepStopping):
             self.stop_reason = event.reason
             lines = [f"stopping the sweep ({event.final_state}): {event.reason}"]
         elif isinstance(event, SweepFinished):
             self.finished = True
         self.display.show(lines, self.status_line() if self.live else None)
+
+    def _forget(self, run_id: str) -> None:
+        for known in (self.states, self.index, self.params, self.metrics, self.begun):
+            known.pop(run_id, None)
 
     def _transition(self, event: RunStateChanged) -> list[str]:
         now = time.monotonic()
@@ -205,7 +237,8 @@ class Reporter:
         begun = self.begun.get(event.run_id)
         took = now - begun if begun is not None else None
         if took is not None and event.state in TERMINAL:
-            self.durations.append(took)
+            self.timed += 1
+            self.durations_total += took
         details = [format_duration(took)] if took is not None else []
         if event.reason and not _is_cache_hit(event.reason):
             # The sweep's stop reason was printed in full once ("stopping the sweep ...").
@@ -220,7 +253,7 @@ class Reporter:
 
     def status_line(self) -> str:
         """Counts by state, elapsed time and ETA, and the running runs' latest metrics."""
-        counts = Counter(self.states.values())
+        counts = Counter(self.states.values()) + self.done
         done = sum(counts[s] for s in TERMINAL)
         running = counts[RunState.RUNNING]
         pending = 0 if self.finished else max(self.total - done - running, 0)
@@ -229,8 +262,8 @@ class Reporter:
         if pending:
             parts.append(f"{pending} pending")
         parts.append(f"elapsed {format_duration(time.monotonic() - self.started)}")
-        if self.durations and pending:
-            average = sum(self.durations) / len(self.durations)
+        if self.timed and pending:
+            average = self.durations_total / self.timed
             eta = average * (pending + running) / max(self.concurrency, 1)
             parts.append(f"ETA {format_duration(eta)}")
         live = [

@@ -117,7 +117,7 @@ async def _main(
     event_log: EventLog | None,
     outputs: Sequence[GuardedOutput] = (),
 ) -> SweepResult:
-    subscription = controller.bus.subscribe(Reporter.TYPES)
+    subscription = reporter.subscribe(controller.bus)
     # The event log drains to its last event (the sweep's end) after the bus closes.
     async with anyio.create_task_group() as logs:
         if event_log is not None:
@@ -126,7 +126,8 @@ async def _main(
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(reporter.consume, subscription.receive)
-                tg.start_soon(reporter.tick)
+                if reporter.live:
+                    tg.start_soon(reporter.tick)
                 await tg.start(_watch_signals, controller, err, grace, outputs)
                 try:
                     result = await controller.run()
@@ -301,8 +302,10 @@ def _execute(
     try:
         keys = plan.expansion.keys if plan.expansion is not None else None
         # No redrawn status line where JSON records go to the same terminal.
-        live = options.err.isatty() and not options.as_json and options.log_json != "-"
-        reporter = Reporter(options.err, live=live, keys=keys)
+        tty = options.err.isatty()
+        live = tty and not options.as_json and options.log_json != "-"
+        # --json for a program: stderr says only what carries news (failures, a stop).
+        reporter = Reporter(options.err, live=live, keys=keys, quiet=options.as_json and not tty)
         # Whatever the sweep says on stderr (plugins, signals) goes above the status line.
         said = dataclasses.replace(options, err=reporter.err)
         controller = _build(journal, plan, loaded, overrides, said, resume)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,9 @@ from orchestrator.store.journal import Journal
 from orchestrator.store.layout import run_paths
 
 __all__ = ["FakeExecutor", "FakeRun", "capture_events", "run_fake_sweep"]
+
+#: Jobs a :class:`FakeExecutor` remembers (the latest).
+KEPT_JOBS = 1000
 
 
 @dataclass
@@ -53,7 +57,8 @@ class FakeExecutor:
 
     def __init__(self, handler: Callable[[Job], FakeRun]) -> None:
         self.handler = handler
-        self.jobs: list[Job] = []
+        #: The latest jobs it was given (a bounded number: a million-run test stays small).
+        self.jobs: deque[Job] = deque(maxlen=KEPT_JOBS)
 
     async def execute(
         self,

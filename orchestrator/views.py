@@ -117,17 +117,24 @@ def show_sweep(
     fmt: str,
     sort: str | None,
     every_attempt: bool,
+    page: tuple[int | None, int] = (None, 0),
 ) -> int:
+    """``page``: (limit, offset) of the runs shown (None: all of them)."""
+    limit, offset = page
     client = daemon_client(home)  # None: no daemon, or it is gone (read the journal)
     if client is not None:  # the daemon is running: ask it
         query = {"sort": sort or "", "all": "1" if every_attempt else ""}
+        if limit is not None or offset:
+            query |= {"limit": "" if limit is None else str(limit), "offset": str(offset)}
         with client:
             response = client.get(f"/api/v1/sweeps/{quote(ref, safe=':')}", params=query)
         body = _answer(response)
     else:
         journal = _open(home)
         try:
-            body = sweep_detail(journal, ref, sort=sort, every_attempt=every_attempt)
+            body = sweep_detail(
+                journal, ref, sort=sort, every_attempt=every_attempt, limit=limit, offset=offset
+            )
         finally:
             journal.close()
     rows: list[dict[str, Any]] = body["runs"]

@@ -35,7 +35,6 @@ import msgspec
 
 from orchestrator.plugin import (
     CACHE_HIT_REASON,
-    TERMINAL,
     Defer,
     RunState,
     UseCached,
@@ -80,6 +79,9 @@ class _SweepMemo:
         self.polls: dict[str, float] = {}
         #: (path, mtime, size) -> content digest of a file an argv item names.
         self.files: dict[tuple[str, int, int], str] = {}
+        #: The path of an argv item that is a file -> its digest, read once per sweep like
+        #: the code tree: a sweep's runs see the code as it was when it began.
+        self.argv_files: dict[str, str] = {}
 
 
 class RunCache:
@@ -93,6 +95,7 @@ class RunCache:
         self._inflight: dict[str, tuple[str, anyio.Event]] = {}
         self._stores: dict[Path, CacheStore] = {}
         self._err: IO[str] | None = None
+        self._started: tuple[int, int | None] | None = None
 
     def _memo(self, ctx: Any) -> _SweepMemo:
         memo: _SweepMemo = ctx.per_sweep(self, _SweepMemo)
@@ -128,7 +131,7 @@ class RunCache:
         if "containers" in sections:
             cwd = spec.working_dir or str(plan.spec.base_dir)
             parts.update(command_parts(spec.argv, spec.env, spec.working_dir or "", mask))
-            parts.update(await self._file_parts(spec.argv, cwd, self._memo(ctx).files))
+            parts.update(await self._file_parts(spec.argv, cwd, self._memo(ctx)))
             parts["code:tree"] = await self._tree(cwd, ctx)
         if "init" in sections:
             parts["init"] = mask(msgspec.json.encode(spec.init).decode())
@@ -136,21 +139,27 @@ class RunCache:
             parts["connections"] = list(getattr(plan.spec.component.run, "connections", None) or [])
         return parts
 
-    async def _file_parts(
-        self, argv: list[str], cwd: str, known_files: dict[tuple[str, int, int], str]
-    ) -> dict[str, str]:
+    async def _file_parts(self, argv: list[str], cwd: str, memo: _SweepMemo) -> dict[str, str]:
         files = {}
         for item in argv:
-            path = Path(item) if os.path.isabs(item) else Path(cwd) / item
-            try:
-                stat = path.stat()  # one cheap syscall; the hash is remembered per mtime
-            except OSError:
-                continue
-            known = known_files.get((str(path), stat.st_mtime_ns, stat.st_size))
-            found = known or await anyio.to_thread.run_sync(_file_digest, path, known_files)
+            where = item if os.path.isabs(item) else os.path.join(cwd, item)
+            found = memo.argv_files.get(where)
+            if found is None:
+                found = await self._file_digest(where, memo.files)
+                if found is not None:  # only files: a param value is looked at again
+                    memo.argv_files[where] = found
             if found is not None:
                 files[f"code:file {item}"] = found
         return files
+
+    @staticmethod
+    async def _file_digest(where: str, known_files: dict[tuple[str, int, int], str]) -> str | None:
+        try:
+            stat = os.stat(where)  # one cheap syscall; the hash is remembered per mtime
+        except OSError:
+            return None
+        known = known_files.get((where, stat.st_mtime_ns, stat.st_size))
+        return known or await anyio.to_thread.run_sync(_file_digest, Path(where), known_files)
 
     async def _tree(self, cwd: str, ctx: Any) -> str:
         """The code tree around ``cwd``, computed once per sweep (concurrent runs wait for
@@ -173,6 +182,13 @@ class RunCache:
         """Where to say that a run waits for another orchestrator (the CLI's stderr)."""
         options = config.get("options") if isinstance(config, dict) else None
         self._err = getattr(options, "err", None)
+
+    @hookimpl
+    async def observes(self, ctx: Any) -> list[str]:
+        """Only the sweep's end (every run's end comes through ``on_run_finished``); a
+        sweep the cache is off for needs no events at all."""
+        enabled, _ = self.settings(ctx)
+        return ["on_sweep_finished"] if enabled else []
 
     @hookimpl
     async def decide_before_run(self, run: Any, ctx: Any) -> UseCached | Defer | None:
@@ -214,7 +230,7 @@ class RunCache:
             run_id=run.id,
             sweep_id=ctx.sweep_id,
             pid=pid,
-            pid_start=start_time(pid),
+            pid_start=self._start_time(pid),
             claimed_at=time.time(),
         )
         holder = self.store(ctx.home).claim(claim, self._alive)
@@ -270,7 +286,13 @@ class RunCache:
             source_run_id=source,
             parts=parts,
         )
-        self.store(ctx.home).record(decision)
+        self.store(ctx.home).record_later(decision)
+
+    def _start_time(self, pid: int) -> int | None:
+        """This process's start time, read once (a forked child reads its own)."""
+        if self._started is None or self._started[0] != pid:
+            self._started = (pid, start_time(pid))
+        return self._started[1]
 
     @staticmethod
     def _alive(holder: Claim) -> bool:
@@ -305,51 +327,43 @@ class RunCache:
         if known is None:
             return
         key, parts = known
-        try:
-            hit = (run.reason or "").startswith(CACHE_HIT_REASON)
-            # Journal first: another orchestrator that finds the entry checks the journal.
-            if (
-                run.state is RunState.SUCCEEDED
-                and not hit
-                and await ctx.journaled_state(run.id) == RunState.SUCCEEDED
-            ):
-                self.store(ctx.home).put(
-                    CacheEntry(
-                        key=key,
-                        run_id=run.id,
-                        sweep_id=ctx.sweep_id,
-                        finished_at=run.finished_at or time.time(),
-                        outputs=dict(run.outputs),
-                        params=dict(run.spec.params),
-                        parts=parts,
-                    )
-                )
-        finally:
+        hit = (run.reason or "").startswith(CACHE_HIT_REASON)
+        if run.state is not RunState.SUCCEEDED or hit:
             self._release(run.id, ctx)
-
-    @hookimpl
-    async def on_run_state_changed(self, event: Any, ctx: Any) -> None:
-        """A run that ended without ``on_run_finished`` (stopped while queued) lets its
-        waiters go; a succeeded one keeps its claim until its entry is stored. (Async, like
-        every hook here: they share this object's state and must run on the event loop.)"""
-        if event.state in TERMINAL and event.state != RunState.SUCCEEDED:
-            memo = self._memo(ctx)
-            memo.keys.pop(event.run_id, None)
-            memo.polls.pop(event.run_id, None)
-            self._release(event.run_id, ctx)
+            return
+        # Written off the loop, in one transaction with the claim let go, and only once the
+        # journal holds the run's success (another orchestrator finding the entry checks it).
+        entry = CacheEntry(
+            key=key,
+            run_id=run.id,
+            sweep_id=ctx.sweep_id,
+            finished_at=run.finished_at or time.time(),
+            outputs=dict(run.outputs),
+            params=dict(run.spec.params),
+            parts=parts,
+        )
+        held = memo.claimed.get(run.id) == key
+        self.store(ctx.home).put_later(entry, confirm=ctx.wait_journaled, release=held)
+        self._release(run.id, ctx, in_store=not held)
 
     @hookimpl
     async def on_sweep_finished(self, ctx: Any) -> None:
-        """Whatever this sweep still claims is let go (a run cancelled mid-way)."""
+        """Whatever this sweep still claims is let go (a run cancelled mid-way), and what it
+        queued is written before the sweep ends."""
         for run_id in list(self._memo(ctx).claimed):
             self._release(run_id, ctx)
-        self.store(ctx.home).release_sweep(ctx.sweep_id, os.getpid())
+        store = self.store(ctx.home)
+        store.release_sweep_later(ctx.sweep_id, os.getpid())
+        await anyio.to_thread.run_sync(store.flush)
 
-    def _release(self, run_id: str, ctx: Any) -> None:
+    def _release(self, run_id: str, ctx: Any, *, in_store: bool = True) -> None:
+        """Let ``run_id``'s claim go: its twins here at once, the store's off the loop
+        (``in_store=False``: its entry's transaction lets it go)."""
         key = self._memo(ctx).claimed.pop(run_id, None)
         if key is None:
             return
-        self.store(ctx.home).release(key, run_id)
+        if in_store:
+            self.store(ctx.home).release_later(key, run_id)
         owner = self._inflight.get(key)
         if owner is not None and owner[0] == run_id:
             del self._inflight[key]

@@ -95,6 +95,10 @@ class _Sweep:
     values: dict[str, dict[str, dict[int, float]]] = field(default_factory=dict)
     reports: dict[tuple[str, str], int] = field(default_factory=dict)
     stopped: set[str] = field(default_factory=set)
+    #: The runs that reported a metric a rule watches, and their states as the events said
+    #: (finished runs are not kept in the controller's memory; this is all a policy needs).
+    followed: set[str] = field(default_factory=set)
+    states: dict[str, RunState] = field(default_factory=dict)
 
 
 class EarlyStopping:
@@ -111,9 +115,26 @@ class EarlyStopping:
         return known if known.rules else None
 
     @hookimpl
+    async def observes(self, ctx: Any) -> list[str]:
+        """Nothing to watch in a sweep without rules (no deliveries at all); with only
+        failure rules, no metrics; with only metric rules, no state changes."""
+        rules = getattr(ctx.spec.operation.matrix, "early_stopping", None) or []
+        kinds = {rule.__struct_config__.tag for rule in rules}
+        wanted = []
+        if "failure_early_stopping" in kinds or any(_policy_of(rule) for rule in rules):
+            wanted.append("on_run_state_changed")  # failures counted; runs' states followed
+        if "metric_early_stopping" in kinds:
+            wanted.append("on_metric")
+        return wanted
+
+    @hookimpl
     async def on_run_state_changed(self, event: Any, ctx: Any) -> None:
         sweep = self._sweep(ctx)
-        if sweep is None or event.state not in (RunState.FAILED, RunState.UPSTREAM_FAILED):
+        if sweep is None:
+            return
+        if event.run_id in sweep.followed:
+            sweep.states[event.run_id] = event.state
+        if event.state not in (RunState.FAILED, RunState.UPSTREAM_FAILED):
             return
         sweep.failures += 1
         limits = [
@@ -145,6 +166,7 @@ class EarlyStopping:
             sweep.reports[key] = sweep.reports.get(key, 0) + 1
             step = event.step if event.step is not None else sweep.reports[key]
             sweep.values.setdefault(rule.metric, {}).setdefault(event.run_id, {})[step] = value
+            sweep.followed.add(event.run_id)
             maximize = rule.optimization == "maximize"
             if rule.policy is None:
                 if value == rule.value or not worse(value, rule.value, maximize):
@@ -180,8 +202,7 @@ class EarlyStopping:
         for other, steps in sweep.values.get(rule.metric, {}).items():
             if other == run_id or step not in steps:
                 continue
-            view = ctx.run(other)
-            if view is not None and view.state in allowed:
+            if sweep.states.get(other, RunState.RUNNING) in allowed:
                 references.append(steps[step])
         min_samples = policy.min_samples or 1
         if kind == "median":
@@ -191,6 +212,11 @@ class EarlyStopping:
         if kind == "truncation":
             return truncation_decision(value, references, policy.percent, maximize, min_samples)
         return diff_decision(value, references, policy.percent, maximize, min_samples)
+
+
+def _policy_of(rule: Any) -> Any:
+    """A metric rule's per-run policy (median, truncation, diff); None for the others."""
+    return getattr(rule, "policy", None)
 
 
 plugin = EarlyStopping()

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from typing import IO
 
-from orchestrator.cli.base import Commands, Parser
+from orchestrator.cli.base import Commands, Parser, UsageError
 from orchestrator.cli.options import home, home_option
 
 
@@ -34,6 +34,12 @@ def add_parser(commands: Commands) -> None:
     )
     show.add_argument(
         "--all", action="store_true", help="include superseded attempts (with an attempt column)"
+    )
+    show.add_argument(
+        "--limit", type=int, default=None, metavar="N", help="show N runs (a page; default: all)"
+    )
+    show.add_argument(
+        "--offset", type=int, default=0, metavar="N", help="skip the first N runs (default 0)"
     )
     form = show.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="print one JSON object")
@@ -79,7 +85,16 @@ def _cmd_ls(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 def _cmd_show(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     from orchestrator import views
 
+    if (args.limit is not None and args.limit < 0) or args.offset < 0:
+        raise UsageError("--limit and --offset must be >= 0")
     fmt = "json" if args.json else "csv" if args.csv else "table"
     return views.show_sweep(
-        home(args), args.sweep, out, err, fmt=fmt, sort=args.sort, every_attempt=args.all
+        home(args),
+        args.sweep,
+        out,
+        err,
+        fmt=fmt,
+        sort=args.sort,
+        every_attempt=args.all,
+        page=(args.limit, args.offset),
     )

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from typing import IO, Any
+from collections.abc import Iterable
+from typing import IO, TYPE_CHECKING, Any
 
 from orchestrator.cli.base import EXIT_OK, Commands, UsageError
 from orchestrator.cli.options import home, home_option, load, overrides, param_option
+
+if TYPE_CHECKING:
+    from orchestrator.spec.resolve import RunSpec
 
 
 def add_parser(commands: Commands) -> None:
@@ -37,8 +41,6 @@ def add_parser(commands: Commands) -> None:
 def _cmd_plan(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     import itertools
 
-    import msgspec
-
     from orchestrator.spec import compile_plan
     from orchestrator.store.layout import run_paths
     from orchestrator.wording import plural
@@ -53,11 +55,7 @@ def _cmd_plan(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if args.limit is not None:
         runs = itertools.islice(runs, args.limit)
     if args.json:
-        encoded = [
-            msgspec.json.encode({"index": r.index, "params": r.params, "argv": r.argv})
-            for r in runs
-        ]
-        out.write('{"runs": [' + ", ".join(e.decode() for e in encoded) + "]}\n")
+        _write_json(runs, out)
         return EXIT_OK
     for note in loaded.ignored:
         err.write(f"note: {note}: no local meaning, ignored\n")
@@ -73,6 +71,23 @@ def _cmd_plan(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         shown = " ".join(f"{k}={_show(v)}" for k, v in run.params.items())
         out.write(f"\n[{run.index}] {shown}\n    $ {shlex.join(run.argv)}\n")
     return EXIT_OK
+
+
+def _write_json(runs: Iterable[RunSpec], out: IO[str]) -> None:
+    """``{"runs": [...]}`` written as the runs are rendered, one run a write: a plan of a
+    million runs is never held in memory (the same bytes as encoding the whole list).
+    Nothing is written before the first run has rendered, so a spec whose runs cannot
+    render (the usual error: every run fails alike) prints its error and no partial JSON."""
+    import msgspec
+
+    encode = msgspec.json.Encoder().encode
+    separator = '{"runs": ['
+    for r in runs:
+        out.write(
+            separator + encode({"index": r.index, "params": r.params, "argv": r.argv}).decode()
+        )
+        separator = ", "
+    out.write(("]}" if separator == ", " else '{"runs": []}') + "\n")
 
 
 def _show(value: Any) -> str:

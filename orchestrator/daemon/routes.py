@@ -101,6 +101,17 @@ async def failure(request: Request, exc: Exception) -> Response:
     return _error(str(exc), status)
 
 
+def _page(request: Request) -> tuple[int | None, int] | Response:
+    """``?limit=&offset=`` (whole numbers; no limit: every run from ``offset``), or a 400."""
+    values: list[int | None] = []
+    for name in ("limit", "offset"):
+        text = request.query_params.get(name, "")
+        if text and not (text.isascii() and text.isdigit()):
+            return _error(f"{name} must be a whole number >= 0, got {text!r}", 400)
+        values.append(int(text) if text else None)
+    return values[0], values[1] or 0
+
+
 class Api:
     """The handlers that need the daemon's state, bound to it once when the app is built."""
 
@@ -164,13 +175,19 @@ class Api:
         return JSONResponse(sweep_items(self.journal, min(limit, 10_000)))
 
     async def show_sweep(self, request: Request) -> Response:
-        """One sweep and its runs; encoded by msgspec, which knows the read model's types."""
+        """One sweep and its runs (``?limit=&offset=``: one page of them, with ``runs_total``
+        and ``next_offset``); encoded by msgspec, which knows the read model's types."""
+        page = _page(request)
+        if isinstance(page, Response):
+            return page
         await self.journal.flush()
         body = sweep_detail(
             self.journal,
             request.path_params["sweep"],
             sort=request.query_params.get("sort") or None,
             every_attempt=request.query_params.get("all") == "1",
+            limit=page[0],
+            offset=page[1],
         )
         return Response(msgspec.json.encode(body), media_type="application/json")
 

@@ -48,6 +48,9 @@ class SweepSettings:
     spec_text: tuple[str, str] | None = None
     #: Run by a daemon: if that daemon is lost, the next one resumes the sweep.
     by_daemon: bool = False
+    #: Finished runs kept in memory; a bigger sweep lets them go (its memory stays flat)
+    #: and reads what it needs of them from the journal.
+    keep_finished: int = 1000
 
 
 def build_sweep(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -36,10 +36,16 @@ class Subscription:
     done: int = 0
     consumer_gone: bool = False
     _caught_up: anyio.Event | None = None
+    #: Of those types, only the events this says yes to (None: all); asked per event, so
+    #: a consumer that cares about a few (a failed run) is not woken for the rest.
+    accept: Callable[[Event], bool] | None = None
 
-    def handled(self) -> None:
-        """The consumer finished one event."""
-        self.done += 1
+    def wants(self, event: Event) -> bool:
+        return type(event) in self.types and (self.accept is None or self.accept(event))
+
+    def handled(self, count: int = 1) -> None:
+        """The consumer finished ``count`` more events."""
+        self.done += count
         if self.done >= self.sent and self._caught_up is not None:
             self._caught_up.set()
 
@@ -73,9 +79,14 @@ class EventBus:
         await self.publish(cast(Event, event))
         return event
 
-    def subscribe(self, types: Iterable[type], buffer: int = 1024) -> Subscription:
+    def subscribe(
+        self,
+        types: Iterable[type],
+        buffer: int = 1024,
+        accept: Callable[[Event], bool] | None = None,
+    ) -> Subscription:
         send, receive = anyio.create_memory_object_stream[Event](buffer)
-        sub = Subscription(frozenset(types), send, receive)
+        sub = Subscription(frozenset(types), send, receive, accept=accept)
         self._subs.append(sub)
         return sub
 
@@ -84,28 +95,33 @@ class EventBus:
 
     async def publish(self, event: Event, skip: Iterable[Subscription] = ()) -> None:
         """Send ``event`` to every subscriber that wants it (but those in ``skip``)."""
-        skipped = {id(sub) for sub in skip}
+        skipped = {id(sub) for sub in skip} if skip else ()
         for sub in self._subs:
-            if type(event) in sub.types and id(sub) not in skipped:
-                try:
-                    await sub.send.send(event)
-                    sub.sent += 1
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    continue
+            if sub.wants(event) and id(sub) not in skipped:
+                await self._send(sub, event)
+
+    @staticmethod
+    async def _send(sub: Subscription, event: Event) -> None:
+        """Without a trip through the event loop while there is room (the common case);
+        waiting only for a full stream."""
+        try:
+            try:
+                sub.send.send_nowait(event)
+            except anyio.WouldBlock:
+                await sub.send.send(event)
+            sub.sent += 1
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
 
     async def send_to(self, event: Event, subscriptions: list[Subscription]) -> None:
         for sub in subscriptions:
-            try:
-                await sub.send.send(event)
-                sub.sent += 1
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                continue
+            await self._send(sub, event)
 
     def publish_nowait(self, event: Event) -> list[Subscription]:
         """Publish without waiting; returns the subscribers whose stream was full."""
         full = []
         for sub in self._subs:
-            if type(event) in sub.types:
+            if sub.wants(event):
                 try:
                     sub.send.send_nowait(event)
                     sub.sent += 1

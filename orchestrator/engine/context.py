@@ -3,14 +3,15 @@ state that lives exactly as long as the sweep."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from orchestrator.engine.outcome import count_states
-from orchestrator.engine.records import RunRecord
+from orchestrator.engine.records import RunRecord, record_from_row
 from orchestrator.engine.states import RunState, SweepState
+from orchestrator.exceptions import OrchestratorError
 
 if TYPE_CHECKING:
     from orchestrator.spec.load import LoadedSpec
@@ -40,6 +41,7 @@ class SweepHandle(Protocol):
     @property
     def by_id(self) -> dict[str, RunRecord]: ...
     def all_runs(self) -> list[RunRecord]: ...
+    def state_counts(self) -> Counter[RunState]: ...
     def request_stop(
         self, reason: str, *, grace: float | None = None, final_state: SweepState = ...
     ) -> None: ...
@@ -120,8 +122,25 @@ class PluginContext:
         return [self._view(r) for r in self._sweep.all_runs()]
 
     def run(self, run_id: str) -> RunView | None:
+        """A run of this sweep: in memory while it runs (and in a small sweep), else as the
+        journal has it."""
         record = self._sweep.by_id.get(run_id)
+        if record is None:
+            record = self._journaled(run_id)
         return self._view(record) if record is not None else None
+
+    def _journaled(self, run_id: str) -> RunRecord | None:
+        journal = self._sweep.journal
+        try:
+            row = journal.find_run(run_id)
+        except OrchestratorError:
+            return None
+        if row.sweep_id != self.sweep_id:
+            return None
+        ids = [row.id]
+        return record_from_row(
+            row, journal.outputs_of(ids).get(row.id), journal.last_metrics(ids).get(row.id)
+        )
 
     def metrics(self, run_id: str) -> dict[str, float]:
         view = self.run(run_id)
@@ -132,7 +151,15 @@ class PluginContext:
         return view.outputs if view else {}
 
     def counts(self) -> dict[str, int]:
-        return count_states(r.state for r in self._sweep.all_runs())
+        return {state.value: n for state, n in self._sweep.state_counts().items() if n}
+
+    def wait_journaled(self, timeout: float = 30.0) -> bool:
+        """Block until every journal write queued so far has been tried; True when none of
+        this sweep's was lost. For a plugin's own worker thread, never the event loop (the
+        cache writes an entry only once its run's success is in the journal)."""
+        journal = self._sweep.journal
+        journal.flush_sync(timeout, check=False)
+        return journal.lost(self.sweep_id) is None
 
     async def journaled_state(self, run_id: str) -> str | None:
         """The state the journal holds for any run of the home folder (None: unknown)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import signal
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 from orchestrator.engine.states import RunState, SweepState
@@ -23,6 +23,7 @@ __all__ = [
     "retry_reason",
     "run_ending",
     "sweep_ending",
+    "sweep_ending_counted",
 ]
 
 
@@ -109,14 +110,28 @@ def sweep_ending(
     """A sweep's end state and reason from its runs' states (the newest run of each
     configuration), a requested stop and its final state, and a matrix that could not be
     rendered to the end (``feed_error``)."""
+    return sweep_ending_counted(
+        Counter(states), stop=stop, stop_reason=stop_reason, feed_error=feed_error
+    )
+
+
+def sweep_ending_counted(
+    counts: Mapping[RunState, int],
+    *,
+    stop: SweepState | None,
+    stop_reason: str | None,
+    feed_error: str | None,
+) -> tuple[SweepState, str | None]:
+    """:func:`sweep_ending` from the runs counted by state (a million runs need no list)."""
     if stop is not None:
         return stop, stop_reason
-    if feed_error is not None and not states:
+    total = sum(counts.values())
+    if feed_error is not None and not total:
         return SweepState.FAILED, feed_error
-    failed = sum(s is RunState.FAILED for s in states)
+    failed = counts.get(RunState.FAILED, 0)
     if failed:
-        return SweepState.FAILED, f"{failed} of {len(states)} runs failed"
-    if states and all(s is RunState.STOPPED for s in states):
+        return SweepState.FAILED, f"{failed} of {total} runs failed"
+    if total and counts.get(RunState.STOPPED, 0) == total:
         return SweepState.STOPPED, "all runs were stopped"
     if feed_error is not None:
         return SweepState.FAILED, feed_error

@@ -1,12 +1,15 @@
 """A run's output on its way in: stderr tail, metric lines, ``LogLine`` events; and the logs a
 cache hit copies from the run it reuses.
 
-This is the hot path of log capture: a line that is not a metric report and that nobody
-subscribed to as a ``LogLine`` costs one prefix check.
+This is the hot path of log capture, taken a chunk at a time: when nobody subscribed to
+``LogLine``, a chunk of stdout costs a scan for lines starting with ``{`` (only those can be
+metric reports, and only those are decoded) and a chunk of stderr the decoding of its last
+lines (the tail a failure prints); no line costs an ``await`` or a Python loop turn.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -17,6 +20,7 @@ import msgspec
 from orchestrator.engine.bus import EventBus
 from orchestrator.engine.events import LogLine, MetricReported
 from orchestrator.engine.records import RunRecord
+from orchestrator.executors.base import split_lines
 from orchestrator.hooks import UseCached
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import RunLayout
@@ -54,6 +58,48 @@ class RunOutput:
             run = self.run
             await self.bus.emit(LogLine, run_id=run.id, index=run.index, stream=stream, line=text)
 
+    async def chunk(self, stream: str, data: bytes | bytearray, start: int, end: int) -> None:
+        if self.want_lines:
+            for text in split_lines(data, start, end):
+                await self.line(stream, text)
+        elif stream == "stderr":
+            self._stderr_tail(data, start, end)
+        elif data.find(b"{", start, end) >= 0:  # memchr: most chunks stop here
+            await self._metric_lines(data, start, end)
+
+    def _stderr_tail(self, data: bytes | bytearray, start: int, end: int) -> None:
+        """Keep the chunk's last lines: only as many as the tail holds are decoded."""
+        tail = self.run.stderr_tail
+        begin, count = end, 0
+        while tail.maxlen is None or count < tail.maxlen:
+            cut = data.rfind(b"\n", start, begin)
+            if cut < 0:
+                begin = start
+                break
+            begin, count = cut, count + 1
+        else:
+            begin += 1
+        tail.extend(split_lines(data, begin, end))
+
+    async def _metric_lines(self, data: bytes | bytearray, start: int, end: int) -> None:
+        """The metric reports among stdout's lines: lines starting with ``{``, found by a scan."""
+        if data.startswith(b"{", start, end):
+            at = start
+        else:
+            at = data.find(b"\n{", start, end) + 1
+            if not at:
+                return
+        while True:
+            stop = data.find(b"\n", at, end)
+            if stop < 0:
+                stop = end
+            text = data[at:stop].decode(errors="replace")
+            if '"metrics"' in text:
+                await self._metric_line(text)
+            at = data.find(b"\n{", stop, end) + 1
+            if not at:
+                return
+
     async def _metric_line(self, text: str) -> None:
         try:
             record = _decode_metrics(text)
@@ -73,13 +119,12 @@ class RunOutput:
 
 
 def copy_logs(source: RunLayout, target: RunLayout) -> None:
-    """Give a cache hit the logs of the run it reuses."""
+    """Give a cache hit the logs of the run it reuses: those it has (a run that wrote nothing
+    to a stream has no log file for it, and neither has its hit)."""
     os.makedirs(target.outputs, exist_ok=True)
     for src, dst in ((source.stdout, target.stdout), (source.stderr, target.stderr)):
-        if src.exists():
+        with contextlib.suppress(FileNotFoundError):
             shutil.copyfile(src, dst)
-        else:
-            dst.touch()
 
 
 async def adopt_cached(run: RunRecord, hit: UseCached, journal: Journal, home: Path) -> None:

@@ -4,7 +4,8 @@ code for one sweep (:class:`PluginScope`, one per sweep; pluggy itself is synchr
 Discovery reads the ``orchestrator.plugins`` entry-point group (built-in plugins included),
 honouring allow (``--plugin``) and deny (``--no-plugin``) lists and the API-version fence.
 Calls follow pluggy's order (last registered first), pass each implementation only the
-arguments it names, enforce ``firstresult`` for decisions, bound every call with a timeout,
+arguments it names, enforce ``firstresult`` for decisions, bound every call (every batch of
+events an observer handles at once) with a timeout,
 and run synchronous implementations in a worker thread so that even a hung one can be
 abandoned. A failing plugin is named and switched off for the rest of *its sweep* (the next
 sweep of a daemon calls it again), or, with ``--strict-plugins``, stops that sweep.
@@ -12,6 +13,7 @@ sweep of a daemon calls it again), or, with ``--strict-plugins``, stops that swe
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import inspect
 from collections.abc import Callable, Iterable
@@ -33,6 +35,8 @@ __all__ = ["ENTRY_POINT_GROUP", "LoadedPlugin", "PluginHost", "PluginScope"]
 ENTRY_POINT_GROUP = "orchestrator.plugins"
 #: Seconds one hook call may take before its plugin is switched off.
 DEFAULT_TIMEOUT_S = 30.0
+#: Most events one observer handles in one batch (under one timeout).
+MAX_BATCH = 256
 
 
 @dataclass
@@ -159,25 +163,45 @@ class PluginScope:
     def __init__(self, host: PluginHost, on_strict_failure: Callable[[str], None] | None) -> None:
         self.host = host
         self.disabled: set[str] = set()
+        self._known: dict[str, list[pluggy.HookImpl]] = {}
         #: Called with a reason when a plugin fails under ``--strict-plugins``.
         self.on_strict_failure = on_strict_failure
 
     # ------------------------------------------------------------------ calling
     def _impls(self, hook: str) -> list[pluggy.HookImpl]:
-        caller = getattr(self.host.pm.hook, hook)
-        return [i for i in reversed(caller.get_hookimpls()) if i.plugin_name not in self.disabled]
+        """``hook``'s implementations still on in this sweep, in pluggy's order (remembered:
+        this is asked several times per run; a plugin switched off forgets them)."""
+        known = self._known.get(hook)
+        if known is None:
+            caller = getattr(self.host.pm.hook, hook)
+            known = self._known[hook] = [
+                i for i in reversed(caller.get_hookimpls()) if i.plugin_name not in self.disabled
+            ]
+        return known
 
     def implements(self, hook: str) -> bool:
         return bool(self._impls(hook))
 
+    def _impl_of(self, name: str, hook: str) -> pluggy.HookImpl | None:
+        for impl in self._impls(hook):
+            if impl.plugin_name == name:
+                return impl
+        return None
+
     async def _call(self, impl: pluggy.HookImpl, hook: str, kwargs: dict[str, Any]) -> Any:
-        args = {name: kwargs[name] for name in impl.argnames if name in kwargs}
         with anyio.fail_after(self.host.timeout):
-            if inspect.iscoroutinefunction(impl.function):
-                return await impl.function(**args)
-            return await anyio.to_thread.run_sync(
-                partial(impl.function, **args), abandon_on_cancel=True
-            )
+            return await self._invoke(impl, kwargs)
+
+    @staticmethod
+    async def _invoke(impl: pluggy.HookImpl, kwargs: dict[str, Any]) -> Any:
+        """Call ``impl`` with the arguments it names: a coroutine on the loop, a plain
+        function in a worker thread (so that even a hung one can be abandoned)."""
+        args = {name: kwargs[name] for name in impl.argnames if name in kwargs}
+        if inspect.iscoroutinefunction(impl.function):
+            return await impl.function(**args)
+        return await anyio.to_thread.run_sync(
+            partial(impl.function, **args), abandon_on_cancel=True
+        )
 
     def _failed(self, name: str, hook: str, exc: BaseException) -> None:
         if name in self.disabled:
@@ -187,6 +211,7 @@ class PluginScope:
         else:
             what = f"{hook} raised {type(exc).__name__}: {exc}"
         self.disabled.add(name)
+        self._known.clear()
         if self.host.strict:
             message = f"plugin {name!r}: {what}"
             self.host.report(f"{message}; stopping the sweep (--strict-plugins)")
@@ -215,20 +240,40 @@ class PluginScope:
             except Exception as exc:
                 self._failed(impl.plugin_name, hook, exc)
 
-    def start_observers(
+    async def start_observers(
         self, bus: EventBus, group: anyio.abc.TaskGroup, ctx: Any
     ) -> list[Subscription]:
         """One subscription and task per observing plugin, started in ``group``; the caller
-        waits for them to catch up before deciding how the sweep ends."""
+        waits for them to catch up before deciding how the sweep ends. A plugin is subscribed
+        only to the events whose hooks it implements and wants in this sweep (``observes``):
+        one that wants none gets no subscription, no task and no deliveries."""
         subscriptions = []
         for name, types in self.observer_plan(EVENT_TYPES).items():
+            wanted = await self._wanted(name, ctx)
+            if wanted is not None:
+                types = [t for t in types if OBSERVERS[t.__name__] in wanted]
+            if not types or name in self.disabled:
+                continue
             subscription = bus.subscribe(types)
             subscriptions.append(subscription)
             group.start_soon(self.observe, name, subscription, ctx)
         return subscriptions
 
+    async def _wanted(self, name: str, ctx: Any) -> set[str] | None:
+        """The observer hooks ``name`` wants in this sweep (``observes``); None: all."""
+        for impl in self._impls("observes"):
+            if impl.plugin_name != name:
+                continue
+            try:
+                answer = await self._call(impl, "observes", {"ctx": ctx})
+                return None if answer is None else {str(hook) for hook in answer}
+            except Exception as exc:
+                self._failed(name, "observes", exc)
+                return set()
+        return None
+
     def observer_plan(self, event_types: Iterable[type]) -> dict[str, list[type]]:
-        """Which event types each plugin observes."""
+        """Which event types each plugin observes (by the hooks it implements)."""
         by_name = {t.__name__: t for t in event_types}
         plan: dict[str, list[type]] = {}
         for type_name, hook in OBSERVERS.items():
@@ -237,22 +282,33 @@ class PluginScope:
         return plan
 
     async def observe(self, name: str, subscription: Subscription, ctx: Any) -> None:
-        """One plugin's observer task: its events, in order, until the bus closes."""
+        """One plugin's observer task: its events, in order, until the bus closes. What has
+        piled up in its stream is handled as one batch, under one timeout."""
+        receive = subscription.receive
         try:
-            async with subscription.receive:
-                async for event in subscription.receive:
+            async with receive:
+                async for event in receive:
+                    batch = [event]
+                    with contextlib.suppress(anyio.WouldBlock, anyio.EndOfStream):
+                        while len(batch) < MAX_BATCH:
+                            batch.append(receive.receive_nowait())
                     if name not in self.disabled:  # a dead plugin's stream is still drained
-                        await self._deliver(name, event, ctx)
-                    subscription.handled()
+                        await self._deliver(name, batch, ctx)
+                    subscription.handled(len(batch))
         finally:
             subscription.gone()
 
-    async def _deliver(self, name: str, event: Event, ctx: Any) -> None:
-        hook = OBSERVERS[type(event).__name__]
-        for impl in self._impls(hook):
-            if impl.plugin_name != name:
-                continue
-            try:
-                await self._call(impl, hook, {"event": event, "ctx": ctx})
-            except Exception as exc:
-                self._failed(name, hook, exc)
+    async def _deliver(self, name: str, batch: list[Event], ctx: Any) -> None:
+        """``batch`` to ``name``'s observer hooks, in order, all within one timeout; the
+        first failure switches the plugin off (the rest of the batch is dropped)."""
+        hook = ""
+        try:
+            with anyio.fail_after(self.host.timeout):
+                for event in batch:
+                    hook = OBSERVERS[type(event).__name__]
+                    impl = self._impl_of(name, hook)
+                    if impl is None:
+                        continue
+                    await self._invoke(impl, {"event": event, "ctx": ctx})
+        except Exception as exc:
+            self._failed(name, hook, exc)

@@ -8,15 +8,27 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 from orchestrator.engine.states import RunState, SweepState
 from orchestrator.executors.base import StopRequest
 from orchestrator.spec.resolve import Plan, RunSpec
 from orchestrator.store.rows import RunRow
 
-__all__ = ["STDERR_TAIL", "Limits", "Resume", "RunRecord", "SweepResult", "record_from_row"]
+if TYPE_CHECKING:
+    from orchestrator.store.journal import Journal
+
+__all__ = [
+    "STDERR_TAIL",
+    "JournalRuns",
+    "Limits",
+    "Resume",
+    "RunRecord",
+    "SweepResult",
+    "record_from_row",
+]
 
 #: Stderr lines kept per run to show when it fails.
 STDERR_TAIL = 20
@@ -110,12 +122,58 @@ class Resume:
         self._attempts = {r.spec.params_hash: r.attempt for r in self.previous}
 
 
+class JournalRuns(Sequence[RunRecord]):
+    """A sweep's newest run of each configuration, read from the journal a page at a time
+    as it is looked at (a sweep too big to keep its finished runs in memory)."""
+
+    PAGE = 1000
+
+    def __init__(self, journal: Journal, sweep_id: str) -> None:
+        self.journal = journal
+        self.sweep_id = sweep_id
+        self._len: int | None = None
+
+    def __len__(self) -> int:
+        if self._len is None:
+            self._len = sum(self.journal.latest_state_counts(self.sweep_id).values())
+        return self._len
+
+    def _page(self, offset: int) -> list[RunRecord]:
+        rows = self.journal.latest_runs(self.sweep_id, limit=self.PAGE, offset=offset)
+        ids = [row.id for row in rows]
+        outputs, metrics = self.journal.outputs_of(ids), self.journal.last_metrics(ids)
+        return [record_from_row(r, outputs.get(r.id), metrics.get(r.id)) for r in rows]
+
+    def __iter__(self) -> Iterator[RunRecord]:
+        offset = 0
+        while True:
+            page = self._page(offset)
+            yield from page
+            if len(page) < self.PAGE:
+                return
+            offset += len(page)
+
+    @overload
+    def __getitem__(self, index: int) -> RunRecord: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[RunRecord]: ...
+    def __getitem__(self, index: int | slice) -> RunRecord | list[RunRecord]:
+        if isinstance(index, slice):
+            return list(self)[index]
+        position = index + len(self) if index < 0 else index
+        page = self._page(position) if 0 <= position < len(self) else []
+        if not page:
+            raise IndexError(index)
+        return page[0]
+
+
 @dataclass
 class SweepResult:
     sweep_id: str
     state: SweepState
     reason: str | None
-    runs: list[RunRecord]
+    #: Every configuration's newest run (read from the journal on demand in a big sweep).
+    runs: Sequence[RunRecord]
     #: Why a journal write of the sweep was lost (None: the journal holds all of it).
     journal_error: str | None = None
 

@@ -13,7 +13,8 @@ may lag behind (its writes are batched), so a run may be found ``created`` or ``
 with a status: it takes the shortest path the table allows. Each move goes through
 :mod:`orchestrator.engine.transitions` like a live one (checked against the table, journaled)
 and is announced as the events a live sweep publishes (the daemon forwards them to its
-followers).
+followers). Then the exit-status files of processes that are gone, and that drive no
+unfinished sweep, are removed: what they said is in the journal now.
 """
 
 from __future__ import annotations
@@ -39,10 +40,16 @@ from orchestrator.engine.states import (
     SweepState,
 )
 from orchestrator.engine.transitions import move_run, move_sweep
-from orchestrator.executors.exit_status import ExitStatus, read_exit_status
+from orchestrator.executors.exit_status import (
+    ExitStatus,
+    read_exit_status,
+    read_exit_statuses,
+    remove_finished_files,
+)
 from orchestrator.procinfo import is_same_process, signal_group, start_time
 from orchestrator.store.journal import Journal
-from orchestrator.store.rows import SweepRow
+from orchestrator.store.layout import exit_status_path
+from orchestrator.store.rows import RunRow, SweepRow
 
 __all__ = ["LOST", "RECOVERED", "Recovered", "open_journal", "recover", "recovery_moves"]
 
@@ -144,9 +151,9 @@ def _recover_sweep(journal: Journal, sweep: SweepRow) -> Recovered:
     bus = EventBus(sweep.id)  # numbers the events; nobody subscribes
     events: list[Event] = []
     lost, ended = 0, Counter[str]()
-    deadline = time.monotonic() + SUPERVISOR_WAIT_S
+    statuses = _exit_statuses(sweep, runs, time.monotonic() + SUPERVISOR_WAIT_S)
     for run in runs:
-        status = read_exit_status(Path(run.run_dir), deadline) if run.run_dir else None
+        status = statuses.get(run.id)
         record = record_from_row(run)
         moves = recovery_moves(record.state, status, signalled=run.id in alive)
         for move in moves:
@@ -162,16 +169,42 @@ def _recover_sweep(journal: Journal, sweep: SweepRow) -> Recovered:
     return Recovered(sweep.id, sweep.pid, lost, events, dict(ended))
 
 
+def _exit_statuses(
+    sweep: SweepRow, runs: list[RunRow], deadline: float
+) -> dict[str, ExitStatus | None]:
+    """The recorded exit statuses of ``runs``: from the status file of the sweep's orchestrator
+    process (in each run's home), else from a run folder's own ``exit_status.json`` (homes
+    made before the shared files)."""
+    statuses: dict[str, ExitStatus | None] = {}
+    by_home: dict[Path, list[str]] = {}
+    for run in runs:
+        if run.run_dir:
+            by_home.setdefault(Path(run.run_dir).parent.parent, []).append(run.id)
+    for home, run_ids in by_home.items():
+        if sweep.pid:
+            path = exit_status_path(home, sweep.pid, sweep.pid_start)
+            statuses.update(read_exit_statuses(path, run_ids, deadline))
+    for run in runs:
+        if run.id not in statuses and run.run_dir:
+            statuses[run.id] = read_exit_status(Path(run.run_dir), deadline)
+    return statuses
+
+
 def recover(journal: Journal) -> list[Recovered]:
     """End the unfinished runs of dead orchestrators (as their exit statuses say, else lost);
-    one record per recovered sweep."""
+    one record per recovered sweep. Then the exit-status files of processes that drive no
+    unfinished sweep go."""
     me = os.getpid()
     recovered = []
+    keep = set()  # the processes of the sweeps left running: their status files stay
     for sweep in journal.unfinished_sweeps([s.value for s in SWEEP_UNFINISHED]):
         if sweep.pid == me or is_same_process(sweep.pid, sweep.pid_start):
+            if sweep.pid:
+                keep.add((sweep.pid, sweep.pid_start or 0))
             continue
         recovered.append(_recover_sweep(journal, sweep))
     journal.flush_sync()
+    remove_finished_files(journal.path.parent, keep)
     return recovered
 
 

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import uuid
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,15 +34,14 @@ from orchestrator.engine.events import (
 from orchestrator.engine.jobs import base_environment, job_for
 from orchestrator.engine.open_mapping import OpenMapping
 from orchestrator.engine.outcome import (
-    count_states,
     failure_reason,
     retry_reason,
     run_ending,
-    sweep_ending,
+    sweep_ending_counted,
 )
 from orchestrator.engine.output import RunOutput, adopt_cached
 from orchestrator.engine.plugin_host import PluginScope
-from orchestrator.engine.records import Limits, Resume, RunRecord, SweepResult
+from orchestrator.engine.records import JournalRuns, Limits, Resume, RunRecord, SweepResult
 from orchestrator.engine.slots import PrioritySlots
 from orchestrator.engine.states import SWEEP_TERMINAL, TERMINAL, RunState, SweepState
 from orchestrator.engine.sweep_journal import commit_start, queue_start, watch_losses
@@ -55,7 +57,16 @@ from orchestrator.store.layout import RunLayout
 if TYPE_CHECKING:
     from orchestrator.engine.build import SweepSettings
 
-__all__ = ["SweepController"]
+__all__ = ["SweepController", "new_run_id"]
+
+#: Run ids: random version-4 UUIDs from a generator seeded once from the OS (and again in a
+#: forked child), not a ``getrandom`` call per run.
+_ids = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
+
+
+def new_run_id() -> str:
+    return uuid.UUID(int=_ids.getrandbits(128), version=4).hex
 
 
 class SweepController:
@@ -90,7 +101,16 @@ class SweepController:
         self.runs: list[RunRecord] = []
         #: Every run known to the sweep by id (this invocation's and a resumed one's earlier).
         self.by_id: dict[str, RunRecord] = {}
+        #: Runs created and not yet finished (a run cut short by an error stays until
+        #: :meth:`_abandon` ends it).
         self.active: dict[str, RunRecord] = {}
+        #: Runs created so far, and finished ones by final state (this invocation's).
+        self._created = 0
+        self._ended: Counter[RunState] = Counter()
+        #: Finished runs leave memory (see :meth:`_let_go`).
+        self._flat = False
+        #: A resumed sweep's configurations run again in this invocation (params hashes).
+        self._rerun: set[str] = set()
         self.limits = Limits.of(plan, settings.max_time)
         self.ctx = PluginContext(self)
         self._stop_state: SweepState | None = None
@@ -141,7 +161,33 @@ class SweepController:
     ) -> None:
         """Move a run (checked and journaled by :func:`move_run`), then announce it."""
         event = move_run(self.journal, self.bus, run, to, reason, exit_code, pid, stderr_tail)
+        if to in TERMINAL:
+            self._ended[to] += 1
         await self.bus.publish(event)
+
+    # ------------------------------------------------------------------ what is kept
+    def _let_go(self) -> None:
+        """From now on finished runs leave memory (the sweep has more than
+        ``keep_finished``): what is asked of all runs is counted, or read from the journal."""
+        self._flat = True
+        for run in self.runs:
+            if run.state in TERMINAL and run.id not in self.active:
+                self.by_id.pop(run.id, None)
+        self.runs = []
+
+    def state_counts(self) -> Counter[RunState]:
+        """The newest run of each configuration, counted by state (earlier invocations'
+        included), without reading every run."""
+        if not self._flat:
+            return Counter(r.state for r in self.all_runs())
+        counts = self._ended + Counter(
+            r.state for r in self.active.values() if r.state not in TERMINAL
+        )
+        if self.resume is not None:
+            counts.update(
+                r.state for r in self.resume.previous if r.spec.params_hash not in self._rerun
+            )
+        return counts
 
     def _sweep_to(self, to: SweepState, reason: str | None) -> None:
         self.state = move_sweep(self.journal, self.sweep_id, self.state, to, reason)
@@ -199,7 +245,9 @@ class SweepController:
             self._background = observers
             self._timers = Timers(observers)
             self._observers = subscriptions = (
-                self.plugins.start_observers(self.bus, observers, self.ctx) if self.plugins else []
+                await self.plugins.start_observers(self.bus, observers, self.ctx)
+                if self.plugins
+                else []
             )
             if self.limits.max_time is not None:
                 self._timers.after(self.limits.max_time, self._budget_spent)
@@ -227,15 +275,16 @@ class SweepController:
         """End the sweep ``failed`` with ``reason`` after an unexpected error: every run not
         yet finished fails with it (their processes died with the task group)."""
         self._background, self._observers = None, []
-        for run in self.runs:
+        for run in list(self.active.values()):
             if run.state not in TERMINAL:
                 with contextlib.suppress(Exception):  # the journal may be what broke
                     await self.transition(run, RunState.FAILED, reason)
+            self._leave(run)
         self._stop_state = self._stop_state or SweepState.FAILED
         self.reason = reason if self._stop_state is SweepState.FAILED else self.reason
         with contextlib.suppress(Exception):
             return await self._finish_sweep()
-        return SweepResult(self.sweep_id, SweepState.FAILED, reason, self.all_runs())
+        return SweepResult(self.sweep_id, SweepState.FAILED, reason, self._result_runs())
 
     def open_in_journal(self) -> None:
         """Queue the sweep's start in the journal, once (build_sweep calls it); whoever says
@@ -280,9 +329,9 @@ class SweepController:
         lost = self.journal.lost(self.sweep_id)
         if lost is not None:
             self._journal_failed(lost)
-        runs = self.all_runs()
-        ending = self._ending(runs)
-        counts = count_states(r.state for r in runs)
+        states = self.state_counts()
+        ending = self._ending(states)
+        counts = {state.value: n for state, n in states.items() if n}
         finished = self.bus.stamp(SweepFinished, state=ending[0], reason=ending[1], counts=counts)
         hearing = [s for s in self._observers if SweepFinished in s.types]
         if hearing:
@@ -291,8 +340,8 @@ class SweepController:
             await self.bus.send_to(finished, hearing)
             for subscription in hearing:
                 await subscription.wait_caught_up()
-            if self._ending(runs) != ending:  # announced anew, after the stop it caused
-                ending = self._ending(runs)
+            if self._ending(states) != ending:  # announced anew, after the stop it caused
+                ending = self._ending(states)
                 finished = self.bus.stamp(
                     SweepFinished, state=ending[0], reason=ending[1], counts=counts
                 )
@@ -304,20 +353,25 @@ class SweepController:
             self.sweep_id,
             final,
             reason,
-            runs,
+            self._result_runs(),
             self._journal_error or self.journal.lost(self.sweep_id),
         )
 
-    def _ending(self, runs: list[RunRecord]) -> tuple[SweepState, str | None]:
-        return sweep_ending(
-            [r.state for r in runs],
-            stop=self._stop_state,
-            stop_reason=self.reason,
-            feed_error=self._feed_error,
+    def _ending(self, states: Counter[RunState]) -> tuple[SweepState, str | None]:
+        return sweep_ending_counted(
+            states, stop=self._stop_state, stop_reason=self.reason, feed_error=self._feed_error
         )
 
+    def _result_runs(self) -> Sequence[RunRecord]:
+        """The result's runs: the records themselves in a small sweep, else read from the
+        journal page by page when they are looked at."""
+        return JournalRuns(self.journal, self.sweep_id) if self._flat else self.all_runs()
+
     def all_runs(self) -> list[RunRecord]:
-        """Every configuration's newest run: earlier invocations' and this one's."""
+        """Every configuration's newest run: earlier invocations' and this one's (once
+        finished runs left memory, read from the journal: every run, so only on request)."""
+        if self._flat:
+            return list(JournalRuns(self.journal, self.sweep_id))
         return list(self.runs) if self.resume is None else self.resume.merged(self.runs)
 
     async def _feed(self, tg: anyio.abc.TaskGroup) -> None:
@@ -334,7 +388,7 @@ class SweepController:
                 if suggestion is None or self.stopping:
                     limiter.release_on_behalf_of(token)
                     return
-                spec = self.plan.render(index, suggestion, uuid.uuid4().hex)
+                spec = self.plan.render(index, suggestion, new_run_id())
                 if self.resume is not None and not self.resume.wants(spec):
                     limiter.release_on_behalf_of(token)
                     index += 1
@@ -346,6 +400,7 @@ class SweepController:
             except BaseException:
                 limiter.release_on_behalf_of(token)
                 raise
+            await self.journal.keep_up()  # the journal writes as fast as runs come
             run = await self._create(spec)
             tg.start_soon(self._execute, run, limiter, token)
             index += 1
@@ -353,8 +408,15 @@ class SweepController:
     async def _create(self, spec: RunSpec) -> RunRecord:
         attempt = self.resume.attempt(spec) if self.resume is not None else 1
         run = RunRecord(id=spec.uuid, index=spec.index, spec=spec, attempt=attempt)
-        self.runs.append(run)
+        self._created += 1
+        if not self._flat and self._created > self.settings.keep_finished:
+            self._let_go()
+        if not self._flat:
+            self.runs.append(run)
+        if self.resume is not None:
+            self._rerun.add(spec.params_hash)
         self.by_id[run.id] = run
+        self.active[run.id] = run
         self.journal.add_run(
             run.id,
             self.sweep_id,
@@ -372,42 +434,58 @@ class SweepController:
 
     # ------------------------------------------------------------------ one run
     async def _execute(self, run: RunRecord, limiter: anyio.CapacityLimiter, token: object) -> None:
+        """One run, from queued to its end, in this one task; plugins hear ``on_run_finished``
+        however it ended (executed, cached, skipped, stopped while it waited)."""
         try:
             run.stop = StopRequest()
-            self.active[run.id] = run
             await self.transition(run, RunState.QUEUED)
-            if await self._stopped_while_queued(run) or await self._decided(run):
-                return
-            while True:
-                outcome = await self._attempt_in_slot(run)
-                if outcome is None:
-                    return
-                why = retry_reason(
-                    outcome,
-                    attempt=run.attempt,
-                    max_retries=self.limits.max_retries,
-                    timed_out=run.timed_out,
-                    stopping=self.stopping,
-                )
-                if why is None:
-                    break
-                await self.transition(run, RunState.RETRYING, why, exit_code=outcome.exit_code)
-                run.attempt += 1
-                run.stop = StopRequest()
-                await self.transition(run, RunState.QUEUED)
-                if await self._stopped_while_queued(run):
-                    return
-            await self._finish(run, outcome)
-            if self.plugins is not None:
+            executed = await self._to_the_end(run)
+            if self.plugins is not None and run.state in TERMINAL:
                 await self.plugins.call_all("on_run_finished", run=run, ctx=self.ctx)
-            if self.limits.ttl is not None:
+            if executed and self.limits.ttl is not None:
                 assert self._timers is not None
                 self._timers.remove_later(
                     self.journal, RunLayout(self.home, run.id), self.limits.ttl
                 )
         finally:
-            self.active.pop(run.id, None)
+            if run.state in TERMINAL:  # one cut short by an error is ended by _abandon
+                self._leave(run)
             limiter.release_on_behalf_of(token)
+
+    async def _to_the_end(self, run: RunRecord) -> bool:
+        """Drive ``run`` to a final state; True when it was executed (not cached, skipped or
+        stopped before it started)."""
+        if await self._stopped_while_queued(run) or await self._decided(run):
+            return False
+        while True:
+            outcome = await self._attempt_in_slot(run)
+            if outcome is None:
+                return False
+            why = retry_reason(
+                outcome,
+                attempt=run.attempt,
+                max_retries=self.limits.max_retries,
+                timed_out=run.timed_out,
+                stopping=self.stopping,
+            )
+            if why is None:
+                break
+            await self.transition(run, RunState.RETRYING, why, exit_code=outcome.exit_code)
+            run.attempt += 1
+            run.stop = StopRequest()
+            await self.transition(run, RunState.QUEUED)
+            if await self._stopped_while_queued(run):
+                return False
+        await self._finish(run, outcome)
+        return True
+
+    def _leave(self, run: RunRecord) -> None:
+        """A finished run leaves memory: only its state is counted, unless the sweep still
+        keeps finished records (a small one; see ``SweepSettings.keep_finished``)."""
+        self.active.pop(run.id, None)
+        run.stop = None
+        if self._flat:
+            self.by_id.pop(run.id, None)
 
     async def _stopped_while_queued(self, run: RunRecord) -> bool:
         if not self.stopping:
@@ -480,7 +558,6 @@ class SweepController:
             await self.transition(run, RunState.SKIPPED, decision.reason)
         else:
             return False
-        await self.plugins.call_all("on_run_finished", run=run, ctx=self.ctx)
         return True
 
     async def _finish(self, run: RunRecord, outcome: Outcome) -> None:

@@ -18,7 +18,7 @@ import anyio
 from orchestrator.spec import models as m
 from orchestrator.store.layout import RunLayout
 
-__all__ = ["Executor", "Job", "Outcome", "OutputSink", "StopRequest"]
+__all__ = ["Executor", "Job", "LineSink", "Outcome", "OutputSink", "StopRequest", "split_lines"]
 
 
 @dataclass
@@ -37,6 +37,31 @@ class Job:
 class OutputSink(Protocol):
     async def line(self, stream: str, text: str) -> None:
         """One decoded line of ``stream`` (``stdout`` or ``stderr``), without its newline."""
+
+    async def chunk(self, stream: str, data: bytes | bytearray, start: int, end: int) -> None:
+        """The whole lines of ``data[start:end]``, separated by ``\\n`` (the last one without
+        its newline), none over the executor's line limit. One call per chunk read, so that
+        output costs no ``await`` per line; the sink decodes (undecodable bytes replaced)
+        only what it looks at (:func:`split_lines`). ``data`` may be the executor's read
+        buffer, reused once this returns: keep what you need of it, not ``data``."""
+
+
+def split_lines(data: bytes | bytearray, start: int, end: int) -> list[str]:
+    """The lines of a :meth:`OutputSink.chunk`, decoded (undecodable bytes replaced). Decoding
+    the whole block gives the same text as decoding line by line: ``\\n`` is never part of
+    a multi-byte sequence, and it ends any invalid one."""
+    return data[start:end].decode(errors="replace").split("\n")
+
+
+class LineSink:
+    """A sink that takes lines one by one: :meth:`chunk` hands each to :meth:`line`."""
+
+    async def line(self, stream: str, text: str) -> None:
+        raise NotImplementedError
+
+    async def chunk(self, stream: str, data: bytes | bytearray, start: int, end: int) -> None:
+        for text in split_lines(data, start, end):
+            await self.line(stream, text)
 
 
 @dataclass

@@ -1,11 +1,20 @@
-"""A run's exit status as its supervisor recorded it: what crash recovery trusts.
+"""Runs' exit statuses as their supervisor recorded them: what crash recovery trusts.
 
-``exit_status.json`` in the run's folder is created empty and locked (``flock``) by the
-orchestrator when it prepares the run (:func:`create_exit_status`), handed to the run supervisor
-(:mod:`orchestrator.executors.supervisor`) with the run, and filled and unlocked by the
-supervisor when the run exits, before it is reaped. So a locked file means a supervisor still
-holds the run (after a crash it may be killing it: wait for it); an unlocked, filled one is the
-final word; a missing, empty or unreadable one means nobody saw the run end.
+One file per orchestrator process and home folder, ``HOME/exit_status/<pid>-<start>.jsonl``
+(the orchestrator's pid and process start time, as its sweeps record them), not a file per
+run: creating a file costs more than the run it would describe when runs are small. The
+orchestrator creates it on its first run there, locks it (``flock``) and holds it open for
+as long as it lives. For each run it appends ``{"run": ID}`` (this attempt has no status
+yet) and hands a copy of the descriptor to the run supervisor
+(:mod:`orchestrator.executors.supervisor`), which appends ``{"run": ID, "exit_code": N,
+"orphaned": B}`` when the run exits, before it is reaped, then closes its copy. The lock
+lasts while any copy is open: once the orchestrator is gone, a locked file means its
+supervisor still holds a run (it may be killing it: wait for it); an unlocked one is the
+final word, the last line about a run saying how it ended, or that nobody saw it end.
+
+Appends of a line are atomic (``O_APPEND``), so the orchestrator's and the supervisor's lines
+never mix. Homes written before this layout have ``HOME/runs/<run id>/exit_status.json`` per
+run; :func:`read_exit_status` still reads those.
 """
 
 from __future__ import annotations
@@ -14,13 +23,25 @@ import contextlib
 import fcntl
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.executors.supervisor import STATUS_FILE
+from orchestrator.procinfo import is_same_process, start_time
+from orchestrator.store.layout import exit_status_path
 
-__all__ = ["ExitStatus", "create_exit_status", "read_exit_status"]
+__all__ = [
+    "ExitStatus",
+    "is_open",
+    "read_exit_status",
+    "read_exit_statuses",
+    "remove_finished_files",
+    "start_record",
+    "status_file",
+    "statuses_in",
+]
 
 #: Seconds between looks at a status file a supervisor still holds.
 _POLL_S = 0.01
@@ -36,40 +57,162 @@ class ExitStatus:
     orphaned: bool
 
 
-def create_exit_status(run_dir: Path) -> int:
-    """Create the run's status file empty (a retry's old status goes) and lock it; the
-    descriptor is for the supervisor (the lock lasts while any copy of it is open)."""
-    fd = os.open(run_dir / STATUS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    except BaseException:
-        os.close(fd)
-        raise
+class _Held:
+    """This process's status files, by home: created, locked and kept open on first use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._files: dict[Path, int] = {}
+
+    def is_open(self, home: Path) -> bool:
+        return home in self._files
+
+    def get(self, home: Path) -> int:
+        with self._lock:
+            fd = self._files.get(home)
+            if fd is None:
+                fd = self._files[home] = self._open(home)
+            return fd
+
+    @staticmethod
+    def _open(home: Path) -> int:
+        pid = os.getpid()
+        path = exit_status_path(home, pid, start_time(pid))
+        os.makedirs(path.parent, mode=0o700, exist_ok=True)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        fd = os.open(path, flags, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the parent's files are not ours (and must not stay locked
+        because we live on)."""
+        self._lock = threading.Lock()
+        for fd in self._files.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._files = {}
+
+
+_HELD = _Held()
+os.register_at_fork(after_in_child=_HELD.forget_after_fork)
+
+
+def is_open(home: Path) -> bool:
+    """Whether this process's status file under ``home`` is open already (using it then
+    costs one append)."""
+    return _HELD.is_open(home)
+
+
+def start_record(run_id: str) -> bytes:
+    """The line that opens a run attempt: no status yet (an earlier attempt's goes)."""
+    return json.dumps({"run": run_id}).encode() + b"\n"
+
+
+def status_file(home: Path, run_id: str) -> int:
+    """This process's status file under ``home``, with a new attempt of ``run_id`` recorded;
+    the descriptor is for the supervisor (send a copy; this process keeps it open)."""
+    fd = _HELD.get(home)
+    os.write(fd, start_record(run_id))
     return fd
 
 
+def _wait_unlocked(fd: int, deadline: float) -> bool:
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_POLL_S)
+
+
+def _parse(line: bytes) -> ExitStatus | None:
+    try:
+        record = json.loads(line)
+        return ExitStatus(int(record["exit_code"]), bool(record["orphaned"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def read_exit_statuses(
+    path: Path, run_ids: list[str], deadline: float
+) -> dict[str, ExitStatus | None]:
+    """What the status file at ``path`` says of each of ``run_ids`` it mentions: its last
+    line's status (None: that attempt never ended where anyone saw). Waits while a
+    supervisor still holds the file, until ``deadline`` (a ``time.monotonic()``); an absent
+    or still-held file says nothing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return {}
+    try:
+        if not _wait_unlocked(fd, deadline):
+            return {}
+        with open(fd, "rb", closefd=False) as f:
+            data = f.read()
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    return statuses_in(data, run_ids)
+
+
+def statuses_in(data: bytes, run_ids: list[str]) -> dict[str, ExitStatus | None]:
+    """What the status file content ``data`` says of each of ``run_ids`` it mentions (its
+    last line about it). Found by a search from the end, not by parsing every line: the file
+    of a long-lived daemon holds a line or two per run it ever ran."""
+    found: dict[str, ExitStatus | None] = {}
+    for run_id in run_ids:
+        at = data.rfind(b'{"run": ' + json.dumps(run_id).encode())
+        if at >= 0:
+            end = data.find(b"\n", at)
+            found[run_id] = _parse(data[at : end if end >= 0 else len(data)])
+    return found
+
+
+def remove_finished_files(home: Path, keep: set[tuple[int, int]]) -> None:
+    """Remove the status files of orchestrator processes that are gone, whose supervisor is
+    done (unlocked) and that drive no unfinished sweep (``keep``: their pid and start time,
+    0 where unknown): recovery has ended their runs and needs them no more. Best effort."""
+    folder = home / "exit_status"
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        pid, _, start = name.removesuffix(".jsonl").partition("-")
+        if not (name.endswith(".jsonl") and pid.isdigit() and start.isdigit()):
+            continue
+        if (int(pid), int(start)) in keep or is_same_process(int(pid), int(start) or None):
+            continue
+        path = folder / name
+        with contextlib.suppress(OSError):
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _wait_unlocked(fd, 0.0):
+                    os.unlink(path)
+            finally:
+                os.close(fd)
+
+
 def read_exit_status(run_dir: Path, deadline: float) -> ExitStatus | None:
-    """The recorded exit status of the run in ``run_dir``, or None when there is none; waits
-    while a supervisor still holds the file, until ``deadline`` (a ``time.monotonic()``)."""
+    """The status in ``run_dir``'s own ``exit_status.json``, as homes made before the shared
+    status files have them; None when there is none. Waits while it is locked, until
+    ``deadline``."""
     try:
         fd = os.open(run_dir / STATUS_FILE, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    return None
-                time.sleep(_POLL_S)
+        if not _wait_unlocked(fd, deadline):
+            return None
         data = os.read(fd, 4096)
     finally:
         with contextlib.suppress(OSError):
             os.close(fd)
-    try:
-        record = json.loads(data)
-        return ExitStatus(int(record["exit_code"]), bool(record["orphaned"]))
-    except (ValueError, KeyError, TypeError):
-        return None
+    return _parse(data)

@@ -6,7 +6,7 @@ on first use, once per orchestrator process, in a session of its own (Ctrl-C on 
 reaches the orchestrator, which stops the runs gracefully, not the supervisor); it is replaced
 if it ever dies, and a forked child of this process forgets it (so the child cannot keep it
 from noticing our death). Each run gets a channel of its own: a socket pair, one end handed to
-the supervisor with the run's stdout and stderr pipes and its locked exit-status file; the
+the supervisor with the run's stdout and stderr pipes and this process's exit-status file; the
 request, signals, the pid and the exit code travel over it, so runs share no state here and
 any event loop may drive them.
 """
@@ -28,7 +28,7 @@ import anyio
 from orchestrator.executors import supervisor
 from orchestrator.procinfo import signal_group
 
-__all__ = ["SupervisedProcess", "SupervisorLost"]
+__all__ = ["FolderError", "SupervisedProcess", "SupervisorLost"]
 
 _SCRIPT = str(Path(supervisor.__file__).resolve())
 _COMMANDS = {signal.SIGTERM: b"T", signal.SIGKILL: b"K"}
@@ -36,6 +36,10 @@ _COMMANDS = {signal.SIGTERM: b"T", signal.SIGKILL: b"K"}
 
 class SupervisorLost(ConnectionError):
     """The supervisor process went away (killed from outside) while it held a run."""
+
+
+class FolderError(OSError):
+    """The supervisor could not make a folder the run needs (``strerror``: why, and which)."""
 
 
 class _Handle:
@@ -116,19 +120,22 @@ class SupervisedProcess:
     @classmethod
     async def start(
         cls,
+        run_id: str,
         argv: list[str],
         env: dict[str, str],
         cwd: str,
-        stdout: int,
-        stderr: int,
+        folders: list[str],
+        output: tuple[int, int],
         status: int,
     ) -> SupervisedProcess:
-        """Start ``argv`` in a new session, its output to the ``stdout`` and ``stderr`` pipe ends,
-        its exit status to the locked ``status`` file (see :mod:`.exit_status`; the caller
-        closes its copies of all three); raises the ``OSError`` that starting it raised."""
+        """Start ``argv`` (run ``run_id``) in ``cwd``, in a new session, once ``folders`` exist
+        (the supervisor makes them: :class:`FolderError` if it cannot), its stdout and stderr
+        to the ``output`` pipe ends (the caller closes its copies), its exit status appended
+        to the locked ``status`` file (see :mod:`.exit_status`; the supervisor gets a copy);
+        raises the ``OSError`` that starting it raised."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            _SUPERVISOR.hand_over([theirs.fileno(), stdout, stderr, status])
+            _SUPERVISOR.hand_over([theirs.fileno(), *output, status])
         except BaseException:
             ours.close()
             raise
@@ -137,12 +144,13 @@ class SupervisedProcess:
         ours.setblocking(False)
         process = cls(ours)
         try:
-            body = json.dumps({"argv": argv, "env": env, "cwd": cwd})
+            request = {"run": run_id, "argv": argv, "env": env, "cwd": cwd, "folders": folders}
+            body = json.dumps(request)
             await process._send(supervisor.HEADER.pack(len(body)) + body.encode())
             kind, _, rest = (await process._message()).partition(" ")
-            if kind == "E":
+            if kind in ("E", "F"):
                 number, _, text = rest.partition(" ")
-                raise OSError(int(number), text)
+                raise (FolderError if kind == "F" else OSError)(int(number), text)
             process.pid = int(rest)
         except BaseException:
             ours.close()

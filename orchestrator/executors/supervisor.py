@@ -13,20 +13,23 @@ The conversation (see :mod:`orchestrator.executors.supervised` for the other sid
 
 - The **control socket** (``SOCK_SEQPACKET``, fd ``argv[1]``) carries one message per run: the
   byte ``R`` and four descriptors (``SCM_RIGHTS``): the run's own **channel** (a stream
-  socket), the write ends of its stdout and stderr pipes, and its exit-status file, which the
-  orchestrator created empty and locked (``flock``) when it prepared the run folder
-  (:mod:`orchestrator.executors.exit_status`) and no longer holds.
-- On the channel, the orchestrator sends the request (a 4-byte length, then JSON: ``argv``,
-  ``env``, ``cwd``); later ``T`` (SIGTERM the run's group) or ``K`` (SIGKILL it). The
-  supervisor answers ``P <pid>``, or ``E <errno> <message>`` if it could not start it, and
-  finally ``X <exit code>`` (negative: killed by that signal).
+  socket), the write ends of its stdout and stderr pipes, and the orchestrator's exit-status
+  file, which it holds open and locked (``flock``) while it lives
+  (:mod:`orchestrator.executors.exit_status`).
+- On the channel, the orchestrator sends the request (a 4-byte length, then JSON: ``run``,
+  ``argv``, ``env``, ``cwd``, ``folders``); later ``T`` (SIGTERM the run's group) or ``K``
+  (SIGKILL it). The supervisor makes the ``folders`` (if missing: the run folder and its
+  working folder; their kernel time is spent here, not in the orchestrator), starts the run,
+  and answers ``P <pid>``, or ``F <errno> <message>`` if it could not make a folder, or
+  ``E <errno> <message>`` if it could not start it; finally ``X <exit code>`` (negative:
+  killed by that signal).
 
 For each run, in this order: the run starts in a new session (its own process group, so
-signals reach its grandchildren); when it exits its status is written to the locked file
-(``{"exit_code": 0, "orphaned": false}``) and the lock released by closing it, what is left of
-its group gets SIGKILL, and only then is it reaped and ``X`` sent. So once the status file is
-unlocked it holds the final word (or nothing: the run never ended where anyone saw), and a
-signal from here never reaches a recycled pid.
+signals reach its grandchildren); when it exits its status is appended to the status file
+(``{"run": ID, "exit_code": 0, "orphaned": false}``) and this copy of it closed, what is left
+of its group gets SIGKILL, and only then is it reaped and ``X`` sent. So once no copy of the
+status file is open (the orchestrator gone, every run written down) it is unlocked and holds
+the final word, and a signal from here never reaches a recycled pid.
 
 When the orchestrator is gone (the control socket, or a run's channel, reads EOF), each of its
 runs gets SIGTERM, then SIGKILL :data:`ORPHAN_GRACE_S` later; their statuses say
@@ -54,7 +57,7 @@ from typing import Any
 
 __all__ = ["HEADER", "ORPHAN_GRACE_S", "STATUS_FILE", "main", "status_record"]
 
-#: The exit-status file in a run's folder.
+#: A run folder's own exit-status file, in homes made before the shared status files.
 STATUS_FILE = "exit_status.json"
 #: Seconds an orphaned run gets between SIGTERM and SIGKILL.
 ORPHAN_GRACE_S = 0.5
@@ -69,9 +72,10 @@ _SIGNALS = {ord("T"): signal.SIGTERM, ord("K"): signal.SIGKILL}
 _CMSG_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
 
 
-def status_record(exit_code: int, orphaned: bool) -> bytes:
-    """The content of a run's status file."""
-    return json.dumps({"exit_code": exit_code, "orphaned": orphaned}).encode()
+def status_record(run_id: str, exit_code: int, orphaned: bool) -> bytes:
+    """The line recording how a run ended (``exit_status.read_exit_statuses`` finds it)."""
+    record = {"run": run_id, "exit_code": exit_code, "orphaned": orphaned}
+    return json.dumps(record).encode() + b"\n"
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -86,9 +90,10 @@ class _Run:
         self.channel: socket.socket | None = channel
         self.stdio = stdio
         self.request = b""
+        self.run_id = ""
         self.pid: int | None = None
         self.popen: subprocess.Popen[bytes] | None = None
-        #: Locked while open: closing it (status written or not) is the final word.
+        #: A copy of the locked status file: closed once the status is appended (or never).
         self.status_fd: int | None = status_fd
         self.orphaned = False
         #: When an orphan gets SIGKILL, then when it is given up on.
@@ -110,8 +115,8 @@ class _Run:
         if self.status_fd is not None:
             with contextlib.suppress(OSError):  # a full disk: no status, the run counts lost
                 if record:
-                    os.write(self.status_fd, record)
-            os.close(self.status_fd)  # releases the lock
+                    os.write(self.status_fd, record)  # O_APPEND: one line, never mixed
+            os.close(self.status_fd)  # the lock goes with the last copy
             self.status_fd = None
 
 
@@ -219,6 +224,16 @@ class Supervisor:
 
     def _start(self, run: _Run, request: dict[str, Any]) -> None:
         try:
+            for folder in request.get("folders", []):
+                os.makedirs(folder, exist_ok=True)
+        except (OSError, TypeError) as exc:
+            code = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EINVAL
+            run.answer(f"F {code} {' '.join(str(exc).split())}\n".encode())
+            run.close_stdio()
+            self._forget(run)
+            return
+        try:
+            run.run_id = str(request["run"])
             run.popen = subprocess.Popen(
                 request["argv"],
                 stdin=self.devnull,
@@ -256,7 +271,7 @@ class Supervisor:
             code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
             run = self.alive.pop(pid, None)
             if run is not None:
-                run.close_status(status_record(code, run.orphaned))
+                run.close_status(status_record(run.run_id, code, run.orphaned))
             _signal_group(pid, signal.SIGKILL)  # daemonised leftovers die with their run
             os.waitpid(pid, 0)
             if run is not None:

@@ -59,7 +59,36 @@ def _describe(t: mi.Type) -> str:
     return type(t).__name__.removesuffix("Type").lower()
 
 
+def _untyped(t: mi.Type) -> bool:
+    """Whether ``t`` is ``Any``, or lists and dicts of it: nothing below it to convert (a
+    mapping's 263,000 entries are copied, not walked key by key)."""
+    if isinstance(t, mi.AnyType):
+        return True
+    if isinstance(t, mi.ListType):
+        return _untyped(t.item_type)
+    if isinstance(t, mi.DictType):
+        return _untyped(t.value_type)
+    return False
+
+
+def _copy(value: Any, t: mi.Type) -> Any:
+    """What :func:`_walk` returns for an :func:`_untyped` type: the lists and dicts of ``t``
+    copied, everything else as it is."""
+    if isinstance(t, mi.ListType) and isinstance(value, list):
+        item = t.item_type
+        if isinstance(item, mi.AnyType):
+            return list(value)
+        return [_copy(v, item) for v in value]
+    if isinstance(t, mi.DictType) and isinstance(value, dict):
+        if isinstance(t.value_type, mi.AnyType):
+            return dict(value)
+        return {k: _copy(v, t.value_type) for k, v in value.items()}
+    return value
+
+
 def _walk(value: Any, t: mi.Type, path: str) -> Any:
+    if _untyped(t):
+        return _copy(value, t)
     if isinstance(t, mi.StructType):
         return _walk_struct(value, t, path)
     if isinstance(t, mi.UnionType):

@@ -15,6 +15,7 @@ import hashlib
 import uuid as uuid_module
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import msgspec
@@ -59,6 +60,10 @@ class RunSpec(msgspec.Struct, kw_only=True):
 #: A run's local paths behind ``globals.*`` (``context_path``, ``run_outputs_path``...), by run
 #: uuid. Given by the caller (the store knows the folder layout; the spec layer does not).
 RunPaths = Callable[[str], Mapping[str, str]]
+
+
+#: The run uuid a mapping entry is checked with (it runs later with its own).
+_CHECK_UUID = "0" * 32
 
 
 def _no_paths(run_uuid: str) -> Mapping[str, str]:
@@ -112,10 +117,15 @@ class Plan:
             run_uuid = next(uuids) if uuids is not None else uuid_module.uuid4().hex
             yield self.render(index, suggestion, run_uuid)
 
+    @cached_property
+    def _by_name(self) -> dict[str, ResolvedIO]:
+        """The inputs and outputs by name (read for every run: built once)."""
+        return {io.name: io for io in self.ios}
+
     # ------------------------------------------------------------------ per run
     def values_for(self, index: int, suggestion: Mapping[str, Any]) -> dict[str, Any]:
         """The typed values of one run: base values overridden by the matrix suggestion."""
-        by_name = {io.name: io for io in self.ios}
+        by_name = self._by_name
         values = dict(self.base_values)
         context = dict(self.context_values)
         prefix = self._suggestion_path(index)
@@ -161,8 +171,8 @@ class Plan:
         values: dict[str, Any] | None,
     ) -> RunSpec:
         values = dict(values) if values is not None else self.values_for(index, suggestion)
-        glob = self._globals(index, run_uuid)
-        by_name = {io.name: io for io in self.ios}
+        glob = self._globals(index, run_uuid, with_paths=self._uses_globals(values))
+        by_name = self._by_name
         # Values written as templates (delayed validation) render against globals first.
         for name, value in list(values.items()):
             if is_template(value):
@@ -246,7 +256,7 @@ class Plan:
                 field=f"matrix.values[{index}]",
             )
         values = self.values_for(index, entry)  # type errors first, named by entry and key
-        self.render(index, entry, uuid_module.uuid4().hex, values)
+        self.render(index, entry, _CHECK_UUID, values)  # any uuid renders alike
 
     def config_hash(self, params: Mapping[str, Any]) -> str:
         """SHA-256 of the component and the typed params, stable under key order."""
@@ -259,7 +269,22 @@ class Plan:
         """SHA-256 of the component: command, inputs, outputs, init..."""
         return hashlib.sha256(self._component_json).hexdigest()
 
-    def _globals(self, index: int, run_uuid: str) -> dict[str, Any]:
+    @cached_property
+    def _run_uses_globals(self) -> bool:
+        """Whether any string of the component's ``run`` (command, args, env, init...) names
+        ``globals``: its paths are built for each run only then (they cost more than the
+        rest of a run's render)."""
+        return "globals" in msgspec.json.encode(self.spec.component.run).decode()
+
+    def _uses_globals(self, values: Mapping[str, Any]) -> bool:
+        """Whether a render of a run with ``values`` may read ``globals`` (a value written
+        as a template, or the ``run`` section, names it)."""
+        return self._run_uses_globals or any(
+            is_template(v) and "globals" in v for v in values.values()
+        )
+
+    def _globals(self, index: int, run_uuid: str, *, with_paths: bool = True) -> dict[str, Any]:
+        """``globals.*`` of one run (``with_paths``: with its local paths too)."""
         name = self.name or self.spec.operation.name or self.spec.component.name
         return {
             "uuid": run_uuid,
@@ -281,7 +306,7 @@ class Plan:
             "cloning_kind": None,
             "original_uuid": None,
             "is_independent": False,
-            **self.paths(run_uuid),
+            **(self.paths(run_uuid) if with_paths else {}),
         }
 
     def _context(self, values: dict[str, Any], glob: dict[str, Any]) -> dict[str, Any]:
@@ -289,7 +314,7 @@ class Plan:
         top: dict[str, Any] = {}
         params: dict[str, Any] = {}
         as_args: list[str] = []
-        known = {io.name: io for io in self.ios}
+        known = self._by_name
         names = [io.name for io in self.ios] + [k for k in values if k not in known]
         for name in names:
             io = known.get(name)
@@ -298,22 +323,22 @@ class Plan:
             type_name = io.io.type if io else None
             if io is not None and io.type.base.name == "str" and not io.type.is_list:
                 value = to_string(value)
-            view = ParamView(
-                name,
-                value,
-                type_name,
-                is_flag,
-                io.io.arg_format if io else None,
-                io.io.connection if io else None,
-                self.renderer,
-            )
+            arg_format = io.io.arg_format if io else None
+            connection = io.io.connection if io else None
+            view = ParamView(name, value, type_name, is_flag, arg_format, connection, self.renderer)
             top[name] = (f"--{name}" if value else "") if is_flag else value
-            rendered_arg = as_arg(view)
+            shown = as_str(view)
+            # as_arg(view), without converting the value to text a second time
+            rendered_arg = (
+                as_arg(view)
+                if arg_format or is_flag
+                else ("" if value is None else f"--{name}={shown}")
+            )
             params[name] = {
-                "connection": view.connection,
+                "connection": connection,
                 "value": value,
                 "type": type_name,
-                "as_str": as_str(view),
+                "as_str": shown,
                 "as_arg": rendered_arg,
             }
             if rendered_arg:

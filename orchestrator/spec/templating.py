@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -136,6 +137,36 @@ def no_nul(text: str, field: str) -> str:
     return text
 
 
+#: A template that is only text and ``{{ name }}`` parts: the texts (one more than the
+#: names) and the names between them.
+_Simple = tuple[list[str], list[str]]
+#: ``{{ name }}``, with any spaces inside the braces (no ``-``/``+`` whitespace control).
+_PLAIN_NAME = re.compile(r"\{\{[ \t\n]*([A-Za-z_][A-Za-z0-9_]*)[ \t\n]*\}\}")
+#: Names Jinja reads as constants, operators or its own objects, never from the context.
+_NOT_PLAIN = frozenset(
+    {"true", "false", "none", "True", "False", "None", "and", "or", "not", "in", "is", "if",
+     "else", "self", "caller", "varargs", "kwargs", "loop", "super"}
+)  # fmt: skip
+
+
+def _split_simple(source: str) -> _Simple | None:
+    """``source`` split into texts and names when it holds nothing else Jinja would read
+    (no other ``{{``/``{%``/``{#``, no text ending in ``{`` before a name, no ``\\r``,
+    which Jinja rewrites); else None."""
+    if "\r" in source:
+        return None
+    parts = _PLAIN_NAME.split(source)
+    texts, names = parts[0::2], parts[1::2]
+    for i, text in enumerate(texts):
+        if "{{" in text or "{%" in text or "{#" in text:
+            return None
+        if i < len(names) and text.endswith("{"):
+            return None
+    if not names or any(name in _NOT_PLAIN for name in names):
+        return None
+    return texts, names
+
+
 class Renderer:
     """Renders template strings; ``lenient`` names may be missing (they render ``""``)."""
 
@@ -170,7 +201,9 @@ class Renderer:
                 raise jinja2.UndefinedError(self._problem())
 
         self.env = BoundedSandbox(undefined=_Undefined, keep_trailing_newline=True)
+        #: Compiled templates by source, and the sources that are only text and names.
         self._templates: dict[str, jinja2.Template] = {}
+        self._simple: dict[str, _Simple | None] = {}
 
     def _template(self, source: str) -> jinja2.Template:
         template = self._templates.get(source)
@@ -182,12 +215,45 @@ class Renderer:
             self._templates[source] = template
         return template
 
+    def _simple_form(self, source: str) -> _Simple | None:
+        """``source`` as text and ``{{ name }}`` parts when it is only that (None: Jinja
+        renders it); checked against the token bound like any template, once."""
+        if source in self._simple:
+            return self._simple[source]
+        self.env.check_size(source)
+        simple = _split_simple(source)
+        if len(self._simple) >= _CACHED_TEMPLATES:
+            self._simple.clear()
+        self._simple[source] = simple
+        return simple
+
+    def _render_simple(self, simple: _Simple, context: Mapping[str, Any]) -> str | None:
+        """What Jinja would render for text and ``{{ name }}`` parts: each value through the
+        sandbox's ``finalize`` and the output through its bounded ``concat`` (the same
+        bounds). None when a name is not in ``context`` (Jinja then says why, or finds it
+        among its own globals)."""
+        texts, names = simple
+        pieces = [texts[0]]
+        for name, text in zip(names, texts[1:], strict=True):
+            if name not in context:
+                return None
+            pieces.append(str(self.env.finalize(context[name])))  # type: ignore[misc]
+            pieces.append(text)
+        return self.env.concat(pieces)
+
     def render(self, template: str, context: Mapping[str, Any], *, field: str) -> str:
         """Render ``template`` within the sandbox's bounds (``sandbox.py``); errors name
-        ``field`` and the offending variable or bound."""
+        ``field`` and the offending variable or bound. A template of text and plain
+        ``{{ name }}`` parts (most argv items) skips Jinja's per-render machinery."""
         if "{{" not in template and "{%" not in template:
             return template
         try:
+            simple = self._simple_form(template)
+            if simple is not None:
+                # No budget needed: a few names, each finalized and the output measured.
+                text = self._render_simple(simple, context)
+                if text is not None:
+                    return text
             with render_budget():
                 return self._template(template).render(context)
         except TemplateLimitError as exc:

@@ -12,6 +12,14 @@ records or none. Three tables:
   orchestrator on the same home waits for an identical run instead of running it again (a
   dead claimant's claim is taken over).
 
+Claims are taken synchronously (the answer decides whether a run starts). What a sweep writes
+per run otherwise (its decision, its entry, the claim let go with the entry) can be queued
+(``*_later``): one writer thread commits whatever has piled up in one transaction, off the
+event loop. Until then this store answers from the queued records itself, so a lookup here
+sees them at once; another process sees them when they commit (and waits on the claim, let go
+in the same transaction as the entry, meanwhile). :meth:`CacheStore.flush` and
+:meth:`CacheStore.close` wait for the queue.
+
 The key itself is computed by the cache plugin; this module only stores and lists records
 (``orchestrator.views`` and ``orchestrator.cache_explain`` print them).
 """
@@ -19,12 +27,13 @@ The key itself is computed by the cache plugin; this module only stores and list
 from __future__ import annotations
 
 import json
+import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -89,6 +98,26 @@ class Claim(msgspec.Struct, kw_only=True):
     claimed_at: float
 
 
+class _Later(NamedTuple):
+    """One queued write (see :meth:`CacheStore.put_later` and the others)."""
+
+    entry: CacheEntry | None = None
+    #: Called on the writer thread before ``entry`` is written; False drops the entry.
+    confirm: Callable[[], bool] | None = None
+    decision: Decision | None = None
+    #: A claim to let go: (key, run_id).
+    release: tuple[str, str] | None = None
+    #: Every claim of (sweep_id, pid) to let go.
+    release_sweep: tuple[str, int] | None = None
+
+
+class _Flush(NamedTuple):
+    done: threading.Event
+
+
+_STOP = object()
+
+
 class CacheStore:
     """The records of one home folder (one connection per store, usable from any thread)."""
 
@@ -96,6 +125,13 @@ class CacheStore:
         self.path = home / "cache" / "entries.sqlite"
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._reader: sqlite3.Connection | None = None
+        self._read_lock = threading.Lock()
+        #: Entries queued and not yet committed, by key (answered by :meth:`get`).
+        self._pending: dict[str, CacheEntry] = {}
+        self._pending_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -115,10 +151,18 @@ class CacheStore:
         return self._conn
 
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Read on a connection of its own: a WAL reader never waits for the writer thread's
+        transaction (nor holds up a claim)."""
         if self._conn is None and not self.path.exists():
             return []
-        with self._lock:
-            return list(self._db().execute(sql, params))
+        with self._read_lock:
+            if self._reader is None:
+                self._db()  # the file and its tables exist first
+                self._reader = sqlite3.connect(
+                    self.path, timeout=30, isolation_level=None, check_same_thread=False
+                )
+                self._reader.execute("PRAGMA busy_timeout=30000")
+            return list(self._reader.execute(sql, params))
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -149,26 +193,22 @@ class CacheStore:
         )
 
     def get(self, key: str) -> CacheEntry | None:
+        """The entry of ``key``: one queued here, else the file's (another process's)."""
+        pending = self._pending.get(key)
+        if pending is not None:
+            return pending
         rows = self._rows(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE key = ?", (key,))
         return self._entry(rows[0]) if rows else None
 
     def put(self, entry: CacheEntry) -> None:
         with self._lock:
-            self._db().execute(
-                f"INSERT OR REPLACE INTO entries ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry.key,
-                    entry.run_id,
-                    entry.sweep_id,
-                    entry.finished_at,
-                    _json(entry.outputs),
-                    _json(entry.params),
-                    _json(entry.parts),
-                ),
-            )
+            _insert_entry(self._db(), entry)
 
     def delete(self, key: str, *, run_id: str | None = None) -> None:
         """Drop the entry of ``key`` (only if it is still ``run_id``'s, when given)."""
+        pending = self._pending.get(key)
+        if pending is not None and (run_id is None or pending.run_id == run_id):
+            self.flush()  # the queued one first, so that it is what is dropped
         if self._conn is not None or self.path.exists():
             with self._lock:
                 if run_id is None:
@@ -179,6 +219,7 @@ class CacheStore:
                     )
 
     def entries(self) -> list[CacheEntry]:
+        self.flush()
         rows = self._rows(f"SELECT {_ENTRY_COLUMNS} FROM entries ORDER BY finished_at")
         return [self._entry(r) for r in rows]
 
@@ -187,25 +228,10 @@ class CacheStore:
         """Keep ``decision`` (replacing an earlier one for the same run) and drop the oldest
         beyond :data:`MAX_DECISIONS`."""
         with self._write() as db:
-            cursor = db.execute(
-                f"INSERT OR REPLACE INTO decisions ({_DECISION_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    decision.run_id,
-                    decision.sweep_id,
-                    decision.key,
-                    decision.decided_at,
-                    decision.verdict,
-                    decision.detail,
-                    decision.source_run_id,
-                    _json(decision.parts),
-                ),
-            )
-            db.execute(
-                "DELETE FROM decisions WHERE rowid <= ?", ((cursor.lastrowid or 0) - MAX_DECISIONS,)
-            )
+            _insert_decisions(db, [decision])
 
     def decision(self, run_id: str) -> Decision | None:
+        self.flush()
         rows = self._rows(f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE run_id = ?", (run_id,))
         if not rows:
             return None
@@ -224,7 +250,15 @@ class CacheStore:
     # ------------------------------------------------------------------ claims
     def claim(self, claim: Claim, alive: Callable[[Claim], bool]) -> Claim | None:
         """Claim ``claim.key`` for ``claim.run_id`` unless another run holds it and
-        ``alive(holder)``; returns that live holder (None: the claim is ours)."""
+        ``alive(holder)``; returns that live holder (None: the claim is ours). A key nobody
+        holds (the common case) takes one statement."""
+        mine = _claim_row(claim)
+        with self._lock:
+            db = self._db()
+            before = db.total_changes
+            db.execute(_CLAIM_FREE, mine)
+            if db.total_changes > before:
+                return None
         with self._write() as db:
             row = db.execute(
                 "SELECT key, run_id, sweep_id, pid, pid_start, claimed_at FROM claims "
@@ -243,17 +277,7 @@ class CacheStore:
                 )
                 if holder.run_id != claim.run_id and alive(holder):
                     return holder
-            db.execute(
-                "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    claim.key,
-                    claim.run_id,
-                    claim.sweep_id,
-                    claim.pid,
-                    claim.pid_start,
-                    claim.claimed_at,
-                ),
-            )
+            db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?, ?)", mine)
         return None
 
     def release(self, key: str, run_id: str) -> None:
@@ -270,10 +294,160 @@ class CacheStore:
                     "DELETE FROM claims WHERE sweep_id = ? AND pid = ?", (sweep_id, pid)
                 )
 
+    # ------------------------------------------------------------------ queued writes
+    def put_later(
+        self,
+        entry: CacheEntry,
+        *,
+        confirm: Callable[[], bool] | None = None,
+        release: bool = False,
+    ) -> None:
+        """Queue ``entry`` (answered by :meth:`get` here at once). Before it is written,
+        ``confirm()`` runs on the writer thread (it may block: the journal's flush); False
+        drops it. With ``release``, the run's claim on the key goes in the same transaction,
+        so another process waiting on it finds the entry when the claim is gone."""
+        with self._pending_lock:
+            self._pending[entry.key] = entry
+        released = (entry.key, entry.run_id) if release else None
+        self._enqueue(_Later(entry=entry, confirm=confirm, release=released))
+
+    def record_later(self, decision: Decision) -> None:
+        """Queue :meth:`record`."""
+        self._enqueue(_Later(decision=decision))
+
+    def release_later(self, key: str, run_id: str) -> None:
+        """Queue :meth:`release` (a claim taken over meanwhile is still left alone)."""
+        self._enqueue(_Later(release=(key, run_id)))
+
+    def release_sweep_later(self, sweep_id: str, pid: int) -> None:
+        """Queue :meth:`release_sweep`."""
+        self._enqueue(_Later(release_sweep=(sweep_id, pid)))
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Block until everything queued so far is written (or dropped)."""
+        if self._writer is None or not self._writer.is_alive():
+            return
+        marker = _Flush(threading.Event())
+        self._queue.put(marker)
+        marker.done.wait(timeout)
+
+    def _enqueue(self, item: _Later) -> None:
+        if self._writer is None or not self._writer.is_alive():
+            self._writer = threading.Thread(target=self._write_queued, name="cache-writer")
+            self._writer.daemon = True
+            self._writer.start()
+        self._queue.put(item)
+
+    def _write_queued(self) -> None:
+        """The writer thread: what has piled up, in one transaction, until told to stop."""
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < 5000:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            writes = [b for b in batch if isinstance(b, _Later)]
+            if writes:
+                try:
+                    self._commit(writes)
+                except (sqlite3.Error, OSError):
+                    pass  # the cache is an optimisation: a lost write costs a later miss
+                finally:
+                    self._forget_pending(writes)
+            for item in batch:
+                if isinstance(item, _Flush):
+                    item.done.set()
+            if any(item is _STOP for item in batch):
+                return
+
+    def _forget_pending(self, writes: list[_Later]) -> None:
+        """Written (or dropped): :meth:`get` reads these from the file now (an entry queued
+        again for the same key meanwhile stays)."""
+        with self._pending_lock:
+            for write in writes:
+                entry = write.entry
+                if entry is not None and self._pending.get(entry.key) is entry:
+                    del self._pending[entry.key]
+
+    def _commit(self, writes: list[_Later]) -> None:
+        confirmed: dict[Callable[[], bool], bool] = {}
+        for write in writes:
+            if write.confirm is not None and write.confirm not in confirmed:
+                confirmed[write.confirm] = write.confirm()
+        with self._write() as db:
+            decisions = [w.decision for w in writes if w.decision is not None]
+            if decisions:
+                _insert_decisions(db, decisions)
+            for write in writes:
+                confirm = write.confirm
+                if write.entry is not None and (confirm is None or confirmed[confirm]):
+                    _insert_entry(db, write.entry)
+                if write.release is not None:
+                    db.execute("DELETE FROM claims WHERE key = ? AND run_id = ?", write.release)
+                if write.release_sweep is not None:
+                    db.execute(
+                        "DELETE FROM claims WHERE sweep_id = ? AND pid = ?", write.release_sweep
+                    )
+
     def close(self) -> None:
+        """Write what is queued, stop the writer, close the file."""
+        if self._writer is not None and self._writer.is_alive():
+            self._queue.put(_STOP)
+            self._writer.join(timeout=60)
+        self._writer = None
+        with self._read_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+#: A claim on a key nobody holds: one atomic statement (no change: someone holds it).
+_CLAIM_FREE = "INSERT OR IGNORE INTO claims VALUES (?, ?, ?, ?, ?, ?)"
+
+
+def _claim_row(claim: Claim) -> tuple[Any, ...]:
+    return (claim.key, claim.run_id, claim.sweep_id, claim.pid, claim.pid_start, claim.claimed_at)
+
+
+def _insert_entry(db: sqlite3.Connection, entry: CacheEntry) -> None:
+    db.execute(
+        f"INSERT OR REPLACE INTO entries ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            entry.key,
+            entry.run_id,
+            entry.sweep_id,
+            entry.finished_at,
+            _json(entry.outputs),
+            _json(entry.params),
+            _json(entry.parts),
+        ),
+    )
+
+
+def _insert_decisions(db: sqlite3.Connection, decisions: list[Decision]) -> None:
+    """Keep ``decisions`` (each replacing an earlier one of its run) and drop the oldest
+    beyond :data:`MAX_DECISIONS`."""
+    cursor = db.cursor()
+    for decision in decisions:
+        cursor.execute(
+            f"INSERT OR REPLACE INTO decisions ({_DECISION_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                decision.run_id,
+                decision.sweep_id,
+                decision.key,
+                decision.decided_at,
+                decision.verdict,
+                decision.detail,
+                decision.source_run_id,
+                _json(decision.parts),
+            ),
+        )
+    db.execute("DELETE FROM decisions WHERE rowid <= ?", ((cursor.lastrowid or 0) - MAX_DECISIONS,))
 
 
 def _json(value: Any) -> str:

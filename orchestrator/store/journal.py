@@ -43,6 +43,21 @@ _CHUNK = 500
 _LIKE_ESCAPES = str.maketrans({"\\": "\\\\", "%": "\\%", "_": "\\_"})
 
 
+#: The newest attempt of each configuration of sweep ``?`` (bound twice) as ``r``: a join
+#: on the ``runs_latest`` index (one lookup per configuration, not a subquery per run). A
+#: configuration is its ``params_hash``; attempts created at the same instant are all kept.
+_LATEST = (
+    "JOIN (SELECT params_hash, max(created_at) AS newest FROM runs WHERE sweep_id = ? "
+    "GROUP BY params_hash) latest ON r.params_hash = latest.params_hash "
+    "AND r.created_at = latest.newest WHERE r.sweep_id = ?"
+)
+
+
+def _qualified(table: str, columns: str) -> str:
+    """``a, b`` as ``t.a, t.b`` (a join names every column's table)."""
+    return ", ".join(f"{table}.{c.strip()}" for c in columns.split(","))
+
+
 def _prefix_pattern(prefix: str) -> str:
     """The pattern of ``LIKE ? ESCAPE '\\'`` for ids starting with ``prefix`` (literally)."""
     return prefix.translate(_LIKE_ESCAPES) + "%"
@@ -412,9 +427,13 @@ class Journal(JournalWriter):
         rows = self._query("SELECT state FROM runs WHERE id = ?", (run_id,))
         return str(rows[0][0]) if rows else None
 
-    def runs_of(self, sweep_id: str) -> list[RunRow]:
-        """Every attempt of every configuration of a sweep, in matrix order."""
-        return self._runs("WHERE sweep_id = ? ORDER BY idx, created_at", (sweep_id,))
+    def runs_of(self, sweep_id: str, limit: int | None = None, offset: int = 0) -> list[RunRow]:
+        """Every attempt of every configuration of a sweep, in matrix order (``limit`` of
+        them from ``offset``: a page)."""
+        return self._runs(
+            "WHERE sweep_id = ? ORDER BY idx, created_at LIMIT ? OFFSET ?",
+            (sweep_id, -1 if limit is None else limit, offset),
+        )
 
     def unfinished_runs(self, sweep_id: str, states: Iterable[str]) -> list[RunRow]:
         """The runs of a sweep in one of ``states`` (the caller says which are unfinished)."""
@@ -425,14 +444,32 @@ class Journal(JournalWriter):
             (sweep_id, *wanted),
         )
 
-    def latest_runs(self, sweep_id: str) -> list[RunRow]:
-        """The newest run of each configuration of a sweep, in matrix order."""
-        return self._runs(
-            "r WHERE sweep_id = ? AND created_at = (SELECT max(created_at) "
-            "FROM runs WHERE sweep_id = r.sweep_id AND params_hash = r.params_hash) "
-            "ORDER BY idx, created_at",
-            (sweep_id,),
+    def latest_runs(self, sweep_id: str, limit: int | None = None, offset: int = 0) -> list[RunRow]:
+        """The newest run of each configuration of a sweep, in matrix order (``limit`` of
+        them from ``offset``: a page)."""
+        rows = self._query(
+            f"SELECT {_qualified('r', RUN_COLUMNS)} FROM runs r {_LATEST} "
+            "ORDER BY r.idx, r.created_at LIMIT ? OFFSET ?",
+            (sweep_id, sweep_id, -1 if limit is None else limit, offset),
         )
+        return [RunRow.from_db(row) for row in rows]
+
+    def latest_state_counts(self, sweep_id: str) -> dict[str, int]:
+        """How many configurations of a sweep have their newest run in each state (counted
+        by SQLite, not by reading every run)."""
+        rows = self._query(
+            f"SELECT r.state, count(*) FROM runs r {_LATEST} GROUP BY r.state ORDER BY r.state",
+            (sweep_id, sweep_id),
+        )
+        return {str(state): int(n) for state, n in rows}
+
+    def run_count(self, sweep_id: str, *, every_attempt: bool = False) -> int:
+        """How many runs a sweep has: its configurations' newest, or every attempt."""
+        if every_attempt:
+            rows = self._query("SELECT count(*) FROM runs WHERE sweep_id = ?", (sweep_id,))
+        else:
+            rows = self._query(f"SELECT count(*) FROM runs r {_LATEST}", (sweep_id, sweep_id))
+        return int(rows[0][0])
 
     def due_cleanups(self) -> list[CleanupRow]:
         """``termination.ttl`` removals whose time has come and that are not done yet."""

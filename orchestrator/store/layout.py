@@ -3,20 +3,25 @@
 HOME/journal.sqlite             the journal (WAL)
 HOME/runs/<run uuid>/           a run's context (``globals.context_path``,
                                 ``globals.run_artifacts_path``)
-    stdout.log  stderr.log      its complete output, byte for byte
-    exit_status.json            its exit status, written by the run supervisor the moment it
-                                exits (recovery trusts it: a run that succeeded never reruns)
+    stdout.log  stderr.log      its complete output, byte for byte; each created at the
+                                first byte of its stream (a silent run has neither)
     artifacts/                  ``globals.artifacts_path`` and ``store_path`` (git init clones
                                 land here; ``termination.ttl`` removes it)
     outputs/                    ``globals.run_outputs_path`` (``ORCHESTRATOR_OUTPUTS_PATH``)
+HOME/exit_status/<pid>-<start>.jsonl
+                                the exit statuses of the runs of one orchestrator process
+                                (pid, process start time), appended by its run supervisor
+                                the moment each exits (recovery trusts them: a run that
+                                succeeded never reruns); see ``executors.exit_status``
 HOME/cache/git/                 clones of init repositories, one per url and revision
 HOME/cache/entries.sqlite       the run cache's entries
 HOME/daemon/                    the daemon's private folder (0700): ``daemon.json`` (socket,
                                 port, token; 0600), ``daemon.lock``, ``daemon.sock``
 
 A home folder the orchestrator creates is private (0700), and so are the journal (0600, its
-WAL files inherit that), ``runs/`` and ``cache/`` (0700) whenever they are created; a folder
-that already exists keeps its mode (it may be the user's, shared on purpose).
+WAL files inherit that), ``runs/``, ``cache/`` and ``exit_status/`` (0700; its files 0600)
+whenever they are created; a folder that already exists keeps its mode (it may be the user's,
+shared on purpose).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ __all__ = [
     "default_home",
     "ensure_home",
     "existing_journal",
+    "exit_status_path",
     "git_cache_dir",
     "journal_path",
     "private_dir",
@@ -64,6 +70,12 @@ def existing_journal(home: Path) -> Path:
 
 def git_cache_dir(home: Path) -> Path:
     return home / "cache" / "git"
+
+
+def exit_status_path(home: Path, pid: int, start: int | None) -> Path:
+    """The exit-status file of the runs of orchestrator process ``pid`` (started at ``start``,
+    None where that is unknown) under ``home``."""
+    return home / "exit_status" / f"{pid}-{start or 0}.jsonl"
 
 
 def daemon_dir(home: Path) -> Path:

@@ -77,9 +77,19 @@ class RunRow(msgspec.Struct, frozen=True):
     def from_db(cls, values: tuple[Any, ...]) -> RunRow:
         """From the columns in :data:`RUN_COLUMNS` order."""
         v = list(values)
-        v[_PARAMS] = json.loads(v[_PARAMS]) if v[_PARAMS] else {}
-        v[_ARGV] = json.loads(v[_ARGV]) if v[_ARGV] else []
+        v[_PARAMS] = _json(v[_PARAMS]) if v[_PARAMS] else {}
+        v[_ARGV] = _json(v[_ARGV]) if v[_ARGV] else []
         return cls(*v)
+
+
+def _json(text: str) -> Any:
+    """JSON text decoded by msgspec (several times faster: ``show`` decodes two per run),
+    or by :mod:`json` when msgspec refuses it (``NaN`` and ``Infinity``, which
+    :func:`json.dumps` writes)."""
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return json.loads(text)
 
 
 class OpenMappingRow(msgspec.Struct, frozen=True):

@@ -30,6 +30,10 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_by_sweep ON runs (sweep_id, idx);
 CREATE INDEX IF NOT EXISTS runs_by_hash ON runs (config_hash);
 CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state);
+-- The newest attempt of each configuration of a sweep (``ls``, ``show``, resume): found in
+-- this index instead of one lookup per run. Created here, so a journal written before it
+-- existed gets it the next time it is opened.
+CREATE INDEX IF NOT EXISTS runs_latest ON runs (sweep_id, params_hash, created_at);
 CREATE TABLE IF NOT EXISTS transitions (
     id INTEGER PRIMARY KEY AUTOINCREMENT, sweep_id TEXT NOT NULL, run_id TEXT,
     from_state TEXT, to_state TEXT NOT NULL, reason TEXT, at REAL NOT NULL

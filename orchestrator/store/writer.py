@@ -284,6 +284,13 @@ class JournalWriter:
 
         await anyio.to_thread.run_sync(functools.partial(self.flush_sync, check=False))
 
+    async def keep_up(self, limit: int = 10_000) -> None:
+        """Wait, off the event loop, while more than ``limit`` records are queued: a producer
+        faster than the disk (a million short runs) waits here instead of growing the queue
+        without bound."""
+        if self._queue.qsize() > limit:
+            await self.flush()
+
     async def commit(self, sweep_id: str) -> None:
         """Wait, off the event loop, until every write of ``sweep_id`` queued so far is
         committed; StoreError if one was lost. Nothing is "accepted" before this returns."""

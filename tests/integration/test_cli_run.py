@@ -133,15 +133,27 @@ def _start(
 def test_ctrl_c_stops_the_sweep(
     write: Callable[..., Path], tmp_path: Path, procs: list[subprocess.Popen[str]]
 ) -> None:
+    # With --json and stderr not a terminal, no "running" line is printed: the child says
+    # it runs through a FIFO instead.
+    ready = tmp_path / "ready.fifo"
+    os.mkfifo(ready)
+    child = f"import time; open({str(ready)!r}, 'w').write('x'); time.sleep(600)"
     spec = write(f"""
         version: 1.1
         kind: operation
         matrix: {{kind: mapping, concurrency: 1, values: [{{i: 1}}, {{i: 2}}, {{i: 3}}]}}
         component:
-          run: {{kind: job, container: {{command: ["{PY}", -c, "import time; time.sleep(600)"]}}}}
+          run: {{kind: job, container: {{command: ["{PY}", -c, "{child}"]}}}}
     """)
     proc, watch = _start(["run", str(spec), "--json", "--home", str(tmp_path / "h")], procs)
-    assert watch.running.wait(30), "".join(watch.lines)
+    signalled = threading.Event()
+
+    def wait_ready() -> None:
+        ready.read_text()
+        signalled.set()
+
+    threading.Thread(target=wait_ready, daemon=True).start()
+    assert signalled.wait(30), "".join(watch.lines)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 1

@@ -64,7 +64,8 @@ def test_kill_9_then_resume_runs_every_configuration_once(
     marker, home = tmp_path / "marker.txt", tmp_path / "home"
     spec = marker_spec(write, marker, 20, hold=0.2)
     proc = subprocess.Popen(
-        [PY, "-m", "orchestrator", str(spec), "--home", str(home), "--json"],
+        # Not --json: with it, a stderr that is not a terminal gets no per-run lines.
+        [PY, "-m", "orchestrator", str(spec), "--home", str(home)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

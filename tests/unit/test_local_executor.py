@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from orchestrator.executors.base import Job, Outcome, StopRequest
+from orchestrator.executors.base import Job, LineSink, Outcome, StopRequest
 from orchestrator.executors.local import MAX_LINE, LocalExecutor
 from orchestrator.store.layout import RunLayout
 from tests.procwait import gone_within
@@ -29,7 +29,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class Sink:
+class Sink(LineSink):
     """Records every line, and the ``started`` call, in one list, in the order they came."""
 
     def __init__(self, on_line: Callable[[str, str], None] | None = None) -> None:

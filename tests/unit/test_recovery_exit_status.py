@@ -5,6 +5,7 @@ through moves the table allows, from whatever state the journal last recorded.""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import sqlite3
 import threading
@@ -16,18 +17,44 @@ import pytest
 from orchestrator.engine.events import RunStateChanged
 from orchestrator.engine.recovery import LOST, RECOVERED, recover, recovery_moves
 from orchestrator.engine.states import UNFINISHED, RunState, check_transition
-from orchestrator.executors.exit_status import ExitStatus, read_exit_status
+from orchestrator.executors.exit_status import (
+    ExitStatus,
+    read_exit_status,
+    read_exit_statuses,
+    remove_finished_files,
+    start_record,
+    statuses_in,
+)
 from orchestrator.executors.supervisor import STATUS_FILE, status_record
+from orchestrator.procinfo import start_time
 from orchestrator.store.journal import Journal
+from orchestrator.store.layout import exit_status_path
 
 S = RunState
 NEVER = 0.0  # a deadline already past: do not wait
 LATER = 1e18  # a deadline never reached
 
 
+#: The pid and start time the lost sweep of ``_lost_sweep`` records for its orchestrator.
+GONE = (999999999, 1)
+
+
+def _legacy(code: int, orphaned: bool) -> bytes:
+    """A run folder's own ``exit_status.json``, as homes made before the shared files have."""
+    return json.dumps({"exit_code": code, "orphaned": orphaned}).encode()
+
+
 def _status(run_dir: Path, code: int, orphaned: bool = False) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / STATUS_FILE).write_bytes(status_record(code, orphaned))
+    (run_dir / STATUS_FILE).write_bytes(_legacy(code, orphaned))
+
+
+def _shared(home: Path, *lines: bytes, process: tuple[int, int] = GONE) -> Path:
+    path = exit_status_path(home, *process)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as f:
+        f.write(b"".join(lines))
+    return path
 
 
 # --- the moves --------------------------------------------------------------------------------
@@ -84,7 +111,7 @@ def test_no_file_an_empty_one_or_garbage_is_no_status(tmp_path: Path) -> None:
     assert read_exit_status(tmp_path, LATER) is None, "created at start, never filled"
     (tmp_path / STATUS_FILE).write_bytes(b'{"exit_code": "x"')
     assert read_exit_status(tmp_path, LATER) is None
-    (tmp_path / STATUS_FILE).write_bytes(status_record(-9, True))
+    (tmp_path / STATUS_FILE).write_bytes(_legacy(-9, True))
     assert read_exit_status(tmp_path, LATER) == ExitStatus(-9, orphaned=True)
 
 
@@ -97,11 +124,53 @@ def test_a_status_a_supervisor_still_holds_is_waited_for(tmp_path: Path) -> None
         result: list[ExitStatus | None] = []
         reader = threading.Thread(target=lambda: result.append(read_exit_status(tmp_path, LATER)))
         reader.start()
-        os.write(holder, status_record(0, False))
+        os.write(holder, _legacy(0, False))
     finally:
         os.close(holder)  # the run was reaped: the lock goes
     reader.join(10)
     assert result == [ExitStatus(0, orphaned=False)]
+
+
+def test_the_shared_file_says_of_each_run_what_its_last_line_says() -> None:
+    data = b"".join(
+        [
+            start_record("r1"),
+            start_record("r10"),
+            status_record("r1", 3, False),  # attempt 1 of r1 failed...
+            start_record("r1"),  # ...attempt 2 never ended where anyone saw
+            status_record("r10", 0, False),
+            start_record("r2"),
+            status_record("r2", -15, True),
+            start_record("r3"),
+            b'{"run": "r4", "exit_code": "x"}\n',
+        ]
+    )
+    assert statuses_in(data, ["r1", "r10", "r2", "r3", "r4", "r5"]) == {
+        "r1": None,
+        "r10": ExitStatus(0, orphaned=False),
+        "r2": ExitStatus(-15, orphaned=True),
+        "r3": None,
+        "r4": None,
+    }, "r5 is not mentioned: nothing is said of it"
+
+
+def test_a_shared_file_a_supervisor_still_holds_is_waited_for(tmp_path: Path) -> None:
+    path = _shared(tmp_path, start_record("r1"))
+    holder = os.open(path, os.O_WRONLY | os.O_APPEND)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # as the supervisor's copy is, while the run lives
+    try:
+        assert read_exit_statuses(path, ["r1"], NEVER) == {}, "locked, and no time to wait"
+        result: list[dict[str, ExitStatus | None]] = []
+        reader = threading.Thread(
+            target=lambda: result.append(read_exit_statuses(path, ["r1"], LATER))
+        )
+        reader.start()
+        os.write(holder, status_record("r1", 0, False))
+    finally:
+        os.close(holder)  # the run was reaped: the lock goes
+    reader.join(10)
+    assert result == [{"r1": ExitStatus(0, orphaned=False)}]
+    assert read_exit_statuses(tmp_path / "missing.jsonl", ["r1"], LATER) == {}
 
 
 # --- recovering a journal ---------------------------------------------------------------------
@@ -198,7 +267,7 @@ def test_recovery_waits_for_a_supervisor_still_finishing_a_run(tmp_path: Path) -
         worker = threading.Thread(target=recover, args=(journal,))
         begun = time.monotonic()
         worker.start()
-        os.write(holder, status_record(0, True))  # it exited 0 while being orphaned
+        os.write(holder, _legacy(0, True))  # it exited 0 while being orphaned
         os.close(holder)
         worker.join(30)
         assert not worker.is_alive()
@@ -207,3 +276,58 @@ def test_recovery_waits_for_a_supervisor_still_finishing_a_run(tmp_path: Path) -
         assert (row.state, row.exit_code) == ("succeeded", 0)
     finally:
         journal.close()
+
+
+def test_recovery_reads_the_status_file_of_the_orchestrator_that_is_gone(tmp_path: Path) -> None:
+    names = ("ok", "exit3", "retried", "orphan", "legacy", "nostatus")
+    dirs = {name: tmp_path / "runs" / name for name in names}
+    _shared(
+        tmp_path,
+        *(start_record(name) for name in names if name != "legacy"),
+        status_record("ok", 0, False),
+        status_record("exit3", 3, False),
+        status_record("retried", 0, False),
+        start_record("retried"),  # its second attempt was lost with the orchestrator
+        status_record("orphan", -9, True),
+    )
+    _shared(tmp_path, status_record("ok", 5, False), process=(GONE[0], 2))  # another process
+    _status(dirs["legacy"], 0)
+    journal = Journal(tmp_path / "journal.sqlite")
+    try:
+        _lost_sweep(journal, {name: ("running", run_dir) for name, run_dir in dirs.items()})
+        (recovered,) = recover(journal)
+        ended = {
+            name: (journal.find_run(name).state, journal.find_run(name).exit_code) for name in names
+        }
+        assert ended == {
+            "ok": ("succeeded", 0),
+            "exit3": ("failed", 3),
+            "retried": ("failed", None),
+            "orphan": ("failed", -9),
+            "legacy": ("succeeded", 0),
+            "nostatus": ("failed", None),
+        }
+        assert recovered.lost_runs == 3
+        assert not exit_status_path(tmp_path, *GONE).exists(), "its runs are ended: it goes"
+    finally:
+        journal.close()
+
+
+def test_status_files_stay_while_someone_may_still_need_them(tmp_path: Path) -> None:
+    me = (os.getpid(), start_time(os.getpid()) or 0)
+    mine = _shared(tmp_path, start_record("a"), process=me)
+    held = _shared(tmp_path, start_record("b"), process=(GONE[0], 7))
+    driving = _shared(tmp_path, start_record("c"), process=(GONE[0], 8))
+    done = _shared(tmp_path, status_record("d", 0, False), process=(GONE[0], 9))
+    (tmp_path / "exit_status" / "notes.txt").write_text("not ours")
+    holder = os.open(held, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # its supervisor is still killing a run
+    try:
+        remove_finished_files(tmp_path, keep={(GONE[0], 8)})  # it drives an unfinished sweep
+    finally:
+        os.close(holder)
+    assert mine.exists(), "a live process's"
+    assert held.exists(), "a supervisor's still at work"
+    assert driving.exists(), "a sweep not recovered yet needs it"
+    assert not done.exists()
+    assert (tmp_path / "exit_status" / "notes.txt").exists()

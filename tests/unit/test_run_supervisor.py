@@ -16,20 +16,20 @@ import anyio
 import pytest
 
 from orchestrator.executors import supervised
-from orchestrator.executors.base import Job, Outcome, StopRequest
-from orchestrator.executors.exit_status import ExitStatus, read_exit_status
+from orchestrator.executors.base import Job, LineSink, Outcome, StopRequest
+from orchestrator.executors.exit_status import ExitStatus, read_exit_statuses, statuses_in
 from orchestrator.executors.local import LocalExecutor
 from orchestrator.executors.supervised import SupervisorLost
-from orchestrator.store.layout import RunLayout
+from orchestrator.procinfo import start_time
+from orchestrator.store.layout import RunLayout, exit_status_path
 from tests.procwait import alive, gone_within
 
 COMPONENTS = Path(__file__).resolve().parent.parent / "components"
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
-NEVER = 0.0  # a deadline already past: the status must be there without waiting
 
 
-class Sink:
+class Sink(LineSink):
     def __init__(self) -> None:
         self.pid: int | None = None
         self.ready = anyio.Event()
@@ -62,7 +62,10 @@ def test_the_exit_status_is_on_disk_when_the_run_ends(tmp_path: Path, code: int)
         return await LocalExecutor(tmp_path).execute(job, sink, StopRequest(), sink.started)
 
     assert anyio.run(main) == Outcome(code)
-    assert read_exit_status(job.layout.run_dir, NEVER) == ExitStatus(code, orphaned=False)
+    # This process holds its status file (locked) while it lives: read it as it is now.
+    mine = exit_status_path(tmp_path, os.getpid(), start_time(os.getpid()))
+    assert statuses_in(mine.read_bytes(), ["r1"]) == {"r1": ExitStatus(code, orphaned=False)}
+    assert not (job.layout.run_dir / "exit_status.json").exists(), "no file per run"
 
 
 STAND_IN = textwrap.dedent(
@@ -70,14 +73,14 @@ STAND_IN = textwrap.dedent(
     import os, sys
     from pathlib import Path
     import anyio
-    from orchestrator.executors.base import Job, StopRequest
+    from orchestrator.executors.base import Job, LineSink, StopRequest
     from orchestrator.executors.local import LocalExecutor
-    from orchestrator.store.layout import RunLayout
+    from orchestrator.store.layout import RunLayout, exit_status_path
 
     home = Path(sys.argv[1])
     argvs = [[sys.executable, sys.argv[2]], [sys.executable, "-c", "import time; time.sleep(60)"]]
 
-    class Sink:
+    class Sink(LineSink):
         def __init__(self, i):
             self.i = i
         async def line(self, stream, text):
@@ -112,6 +115,7 @@ def test_runs_die_within_a_second_of_their_orchestrators_kill_9(tmp_path: Path) 
         cwd=ROOT,
     )
     try:
+        started = start_time(orchestrator.pid)
         assert orchestrator.stdout is not None
         pids: dict[int, int] = {}
         ready = False
@@ -129,11 +133,11 @@ def test_runs_die_within_a_second_of_their_orchestrators_kill_9(tmp_path: Path) 
                 "a run outlived its orchestrator by over a second"
             )
         deadline = time.monotonic() + 10
-        statuses = [read_exit_status(RunLayout(home, f"run-{i}").run_dir, deadline) for i in (0, 1)]
-        assert statuses == [
-            ExitStatus(-signal.SIGKILL, orphaned=True),  # it ignores SIGTERM: killed after 0.5 s
-            ExitStatus(-signal.SIGTERM, orphaned=True),
-        ]
+        path = exit_status_path(home, orchestrator.pid, started)
+        assert read_exit_statuses(path, ["run-0", "run-1"], deadline) == {
+            "run-0": ExitStatus(-signal.SIGKILL, orphaned=True),  # ignores SIGTERM: killed later
+            "run-1": ExitStatus(-signal.SIGTERM, orphaned=True),
+        }
     finally:
         if orchestrator.poll() is None:
             orchestrator.kill()
@@ -180,7 +184,7 @@ def test_a_supervisor_killed_from_outside_takes_its_runs_and_is_replaced(tmp_pat
 def test_a_run_whose_exit_status_cannot_be_recorded_is_not_started(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     job = _job(tmp_path, "r1", [PY, "-c", f"open({str(marker)!r}, 'w').close()"])
-    (job.layout.run_dir / "exit_status.json").mkdir(parents=True)  # cannot be opened to write
+    (tmp_path / "exit_status").write_text("")  # its folder cannot be made
     sink = Sink()
 
     async def main() -> Outcome:
@@ -189,5 +193,5 @@ def test_a_run_whose_exit_status_cannot_be_recorded_is_not_started(tmp_path: Pat
     outcome = anyio.run(main)
     assert outcome.exit_code is None
     assert outcome.error is not None
-    assert outcome.error.startswith("cannot prepare the run folder: [Errno 21] Is a directory")
+    assert outcome.error.startswith("cannot prepare the run folder: [Errno 17] File exists")
     assert sink.pid is None and not marker.exists(), "it could have run twice: it does not run"
