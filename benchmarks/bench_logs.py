@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import statistics
@@ -139,17 +140,31 @@ def main() -> None:
         for kind in writers:
             rounds = [one_round(kind, size, Path(tmp), n) for n in range(args.rounds)]
             med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+            capture = med["orchestrator"] - med["fixed"]
             rate = {
                 "file": size / med["file"] / 1e6,
                 "cat": size / med["cat"] / 1e6,
                 "raw": size / med["orchestrator"] / 1e6,
-                "net": size / max(med["orchestrator"] - med["fixed"], 1e-9) / 1e6,
+                # Net of the fixed cost only when capture is most of the run: a small output
+                # (--quick) against a noisy start-up would give absurd rates.
+                "net": size / capture / 1e6 if capture > med["orchestrator"] / 2 else math.nan,
             }
+
+            def cell(value: float, unit: str) -> str:
+                if math.isnan(value):
+                    return f"{'n/a':>{5 + len(unit)}}"
+                return f"{value:>5.0f}{unit}" if unit else f"{value:>5.0%}"
+
+            ratios = (
+                rate["raw"] / rate["file"],
+                rate["net"] / rate["file"],
+                rate["net"] / rate["cat"],
+            )
             print(
                 f"{kind:8} "
-                + " ".join(f"{rate[k]:>5.0f} MB/s" for k in ("file", "cat", "raw", "net"))
-                + f" {rate['raw'] / rate['file']:>8.0%} {rate['net'] / rate['file']:>8.0%}"
-                f" {rate['net'] / rate['cat']:>8.0%} {med['fixed']:>8.2f}"
+                + " ".join(cell(rate[k], " MB/s") for k in ("file", "cat", "raw", "net"))
+                + "".join(f" {cell(r, ''):>8}" for r in ratios)
+                + f" {med['fixed']:>8.2f}"
             )
             for r in rounds:
                 print(
