@@ -59,6 +59,8 @@ ORCHESTRATOR_PLUGIN_API = 1
 #: Seconds one ``decide_before_run`` call waits for another orchestrator's identical run
 #: before it hands back a :class:`Defer` (so a stop of the sweep is seen in between).
 WAIT_SLICE_S = 2.0
+#: Why a run missed when no entry has its key.
+NO_ENTRY = "no entry with this key"
 #: First and longest pause between two looks at another orchestrator's claim.
 POLL_FIRST_S, POLL_MAX_S = 0.02, 0.5
 
@@ -196,6 +198,9 @@ class RunCache:
         if not enabled:
             return None
         key = await self._key_of(run, ctx, cache)
+        if self._claim_unanswered(run, ctx, key):
+            self._record(run, ctx, "miss", NO_ENTRY, None)
+            return None
         ttl = cache.ttl if cache is not None else None
         give_up_at = anyio.current_time() + WAIT_SLICE_S
         while True:
@@ -222,10 +227,25 @@ class RunCache:
             known = keys[run.id] = (digest(parts), parts)
         return known[0]
 
+    def _claim_unanswered(self, run: Any, ctx: Any, key: str) -> bool:
+        """The common miss in one statement, before any lookup: claim ``key`` if nobody
+        holds it (a twin here holds it too) and no entry answers it. False: the lookup, the
+        twins and :meth:`_claim` decide as before."""
+        if not self.store(ctx.home).claim_unanswered(self._new_claim(run, ctx, key)):
+            return False
+        self._hold(run, ctx, key)
+        return True
+
     def _claim(self, run: Any, ctx: Any, key: str) -> Claim | None:
         """Claim ``key`` for ``run`` in the store; the live holder when another has it."""
+        holder = self.store(ctx.home).claim(self._new_claim(run, ctx, key), self._alive)
+        if holder is None:
+            self._hold(run, ctx, key)
+        return holder
+
+    def _new_claim(self, run: Any, ctx: Any, key: str) -> Claim:
         pid = os.getpid()
-        claim = Claim(
+        return Claim(
             key=key,
             run_id=run.id,
             sweep_id=ctx.sweep_id,
@@ -233,19 +253,19 @@ class RunCache:
             pid_start=self._start_time(pid),
             claimed_at=time.time(),
         )
-        holder = self.store(ctx.home).claim(claim, self._alive)
-        if holder is None:
-            # Synchronous from the claim to here: a twin in this process sees one or both.
-            self._inflight[key] = (run.id, anyio.Event())
-            self._memo(ctx).claimed[run.id] = key
-        return holder
+
+    def _hold(self, run: Any, ctx: Any, key: str) -> None:
+        """The claim is ours. Synchronous from the claim to here: a twin in this process
+        sees one or both."""
+        self._inflight[key] = (run.id, anyio.Event())
+        self._memo(ctx).claimed[run.id] = key
 
     async def _lookup(self, run: Any, ctx: Any, key: str, ttl: float | None) -> UseCached | str:
         """The entry for ``key`` as an answer, or why there is none."""
         store = self.store(ctx.home)
         entry = store.get(key)
         if entry is None or entry.run_id == run.id:
-            return "no entry with this key"
+            return NO_ENTRY
         age = time.time() - entry.finished_at
         if ttl is not None and age >= ttl:
             return f"the entry of run {entry.run_id[:12]} had expired (age {age:.0f}s, ttl {ttl}s)"

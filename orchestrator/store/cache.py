@@ -280,6 +280,19 @@ class CacheStore:
             db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?, ?)", mine)
         return None
 
+    def claim_unanswered(self, claim: Claim) -> bool:
+        """Claim ``claim.key`` in one statement if nobody holds it and no entry (queued here
+        or in the file) answers it. True: the claim is ours and a lookup now would find no
+        entry, so a miss needs no second look. False: decide with :meth:`claim` and a
+        lookup (the common miss thus takes one statement instead of two)."""
+        if claim.key in self._pending:
+            return False
+        with self._lock:
+            db = self._db()
+            before = db.total_changes
+            db.execute(_CLAIM_UNANSWERED, (*_claim_row(claim), claim.key))
+            return db.total_changes > before
+
     def release(self, key: str, run_id: str) -> None:
         """Drop ``run_id``'s claim on ``key`` (a claim taken over since is left alone)."""
         if self._conn is not None or self.path.exists():
@@ -407,6 +420,12 @@ class CacheStore:
 
 #: A claim on a key nobody holds: one atomic statement (no change: someone holds it).
 _CLAIM_FREE = "INSERT OR IGNORE INTO claims VALUES (?, ?, ?, ?, ?, ?)"
+#: The same, and only while no entry answers the key (atomic: an entry another process
+#: commits with its claim let go is seen, or our claim is).
+_CLAIM_UNANSWERED = (
+    "INSERT OR IGNORE INTO claims SELECT ?, ?, ?, ?, ?, ? "
+    "WHERE NOT EXISTS (SELECT 1 FROM entries WHERE key = ?)"
+)
 
 
 def _claim_row(claim: Claim) -> tuple[Any, ...]:

@@ -16,7 +16,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.store.cache import CacheStore
+from orchestrator.store.cache import CacheStore, Claim
 from orchestrator.store.layout import run_paths
 from tests.conftest import CliResult
 
@@ -98,6 +98,39 @@ def test_changing_one_value_reruns_only_that_configuration(
     lines = marker.read_text().splitlines(keepends=True)
     assert sorted(lines[:3]) == ["1 0\n", "2 0\n", "3 0\n"], "the first sweep, in any order"
     assert lines[3:] == ["5 0\n"], "the second sweep runs only the changed configuration"
+
+
+def test_misses_claim_in_one_statement_and_a_leftover_claim_is_taken_over(
+    write: Callable[..., Path], tmp_path: Path, cli: Callable[..., CliResult]
+) -> None:
+    """A fresh key is claimed without a lookup (the run records ``no entry``, its claim is
+    let go at the end); a key a dead orchestrator left claimed falls back to the full path,
+    which takes the claim over instead of waiting."""
+    marker, home = tmp_path / "m.txt", tmp_path / "home"
+    spec = marker_spec(write, marker, "[{a: 1}, {a: 2}]")
+    store = CacheStore(home)
+    dead = subprocess.run([PY, "-c", "import os; print(os.getpid())"], capture_output=True)
+    leftover = Claim(
+        key="k", run_id="gone", sweep_id="s", pid=int(dead.stdout), pid_start=1, claimed_at=0.0
+    )
+    assert store.claim(leftover, lambda holder: True) is None
+    result = cli(str(spec), "--json", "--home", str(home))
+    assert runs_of(result) == [(1, None), (2, None)]
+    for run in json.loads(result.out)["runs"]:
+        decision = store.decision(run["id"])
+        assert decision is not None and (decision.verdict, decision.detail) == (
+            "miss",
+            "no entry with this key",
+        )
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("SELECT run_id FROM claims").fetchall() == [("gone",)]
+    (key,) = [entry.key for entry in store.entries() if entry.params["a"] == 1]
+    store.release("k", "gone")
+    store.claim(msgspec.structs.replace(leftover, key=key), lambda holder: True)
+    store.delete(key)
+    store.close()
+    assert runs_of(cli(str(spec), "--json", "--home", str(home))) == [(1, None), (2, "cache_hit")]
+    assert len(marker.read_text().splitlines()) == 3, "the dead one's key ran again, once"
 
 
 def test_ttl_expiry(

@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator.procinfo import is_same_process, start_time
 from orchestrator.store import cache as cache_store
-from orchestrator.store.cache import CacheStore, Claim, Decision
+from orchestrator.store.cache import CacheEntry, CacheStore, Claim, Decision
 
 
 def claim(run_id: str, pid: int, key: str = "k", sweep: str = "s") -> Claim:
@@ -47,6 +47,30 @@ def test_a_live_claimant_holds_a_dead_one_is_taken_over(tmp_path: Path) -> None:
     store.release_sweep("s", os.getpid())
     assert store.claim(claim("fourth", os.getpid()), lambda h: True) is None
     store.close()
+
+
+def test_an_unanswered_claim_needs_a_free_key_and_no_entry(tmp_path: Path) -> None:
+    """The miss path's one statement: it claims only a key nobody holds that no entry
+    answers, whether the entry is in the file (another process's) or queued here."""
+    store, other = CacheStore(tmp_path), CacheStore(tmp_path)
+    me = os.getpid()
+    assert store.claim_unanswered(claim("first", me)), "a free key with no entry"
+    assert not store.claim_unanswered(claim("second", me)), "held by first"
+    store.release("k", "first")
+    other.put(entry("k", "first"))  # another process's entry, committed
+    assert not store.claim_unanswered(claim("second", me)), "an entry answers it"
+    assert store.claim(claim("second", me), alive) is None, "the slow path still claims"
+    store.release("k", "second")
+    store.put_later(entry("q", "first"), confirm=lambda: False)  # queued, never written
+    assert not store.claim_unanswered(claim("second", me, key="q")), "a queued entry"
+    store.flush()
+    assert store.claim_unanswered(claim("second", me, key="q")), "dropped: free again"
+    store.close()
+    other.close()
+
+
+def entry(key: str, run_id: str) -> CacheEntry:
+    return CacheEntry(key=key, run_id=run_id, sweep_id="s", finished_at=0.0)
 
 
 def test_decisions_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
