@@ -30,7 +30,7 @@ from typing import IO
 
 from orchestrator.engine.bus import EventBus
 from orchestrator.engine.events import Event, SweepFinished
-from orchestrator.engine.outcome import Move, count_states, exit_reason
+from orchestrator.engine.outcome import Move, exit_reason
 from orchestrator.engine.records import record_from_row
 from orchestrator.engine.states import (
     ALLOWED,
@@ -164,7 +164,7 @@ def _recover_sweep(journal: Journal, sweep: SweepRow) -> Recovered:
             ended[moves[-1].to.value] += 1
     move_sweep(journal, sweep.id, SweepState(sweep.state), SweepState.FAILED, LOST)
     journal.flush_sync()
-    counts = count_states(RunState(r.state) for r in journal.latest_runs(sweep.id))
+    counts = journal.latest_state_counts(sweep.id)  # counted by SQLite, no rows read
     events.append(bus.stamp(SweepFinished, state=SweepState.FAILED, reason=LOST, counts=counts))
     return Recovered(sweep.id, sweep.pid, lost, events, dict(ended))
 
