@@ -35,7 +35,7 @@ from orchestrator.spec import LoadedSpec, Plan, compile_plan
 from orchestrator.spec import models as m
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import ensure_home, existing_journal, journal_path, run_paths
-from orchestrator.wording import plural
+from orchestrator.wording import plural, write_warnings
 
 if TYPE_CHECKING:
     from orchestrator.eventlog import EventLog
@@ -360,8 +360,7 @@ def _build(
     limit, source = _concurrency(plan.concurrency, options.concurrency)
     for note in loaded.ignored:
         err.write(f"note: {note}: no local meaning, ignored\n")
-    for warning in plan.warnings:
-        err.write(f"orchestrator: warning: {warning}\n")
+    write_warnings(err, plan.warnings)
     settings = SweepSettings(
         home=options.home,
         spec_path=_spec_path(loaded.source),

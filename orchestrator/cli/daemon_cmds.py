@@ -121,7 +121,7 @@ def _cmd_submit(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
     from orchestrator.exceptions import SpecError
     from orchestrator.spec.load import read_spec_file
-    from orchestrator.wording import plural
+    from orchestrator.wording import plural, write_warnings
 
     path = Path(args.spec)
     data = read_spec_file(path, args.spec)  # bounded: no FIFO, no /dev/zero
@@ -147,8 +147,7 @@ def _cmd_submit(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             f"orchestrator: the daemon answered {response.status_code}: {answer.get('error')}\n"
         )
         return EXIT_FAILED
-    for warning in answer.get("warnings", []):
-        err.write(f"orchestrator: warning: {warning}\n")
+    write_warnings(err, answer.get("warnings", []))
     out.write(
         (
             json.dumps(answer)

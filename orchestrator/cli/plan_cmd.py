@@ -43,14 +43,13 @@ def _cmd_plan(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
     from orchestrator.spec import compile_plan
     from orchestrator.store.layout import run_paths
-    from orchestrator.wording import plural
+    from orchestrator.wording import plural, write_warnings
 
     if args.limit is not None and args.limit < 0:
         raise UsageError("--limit must be >= 0")
     loaded = load(args)
     plan = compile_plan(loaded, overrides(args.param), paths=run_paths(home(args)))
-    for warning in plan.warnings:
-        err.write(f"orchestrator: warning: {warning}\n")
+    write_warnings(err, plan.warnings)
     runs = plan.runs()
     if args.limit is not None:
         runs = itertools.islice(runs, args.limit)
