@@ -34,8 +34,11 @@ class PrioritySlots:
     async def acquire(self, priority: int = 0) -> None:
         """Wait for a slot; higher ``priority`` first."""
         if self.used < self.total and not self._waiters:
+            # Cancelled callers must not leave with the slot: check first, then take it
+            # behind a shielded checkpoint (which cannot raise).
+            await anyio.lowlevel.checkpoint_if_cancelled()
             self.used += 1
-            await anyio.lowlevel.checkpoint()
+            await anyio.lowlevel.cancel_shielded_checkpoint()
             return
         waiter = _Waiter(-priority, next(self._seq), anyio.Event())
         heapq.heappush(self._waiters, waiter)

@@ -56,3 +56,15 @@ async def test_a_cancelled_waiter_gives_up_its_place() -> None:
         await anyio.wait_all_tasks_blocked()
         slots.release()
     assert got == ["next"]
+
+
+async def test_a_caller_cancelled_on_the_fast_path_keeps_no_slot() -> None:
+    """A run task cancelled right as it asks for a free slot must not keep it: the daemon's
+    ``--max-runs`` would shrink by one for good each time."""
+    slots = PrioritySlots(1)
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await slots.acquire()
+    assert slots.used == 0
+    await slots.acquire()  # the slot is still there for the next one
+    assert slots.used == 1
