@@ -10,15 +10,39 @@ import contextlib
 import os
 import signal
 
-__all__ = ["is_same_process", "signal_group", "start_time"]
+__all__ = [
+    "forget_start_time",
+    "is_same_process",
+    "signal_group",
+    "start_time",
+    "tell_start_time",
+]
 
 
 #: This process's own start time, read once (keyed by pid: a forked child has its own).
 _OWN: dict[int, int | None] = {}
+#: Start times told by a process's parent before it could reap it (the run supervisor), for
+#: as long as the teller vouches for them.
+_TOLD: dict[int, int] = {}
+
+
+def tell_start_time(pid: int, started: int | None) -> None:
+    """Answer :func:`start_time` for ``pid`` with ``started`` (as its parent read it), until
+    :func:`forget_start_time`: no read of ``/proc`` while the caller records the process.
+    Nothing is told when ``started`` is None."""
+    if started is not None:
+        _TOLD[pid] = started
+
+
+def forget_start_time(pid: int) -> None:
+    _TOLD.pop(pid, None)
 
 
 def start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot, or None if it does not exist."""
+    told = _TOLD.get(pid)
+    if told is not None:
+        return told
     if pid == os.getpid():
         if pid not in _OWN:
             _OWN[pid] = _read_start_time(pid)

@@ -76,25 +76,69 @@ class Outcome:
 
 
 class StopRequest:
-    """Ask a running job to stop: SIGTERM to its group, ``grace`` seconds, then SIGKILL."""
+    """Ask a running job to stop: SIGTERM to its group, ``grace`` seconds, then SIGKILL.
+
+    Its events are made when first asked for: most runs are never asked to stop, and an
+    executor may follow requests with :meth:`on_request` instead."""
 
     def __init__(self) -> None:
-        self.requested = anyio.Event()
-        self.kill_now = anyio.Event()
         self.reason: str | None = None
         self.grace: float = 10.0
+        self._requested = False
+        self._kill_now = False
+        self._requested_event: anyio.Event | None = None
+        self._kill_now_event: anyio.Event | None = None
+        self._listeners: list[Callable[[], None]] = []
+
+    @property
+    def requested(self) -> anyio.Event:
+        """Set at the first request."""
+        if self._requested_event is None:
+            self._requested_event = anyio.Event()
+            if self._requested:
+                self._requested_event.set()
+        return self._requested_event
+
+    @property
+    def kill_now(self) -> anyio.Event:
+        """Set by a request with no grace: SIGKILL at once."""
+        if self._kill_now_event is None:
+            self._kill_now_event = anyio.Event()
+            if self._kill_now:
+                self._kill_now_event.set()
+        return self._kill_now_event
 
     def request(self, reason: str, grace: float) -> None:
-        if not self.requested.is_set():
+        if not self._requested:
             self.reason = reason
             self.grace = grace
-            self.requested.set()
+            self._requested = True
+            if self._requested_event is not None:
+                self._requested_event.set()
         if grace <= 0:
-            self.kill_now.set()
+            self._kill_now = True
+            if self._kill_now_event is not None:
+                self._kill_now_event.set()
+        for listener in list(self._listeners):
+            listener()
+
+    def on_request(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener()`` at every :meth:`request` from now on, and at once if one came
+        already (an executor that acts in the call, not in a task waiting on
+        :attr:`requested`); returns what stops the calls."""
+        self._listeners.append(listener)
+        if self._requested:
+            listener()
+        return lambda: self._listeners.remove(listener)
 
     @property
     def is_requested(self) -> bool:
-        return self.requested.is_set()
+        return self._requested
+
+    @property
+    def kill_is_due(self) -> bool:
+        """A request said to kill at once."""
+        return self._kill_now
 
 
 class Executor(Protocol):

@@ -9,20 +9,29 @@ process with ``python -I -S``: ~40 ms, no process per run), and it watches a soc
 the orchestrator holds the other end of. The kernel closes that socket however the
 orchestrator dies, and the supervisor reads EOF.
 
-The conversation (see :mod:`orchestrator.executors.supervised` for the other side):
+The conversation (see :mod:`orchestrator.executors.supervised` for the other side) is one
+**control socket** (``SOCK_SEQPACKET``, fd ``argv[1]``) for all the orchestrator's runs, each
+named by a number the orchestrator chooses; one message is one word:
 
-- The **control socket** (``SOCK_SEQPACKET``, fd ``argv[1]``) carries one message per run: the
-  byte ``R`` and four descriptors (``SCM_RIGHTS``): the run's own **channel** (a stream
-  socket), the write ends of its stdout and stderr pipes, and the orchestrator's exit-status
-  file, which it holds open and locked (``flock``) while it lives
-  (:mod:`orchestrator.executors.exit_status`).
-- On the channel, the orchestrator sends the request (a 4-byte length, then JSON: ``run``,
-  ``argv``, ``env``, ``cwd``, ``folders``); later ``T`` (SIGTERM the run's group) or ``K``
-  (SIGKILL it). The supervisor makes the ``folders`` (if missing: the run folder and its
-  working folder; their kernel time is spent here, not in the orchestrator), starts the run,
-  and answers ``P <pid>``, or ``F <errno> <message>`` if it could not make a folder, or
-  ``E <errno> <message>`` if it could not start it; finally ``X <exit code>`` (negative:
-  killed by that signal).
+- ``R`` with the run's number and its request's size (:data:`START`), the request's first
+  part (JSON: ``run``, ``argv``, ``env``, ``cwd``, ``folders``) and one descriptor
+  (``SCM_RIGHTS``): the orchestrator's exit-status file, which it holds open and locked
+  (``flock``) while it lives (:mod:`orchestrator.executors.exit_status`); a long request's
+  other parts follow as ``C`` (:data:`WORD`, then the part).
+- ``T`` or ``K`` (:data:`WORD`): SIGTERM or SIGKILL the run's group; ``D``: the orchestrator
+  lets go of the run (cancelled): SIGKILL its group, and it counts as orphaned.
+- From the supervisor, text: ``P <number> <pid> <start time>`` once it started the run,
+  with the read ends of the run's stdout and stderr pipes (non-blocking). It makes the
+  pipes, the ``folders`` if missing (the run folder and its working folder) and reads the
+  run's start time (``/proc``, 0 where unknown; read before the run can be reaped, so even
+  a run that is already over has it): their kernel time is spent here, not in the
+  orchestrator. Or ``F <number> <errno> <message>`` if it could not make a folder,
+  ``E <number> <errno> <message>`` if it could not start it; finally ``X <number> <exit
+  code>`` (negative: killed by that signal). Answers wait in a queue here while the
+  orchestrator is not reading: the supervisor never blocks on it.
+
+One shared socket, not one per run: a run costs a message to start it and two answers, and no
+socket of its own (``benchmarks/bench_overhead.py``).
 
 For each run, in this order: the run starts in a new session (its own process group, so
 signals reach its grandchildren); when it exits its status is appended to the status file
@@ -31,7 +40,7 @@ of its group gets SIGKILL, and only then is it reaped and ``X`` sent. So once no
 status file is open (the orchestrator gone, every run written down) it is unlocked and holds
 the final word, and a signal from here never reaches a recycled pid.
 
-When the orchestrator is gone (the control socket, or a run's channel, reads EOF), each of its
+When the orchestrator is gone (the control socket reads EOF), each of its
 runs gets SIGTERM, then SIGKILL :data:`ORPHAN_GRACE_S` later; their statuses say
 ``"orphaned": true``. When no run is left, the supervisor exits. Status files are not fsynced:
 they survive any process's crash, like the journal's last transactions; a power cut may lose
@@ -41,21 +50,22 @@ both (the run then counts as lost and runs again).
 from __future__ import annotations
 
 import array
+import collections
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import selectors
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["HEADER", "ORPHAN_GRACE_S", "STATUS_FILE", "main", "status_record"]
+__all__ = ["MAX_PART", "ORPHAN_GRACE_S", "START", "STATUS_FILE", "WORD", "main", "status_record"]
 
 #: A run folder's own exit-status file, in homes made before the shared status files.
 STATUS_FILE = "exit_status.json"
@@ -64,10 +74,14 @@ ORPHAN_GRACE_S = 0.5
 #: Seconds an orphan is waited for after its SIGKILL (a process in uninterruptible sleep may
 #: take long to die); then the supervisor exits anyway and that status stays unwritten.
 _GIVE_UP_S = 5.0
-#: The length prefix of a request.
-HEADER = struct.Struct("!I")
-_FDS_PER_RUN = 4
-_SIGNALS = {ord("T"): signal.SIGTERM, ord("K"): signal.SIGKILL}
+#: ``R``, the run's number, the request's size in bytes: the head of a run's first message.
+START = struct.Struct("!cII")
+#: A word about a run: its letter (``C``, ``T``, ``K``, ``D``) and its number.
+WORD = struct.Struct("!cI")
+#: Most request bytes in one message (a datagram must fit the socket's buffer).
+MAX_PART = 32 * 1024
+_FDS_PER_RUN = 1
+_SIGNALS = {b"T": signal.SIGTERM, b"K": signal.SIGKILL}
 #: Received descriptors close on exec (Linux); runs get none of them anyway (``close_fds``).
 _CMSG_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
 
@@ -83,33 +97,118 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
+def _send(control: socket.socket, message: bytes, fds: list[int] | None) -> None:
+    """One message, with ``fds`` (closed here once sent)."""
+    if fds:
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+        control.sendmsg([message], rights)
+        _close_all(fds)
+    else:
+        control.send(message)
+
+
+def _close_all(fds: list[int] | None) -> None:
+    for fd in fds or ():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+#: Signals this process ignores (Python does) that a run must find at their default.
+_DEFAULT_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ") if hasattr(signal, name)
+)
+
+
+def _spawn(argv: list[str], env: dict[str, str], cwd: str, *stdio: int) -> int:
+    """Start ``argv`` in ``cwd``, in a new session, its stdin, stdout and stderr ``stdio``;
+    its pid. ``posix_spawn`` (a vfork and an exec: no copy of this process, no Python in the
+    child) costs a fraction of ``subprocess.Popen``'s fork; the program is looked for as
+    ``Popen`` does (on the run's ``PATH`` unless it names a folder; the first error other
+    than "not there" is the one raised). This process is single-threaded, so it may change
+    its own folder for the spawn (``posix_spawn`` has no ``cwd``)."""
+    if not argv or not all(isinstance(arg, str) for arg in argv):
+        raise ValueError("the command must be a list of strings")
+    program = argv[0]
+    if os.path.dirname(program):
+        candidates = [program]
+    else:
+        candidates = [os.path.join(folder, program) for folder in os.get_exec_path(env)]
+    actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)]
+    os.chdir(cwd)
+    try:
+        first: OSError | None = None
+        for path in candidates:
+            try:
+                return os.posix_spawn(
+                    path, argv, env, file_actions=actions, setsid=True, setsigdef=_DEFAULT_SIGNALS
+                )
+            except OSError as exc:
+                if first is None or (
+                    first.errno in (errno.ENOENT, errno.ENOTDIR)
+                    and exc.errno not in (errno.ENOENT, errno.ENOTDIR)
+                ):
+                    first = exc
+        raise first or FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+    finally:
+        os.chdir("/")
+
+
+def _close_inherited(keep: int) -> None:
+    """Close every descriptor above stderr but ``keep`` (what the orchestrator's own parent
+    left inheritable): ``posix_spawn`` passes on whatever is not close-on-exec, and runs must
+    get nothing but their stdio, as ``Popen(close_fds=True)`` gave them."""
+    top = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536
+    os.closerange(3, keep)
+    os.closerange(keep + 1, max(top, keep + 1))
+
+
+def _start_time(pid: int) -> int:
+    """The process's start time (``/proc/<pid>/stat`` field 22, clock ticks since boot; see
+    ``orchestrator.procinfo``), 0 where unknown. The caller is its parent and has not reaped
+    it, so the pid is still this process's even if it has exited."""
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        return int(data[data.rfind(b")") + 2 :].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _make_folder(folder: str) -> None:
+    """``os.makedirs(folder, exist_ok=True)`` in one ``mkdir`` when its parent exists (the
+    orchestrator names parents first), not a ``stat`` per level first."""
+    try:
+        os.mkdir(folder)
+    except FileExistsError:
+        if not os.path.isdir(folder):
+            raise
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
+
+
+def _one_line(text: str) -> bytes:
+    return " ".join(text.split()).encode(errors="replace")
+
+
 class _Run:
     """One run, from its request to its reaping."""
 
-    def __init__(self, channel: socket.socket, stdio: list[int], status_fd: int) -> None:
-        self.channel: socket.socket | None = channel
-        self.stdio = stdio
-        self.request = b""
+    def __init__(self, number: int, size: int, status_fd: int) -> None:
+        self.number = number
+        #: The request as it arrives, and its size once complete.
+        self.request = bytearray()
+        self.size = size
         self.run_id = ""
         self.pid: int | None = None
-        self.popen: subprocess.Popen[bytes] | None = None
         #: A copy of the locked status file: closed once the status is appended (or never).
         self.status_fd: int | None = status_fd
         self.orphaned = False
         #: When an orphan gets SIGKILL, then when it is given up on.
         self.kill_at: float | None = None
         self.give_up_at: float | None = None
-
-    def answer(self, message: bytes) -> None:
-        if self.channel is not None:
-            with contextlib.suppress(OSError):
-                self.channel.send(message)
-
-    def close_stdio(self) -> None:
-        for fd in self.stdio:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self.stdio = []
 
     def close_status(self, record: bytes = b"") -> None:
         if self.status_fd is not None:
@@ -123,12 +222,15 @@ class _Run:
 class Supervisor:
     def __init__(self, control: socket.socket, grace: float = ORPHAN_GRACE_S) -> None:
         self.control: socket.socket | None = control
+        control.setblocking(False)
         self.grace = grace
         self.selector = selectors.DefaultSelector()
-        #: Runs whose request is still arriving.
-        self.pending: set[_Run] = set()
+        #: Runs by number: those whose request is still arriving, and those not yet reaped.
+        self.runs: dict[int, _Run] = {}
         #: Started and not yet reaped, by pid.
         self.alive: dict[int, _Run] = {}
+        #: Answers the orchestrator has not taken yet (its socket buffer was full).
+        self.outbox: collections.deque[tuple[bytes, list[int]]] = collections.deque()
         self.devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -143,9 +245,9 @@ class Supervisor:
         while self.control is not None or self.alive:
             if self.control is None and self._given_up():
                 return
-            for key, _ in self.selector.select(self._timeout()):
-                callback: Callable[[], None] = key.data
-                callback()
+            for key, mask in self.selector.select(self._timeout()):
+                callback: Callable[[int], None] = key.data
+                callback(mask)
             self._reap()
             self._kill_due()
 
@@ -153,7 +255,7 @@ class Supervisor:
         due = [t for run in self.alive.values() for t in (run.kill_at, run.give_up_at) if t]
         return max(0.0, min(due) - time.monotonic()) if due else None
 
-    def _on_wake(self) -> None:
+    def _on_wake(self, mask: int) -> None:
         with contextlib.suppress(BlockingIOError):
             while os.read(self.wake_r, 512):
                 pass
@@ -162,98 +264,132 @@ class Supervisor:
         now = time.monotonic()
         return all(0 < (run.give_up_at or 0) <= now for run in self.alive.values())
 
-    # ------------------------------------------------------------------ requests
-    def _on_control(self) -> None:
+    # ------------------------------------------------------------------ answers
+    def answer(self, message: bytes, fds: list[int] | None = None) -> None:
+        """Send ``message`` (with ``fds``, which are then closed here) to the orchestrator, or
+        queue it while its buffer is full."""
+        if self.control is None:
+            _close_all(fds)
+            return
+        if not self.outbox:
+            try:
+                _send(self.control, message, fds)
+                return
+            except BlockingIOError:
+                pass
+            except OSError:
+                _close_all(fds)
+                return  # gone: its EOF is read next
+            self.selector.modify(
+                self.control, selectors.EVENT_READ | selectors.EVENT_WRITE, self._on_control
+            )
+        self.outbox.append((message, fds or []))
+
+    def _flush(self) -> None:
         assert self.control is not None
         try:
-            data, ancillary, _, _ = self.control.recvmsg(
-                16, socket.CMSG_SPACE(_FDS_PER_RUN * 4), _CMSG_CLOEXEC
-            )
+            while self.outbox:
+                _send(self.control, *self.outbox[0])
+                self.outbox.popleft()
         except BlockingIOError:
             return
         except OSError:
-            data, ancillary = b"", []
-        fds = array.array("i")
-        for level, kind, payload in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-        if not data:
-            self._orchestrator_gone()
-            return
-        if len(fds) != _FDS_PER_RUN:
-            for fd in fds:
-                os.close(fd)
-            return
-        channel = socket.socket(fileno=fds[0])
-        channel.setblocking(False)
-        run = _Run(channel, [fds[1], fds[2]], fds[3])
-        self.pending.add(run)
-        self.selector.register(channel, selectors.EVENT_READ, lambda: self._on_channel(run))
+            self._drop_outbox()
+        self.selector.modify(self.control, selectors.EVENT_READ, self._on_control)
 
-    def _on_channel(self, run: _Run) -> None:
-        if run.channel is None:  # closed earlier in this round
+    def _drop_outbox(self) -> None:
+        for _, fds in self.outbox:
+            _close_all(fds)
+        self.outbox.clear()
+
+    # ------------------------------------------------------------------ requests
+    def _on_control(self, mask: int) -> None:
+        if mask & selectors.EVENT_WRITE and self.control is not None:
+            self._flush()
+        while mask & selectors.EVENT_READ and self.control is not None:
+            try:
+                data, ancillary, _, _ = self.control.recvmsg(
+                    START.size + MAX_PART, socket.CMSG_SPACE(_FDS_PER_RUN * 4), _CMSG_CLOEXEC
+                )
+            except BlockingIOError:
+                return
+            except OSError:
+                data, ancillary = b"", []
+            fds = array.array("i")
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+            if not data:
+                self._orchestrator_gone()
+                return
+            self._on_message(data, list(fds))
+
+    def _on_message(self, data: bytes, fds: list[int]) -> None:
+        kind = data[:1]
+        if kind == b"R" and len(fds) == _FDS_PER_RUN and len(data) >= START.size:
+            _, number, size = START.unpack_from(data)
+            new = self.runs[number] = _Run(number, size, fds[0])
+            self._more(new, data[START.size :])
+            return
+        _close_all(fds)  # descriptors with anything but a start: not ours to keep
+        if len(data) < WORD.size:
+            return
+        _, number = WORD.unpack_from(data)
+        run = self.runs.get(number)
+        if run is None:  # reaped already: the word crossed its X
+            return
+        if kind == b"C" and run.pid is None:
+            self._more(run, data[WORD.size :])
+        elif kind in _SIGNALS and run.pid is not None:
+            _signal_group(run.pid, _SIGNALS[kind])
+        elif kind == b"D":
+            if run.pid is None:
+                self._forget(run)
+            else:
+                _signal_group(run.pid, signal.SIGKILL)
+                self._orphan(run)
+
+    def _more(self, run: _Run, part: bytes) -> None:
+        run.request += part
+        if len(run.request) < run.size:
             return
         try:
-            data = run.channel.recv(65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._channel_closed(run)
-            return
-        if run.pid is None:
-            run.request += data
-            if len(run.request) < HEADER.size:
-                return
-            (size,) = HEADER.unpack_from(run.request)
-            if len(run.request) < HEADER.size + size:
-                return
-            end = HEADER.size + size
-            body, data, run.request = run.request[HEADER.size : end], run.request[end:], b""
-            self.pending.discard(run)
-            try:
-                request = json.loads(body)
-            except ValueError:
-                request = {}
-            self._start(run, request)
-        if run.pid is not None:
-            for command in data:
-                if command in _SIGNALS:
-                    _signal_group(run.pid, _SIGNALS[command])
+            request = json.loads(run.request)
+        except ValueError:
+            request = {}
+        run.request = bytearray()
+        self._start(run, request)
 
     def _start(self, run: _Run, request: dict[str, Any]) -> None:
         try:
             for folder in request.get("folders", []):
-                os.makedirs(folder, exist_ok=True)
+                _make_folder(folder)
         except (OSError, TypeError) as exc:
             code = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EINVAL
-            run.answer(f"F {code} {' '.join(str(exc).split())}\n".encode())
-            run.close_stdio()
+            self.answer(b"F %d %d %s" % (run.number, code, _one_line(str(exc))))
             self._forget(run)
             return
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
         try:
             run.run_id = str(request["run"])
-            run.popen = subprocess.Popen(
-                request["argv"],
-                stdin=self.devnull,
-                stdout=run.stdio[0],
-                stderr=run.stdio[1],
-                cwd=request["cwd"],
-                env=request["env"],
-                start_new_session=True,
+            run.pid = _spawn(
+                request["argv"], request["env"], request["cwd"], self.devnull, out_w, err_w
             )
         except (OSError, ValueError, TypeError, KeyError) as exc:
+            _close_all([out_r, err_r])
             code = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EINVAL
             text = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
-            run.answer(f"E {code} {' '.join(text.split())}\n".encode())
+            self.answer(b"E %d %d %s" % (run.number, code, _one_line(text)))
             self._forget(run)  # its status stays empty: it never ran
             return
         finally:
-            run.close_stdio()  # the run holds them now: EOF comes when it (and its group) exits
-        run.pid = run.popen.pid
+            _close_all([out_w, err_w])  # the run holds them now: EOF comes when its group exits
         self.alive[run.pid] = run
-        run.answer(b"P %d\n" % run.pid)
+        for fd in (out_r, err_r):  # the flag goes with the descriptor to the orchestrator
+            fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)  # a read end has no other flag
+        started = _start_time(run.pid)
+        self.answer(b"P %d %d %d" % (run.number, run.pid, started), [out_r, err_r])
         if self.control is None:  # the orchestrator went while this request was arriving
             self._orphan(run)
 
@@ -275,29 +411,20 @@ class Supervisor:
             _signal_group(pid, signal.SIGKILL)  # daemonised leftovers die with their run
             os.waitpid(pid, 0)
             if run is not None:
-                if run.popen is not None:
-                    run.popen.returncode = code
-                run.answer(b"X %d\n" % code)
+                self.answer(b"X %d %d" % (run.number, code))
                 self._forget(run)
-
-    def _channel_closed(self, run: _Run) -> None:
-        if run.pid is None:
-            self.pending.discard(run)
-            self._forget(run)
-        else:
-            self._orphan(run)
-            self._close_channel(run)
 
     def _orchestrator_gone(self) -> None:
         if self.control is not None:
             self.selector.unregister(self.control)
             self.control.close()
             self.control = None
-        for run in list(self.pending):
-            self._forget(run)
-        self.pending.clear()
-        for run in list(self.alive.values()):
-            self._orphan(run)
+        self._drop_outbox()
+        for run in list(self.runs.values()):
+            if run.pid is None:
+                self._forget(run)
+            else:
+                self._orphan(run)
 
     def _orphan(self, run: _Run) -> None:
         if run.orphaned or run.pid is None:
@@ -313,22 +440,17 @@ class Supervisor:
                 _signal_group(run.pid, signal.SIGKILL)
                 run.kill_at, run.give_up_at = None, now + _GIVE_UP_S
 
-    def _close_channel(self, run: _Run) -> None:
-        if run.channel is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self.selector.unregister(run.channel)
-            run.channel.close()
-            run.channel = None
-
     def _forget(self, run: _Run) -> None:
-        run.close_stdio()
         run.close_status()
-        self._close_channel(run)
+        self.runs.pop(run.number, None)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    control = socket.socket(fileno=int(args[0]))
+    fd = int(args[0])
+    if argv is None:  # this process's own start: runs inherit nothing but their stdio
+        _close_inherited(fd)
+    control = socket.socket(fileno=fd)
     control.set_inheritable(False)
     grace = float(args[1]) if len(args) > 1 else ORPHAN_GRACE_S
     os.chdir("/")  # hold no folder busy; every run names its own working folder

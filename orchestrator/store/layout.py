@@ -31,8 +31,8 @@ import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
+from typing import Any, Generic, TypeVar, overload
 
 from orchestrator.exceptions import NotFoundError, StoreError
 
@@ -137,28 +137,51 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+T = TypeVar("T")
+
+
+class _once(Generic[T]):
+    """``functools.cached_property`` without its lock (Python 3.11 takes one per first use
+    of each instance's value): a run's paths are asked for a few times per run, from the
+    event loop."""
+
+    def __init__(self, compute: Callable[[Any], T]) -> None:
+        self.compute = compute
+        self.name = compute.__name__
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> _once[T]: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> T: ...
+    def __get__(self, instance: object, owner: type | None = None) -> T | _once[T]:
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.compute(instance)
+        return value
+
+
 @dataclass(frozen=True)
 class RunLayout:
     home: Path
     run_uuid: str
 
-    @cached_property
+    @_once
     def run_dir(self) -> Path:
-        return self.home / "runs" / self.run_uuid
+        return self.home.joinpath("runs", self.run_uuid)  # one path made, not two
 
-    @cached_property
+    @_once
     def stdout(self) -> Path:
         return self.run_dir / "stdout.log"
 
-    @cached_property
+    @_once
     def stderr(self) -> Path:
         return self.run_dir / "stderr.log"
 
-    @cached_property
+    @_once
     def artifacts(self) -> Path:
         return self.run_dir / "artifacts"
 
-    @cached_property
+    @_once
     def outputs(self) -> Path:
         return self.run_dir / "outputs"
 
