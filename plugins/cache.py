@@ -24,11 +24,14 @@ a daemon's next sweep sees an edit made in between.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import anyio
 import msgspec
@@ -65,6 +68,18 @@ NO_ENTRY = "no entry with this key"
 POLL_FIRST_S, POLL_MAX_S = 0.02, 0.5
 
 
+class _Shape(NamedTuple):
+    """What the key takes from the sweep rather than the run (read once per sweep)."""
+
+    #: ``cache.io``: the params in the key (None: all).
+    wanted: set[str] | None
+    sections: set[str]
+    #: Input name -> its type.
+    types: dict[str, str]
+    #: The working folder of a run that names none.
+    base_dir: str
+
+
 class _SweepMemo:
     """What the cache remembers for one sweep (``ctx.per_sweep``): it goes with the sweep, so
     a daemon never carries a stale code tree, key or claim into the next one."""
@@ -84,6 +99,7 @@ class _SweepMemo:
         #: The path of an argv item that is a file -> its digest, read once per sweep like
         #: the code tree: a sweep's runs see the code as it was when it began.
         self.argv_files: dict[str, str] = {}
+        self.shape: _Shape | None = None
 
 
 class RunCache:
@@ -123,17 +139,22 @@ class RunCache:
         return digest(await self.key_parts(run, ctx, cache))
 
     async def key_parts(self, run: Any, ctx: Any, cache: Any) -> dict[str, Any]:
-        plan, spec = ctx.plan, run.spec
-        wanted = set(cache.io) if cache is not None and cache.io else None
-        sections = set(cache.sections) if cache is not None and cache.sections else set(SECTIONS)
-        types = {io.name: str(io.type) for io in plan.ios if not io.is_output}
+        plan, spec, memo = ctx.plan, run.spec, self._memo(ctx)
+        if memo.shape is None:  # the same for every run of the sweep
+            memo.shape = _Shape(
+                set(cache.io) if cache is not None and cache.io else None,
+                set(cache.sections) if cache is not None and cache.sections else set(SECTIONS),
+                {io.name: str(io.type) for io in plan.ios if not io.is_output},
+                str(plan.spec.base_dir),
+            )
+        wanted, sections, types, base_dir = memo.shape
         parts: dict[str, Any] = {"component": plan.component_hash}
         parts.update(param_parts(spec.params, types, wanted))
         mask = masker(ctx.home, run.id)
         if "containers" in sections:
-            cwd = spec.working_dir or str(plan.spec.base_dir)
+            cwd = spec.working_dir or base_dir
             parts.update(command_parts(spec.argv, spec.env, spec.working_dir or "", mask))
-            parts.update(await self._file_parts(spec.argv, cwd, self._memo(ctx)))
+            parts.update(await self._file_parts(spec.argv, cwd, memo))
             parts["code:tree"] = await self._tree(cwd, ctx)
         if "init" in sections:
             parts["init"] = mask(msgspec.json.encode(spec.init).decode())
@@ -167,6 +188,9 @@ class RunCache:
         """The code tree around ``cwd``, computed once per sweep (concurrent runs wait for
         the first one's answer)."""
         memo = self._memo(ctx)
+        known = memo.trees.get(cwd)
+        if known is not None:  # every run after the first: no lock (a loop turn each)
+            return known
         lock = memo.locks.setdefault(cwd, anyio.Lock())
         async with lock:
             if cwd not in memo.trees:
@@ -198,9 +222,8 @@ class RunCache:
         if not enabled:
             return None
         key = await self._key_of(run, ctx, cache)
-        if self._claim_unanswered(run, ctx, key):
-            self._record(run, ctx, "miss", NO_ENTRY, None)
-            return None
+        if await self._claim_unanswered(run, ctx, key):
+            return None  # a miss, recorded with the claim
         ttl = cache.ttl if cache is not None else None
         give_up_at = anyio.current_time() + WAIT_SLICE_S
         while True:
@@ -227,14 +250,34 @@ class RunCache:
             known = keys[run.id] = (digest(parts), parts)
         return known[0]
 
-    def _claim_unanswered(self, run: Any, ctx: Any, key: str) -> bool:
+    async def _claim_unanswered(self, run: Any, ctx: Any, key: str) -> bool:
         """The common miss in one statement, before any lookup: claim ``key`` if nobody
         holds it (a twin here holds it too) and no entry answers it. False: the lookup, the
-        twins and :meth:`_claim` decide as before."""
-        if not self.store(ctx.home).claim_unanswered(self._new_claim(run, ctx, key)):
+        twins and :meth:`_claim` decide as before.
+
+        The store's writer thread takes the claim, with others, and the run waits for the
+        commit without blocking the loop. Meanwhile the run stands in ``_inflight``, so a
+        twin here defers to it instead of claiming (and then taking over a claim of this
+        process it would think left behind)."""
+        if key in self._inflight:
             return False
-        self._hold(run, ctx, key)
-        return True
+        store = self.store(ctx.home)
+        claim = self._new_claim(run, ctx, key)
+        miss = self._decision(run, ctx, "miss", NO_ENTRY, None)
+        loop = asyncio.get_running_loop()  # the orchestrator runs on asyncio only
+        mine = self._inflight[key] = (run.id, anyio.Event())
+        future: asyncio.Future[bool] = loop.create_future()
+        taken = False
+        try:
+            answer = _Answer(loop, future, functools.partial(store.release_later, key, run.id))
+            taken = store.claim_unanswered_later(claim, answer, decision=miss) and await future
+        finally:
+            if taken:
+                self._memo(ctx).claimed[run.id] = key
+            elif self._inflight.get(key) is mine:
+                del self._inflight[key]
+                mine[1].set()  # a twin that deferred to this run asks again
+        return taken
 
     def _claim(self, run: Any, ctx: Any, key: str) -> Claim | None:
         """Claim ``key`` for ``run`` in the store; the live holder when another has it."""
@@ -295,8 +338,13 @@ class RunCache:
         return hit
 
     def _record(self, run: Any, ctx: Any, verdict: str, detail: str, source: str | None) -> None:
+        self.store(ctx.home).record_later(self._decision(run, ctx, verdict, detail, source))
+
+    def _decision(
+        self, run: Any, ctx: Any, verdict: str, detail: str, source: str | None
+    ) -> Decision:
         key, parts = self._memo(ctx).keys[run.id]
-        decision = Decision(
+        return Decision(
             run_id=run.id,
             sweep_id=ctx.sweep_id,
             key=key,
@@ -306,7 +354,6 @@ class RunCache:
             source_run_id=source,
             parts=parts,
         )
-        self.store(ctx.home).record_later(decision)
 
     def _start_time(self, pid: int) -> int | None:
         """This process's start time, read once (a forked child reads its own)."""
@@ -407,6 +454,31 @@ def _file_digest(path: Path, known_files: dict[tuple[str, int, int], str]) -> st
             return None
         known_files[marker] = known
     return known
+
+
+class _Answer:
+    """Tells a run waiting on the event loop whether the store's writer thread took its
+    claim. A run cancelled meanwhile is not there to hold it: it is let go again."""
+
+    __slots__ = ("_future", "_loop", "_release")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[bool],
+        release: Callable[[], None],
+    ) -> None:
+        self._loop, self._future, self._release = loop, future, release
+
+    def __call__(self, taken: bool) -> None:
+        """On the writer thread."""
+        self._loop.call_soon_threadsafe(self._deliver, taken)
+
+    def _deliver(self, taken: bool) -> None:
+        if not self._future.done():
+            self._future.set_result(taken)
+        elif taken:
+            self._release()
 
 
 def _set_event() -> anyio.Event:

@@ -12,13 +12,15 @@ records or none. Three tables:
   orchestrator on the same home waits for an identical run instead of running it again (a
   dead claimant's claim is taken over).
 
-Claims are taken synchronously (the answer decides whether a run starts). What a sweep writes
-per run otherwise (its decision, its entry, the claim let go with the entry) can be queued
-(``*_later``): one writer thread commits whatever has piled up in one transaction, off the
-event loop. Until then this store answers from the queued records itself, so a lookup here
-sees them at once; another process sees them when they commit (and waits on the claim, let go
-in the same transaction as the entry, meanwhile). :meth:`CacheStore.flush` and
-:meth:`CacheStore.close` wait for the queue.
+What a sweep writes per run can be queued (``*_later``): one writer thread commits whatever
+has piled up, off the event loop, so the loop never waits for a lock or for SQLite. A queued
+claim (:meth:`CacheStore.claim_unanswered_later`) is answered only once its transaction has
+committed (another process sees it before the run starts); claims, decisions and plain
+releases go first, in one transaction, and the entries (each waiting for its ``confirm``: the
+journal's flush) after, in a second one, so a claim never waits for the journal. Until an
+entry is written this store answers from it itself, so a lookup here sees it at once; another
+process sees it when it commits (and waits on the claim, let go in the same transaction as the
+entry, meanwhile). :meth:`CacheStore.flush` and :meth:`CacheStore.close` wait for the queue.
 
 The key itself is computed by the cache plugin; this module only stores and lists records
 (``orchestrator.views`` and ``orchestrator.cache_explain`` print them).
@@ -26,10 +28,12 @@ The key itself is computed by the cache plugin; this module only stores and list
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,10 +41,14 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-__all__ = ["MAX_DECISIONS", "CacheEntry", "CacheStore", "Claim", "Decision"]
+__all__ = ["LINGER_S", "MAX_DECISIONS", "CacheEntry", "CacheStore", "Claim", "Decision"]
 
 #: Decisions kept (the newest); older ones are dropped as new ones come.
 MAX_DECISIONS = 10_000
+#: Seconds an entry (or a sweep's release) may wait on the writer thread for others to
+#: share its journal flush and transaction. Another orchestrator waiting on its claim sees
+#: it this much later at most; this process sees it at once.
+LINGER_S = 0.05
 
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS entries (
@@ -109,6 +117,12 @@ class _Later(NamedTuple):
     release: tuple[str, str] | None = None
     #: Every claim of (sweep_id, pid) to let go.
     release_sweep: tuple[str, int] | None = None
+    #: A claim to take if its key is free and unanswered: the parameters of
+    #: :data:`_CLAIM_UNANSWERED`, and who to tell whether it was taken, once committed.
+    claim: tuple[Any, ...] | None = None
+    answer: Callable[[bool], None] | None = None
+    #: Recorded with the claim, in its transaction, when it is taken.
+    decision_if_taken: Decision | None = None
 
 
 class _Flush(NamedTuple):
@@ -116,6 +130,8 @@ class _Flush(NamedTuple):
 
 
 _STOP = object()
+#: Wakes the writer for the first of a batch of late writes.
+_WAKE = object()
 
 
 class CacheStore:
@@ -130,6 +146,10 @@ class CacheStore:
         #: Entries queued and not yet committed, by key (answered by :meth:`get`).
         self._pending: dict[str, CacheEntry] = {}
         self._pending_lock = threading.Lock()
+        #: Entries and sweep releases not yet taken by the writer (the same lock): written
+        #: after the rest, in a transaction of their own (an entry waits for its ``confirm``;
+        #: a sweep's claims are let go after its entries, never with a gap between).
+        self._late: list[_Later] = []
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
 
@@ -173,10 +193,11 @@ class CacheStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
+                db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # a failed COMMIT leaves it open too
+                    db.execute("ROLLBACK")
                 raise
-            db.execute("COMMIT")
 
     # ------------------------------------------------------------------ entries
     @staticmethod
@@ -293,6 +314,19 @@ class CacheStore:
             db.execute(_CLAIM_UNANSWERED, (*_claim_row(claim), claim.key))
             return db.total_changes > before
 
+    def claim_unanswered_later(
+        self, claim: Claim, answer: Callable[[bool], None], *, decision: Decision | None = None
+    ) -> bool:
+        """Queue :meth:`claim_unanswered`: ``answer(taken)`` is called on the writer thread
+        once the claim's transaction has committed (False also when it failed); ``decision``
+        is recorded in it when the claim is taken (a miss, decided by the claim itself).
+        Returns False at once, and queues nothing, when an entry queued here answers the key."""
+        if claim.key in self._pending:
+            return False
+        row = (*_claim_row(claim), claim.key)
+        self._enqueue(_Later(claim=row, answer=answer, decision_if_taken=decision))
+        return True
+
     def release(self, key: str, run_id: str) -> None:
         """Drop ``run_id``'s claim on ``key`` (a claim taken over since is left alone)."""
         if self._conn is not None or self.path.exists():
@@ -319,10 +353,8 @@ class CacheStore:
         ``confirm()`` runs on the writer thread (it may block: the journal's flush); False
         drops it. With ``release``, the run's claim on the key goes in the same transaction,
         so another process waiting on it finds the entry when the claim is gone."""
-        with self._pending_lock:
-            self._pending[entry.key] = entry
         released = (entry.key, entry.run_id) if release else None
-        self._enqueue(_Later(entry=entry, confirm=confirm, release=released))
+        self._enqueue_late(_Later(entry=entry, confirm=confirm, release=released))
 
     def record_later(self, decision: Decision) -> None:
         """Queue :meth:`record`."""
@@ -334,7 +366,7 @@ class CacheStore:
 
     def release_sweep_later(self, sweep_id: str, pid: int) -> None:
         """Queue :meth:`release_sweep`."""
-        self._enqueue(_Later(release_sweep=(sweep_id, pid)))
+        self._enqueue_late(_Later(release_sweep=(sweep_id, pid)))
 
     def flush(self, timeout: float = 60.0) -> None:
         """Block until everything queued so far is written (or dropped)."""
@@ -344,7 +376,18 @@ class CacheStore:
         self._queue.put(marker)
         marker.done.wait(timeout)
 
-    def _enqueue(self, item: _Later) -> None:
+    def _enqueue_late(self, item: _Later) -> None:
+        """Hold ``item`` for the writer's next batch of late writes; only the first of a
+        batch wakes the writer (to start its wait), the others ride along."""
+        with self._pending_lock:
+            if item.entry is not None:
+                self._pending[item.entry.key] = item.entry
+            self._late.append(item)
+            first = len(self._late) == 1
+        if first or self._writer is None or not self._writer.is_alive():
+            self._enqueue(_WAKE)
+
+    def _enqueue(self, item: Any) -> None:
         if self._writer is None or not self._writer.is_alive():
             self._writer = threading.Thread(target=self._write_queued, name="cache-writer")
             self._writer.daemon = True
@@ -352,27 +395,62 @@ class CacheStore:
         self._queue.put(item)
 
     def _write_queued(self) -> None:
-        """The writer thread: what has piled up, in one transaction, until told to stop."""
+        """The writer thread, until told to stop. Claims (and what piled up with them) are
+        written at once: a run waits for its answer. Entries and sweep releases (held in
+        ``_late``, waking the writer only for the first) wait up to :data:`LINGER_S` for
+        others, to share one journal flush and one transaction, unless a flush or the stop
+        asks for them sooner."""
+        held: list[_Later] = []
+        due = 0.0
         while True:
-            batch = [self._queue.get()]
-            while len(batch) < 5000:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            writes = [b for b in batch if isinstance(b, _Later)]
-            if writes:
-                try:
-                    self._commit(writes)
-                except (sqlite3.Error, OSError):
-                    pass  # the cache is an optimisation: a lost write costs a later miss
-                finally:
-                    self._forget_pending(writes)
+            batch = self._take(None if not held else max(0.0, due - time.monotonic()))
+            with self._pending_lock:
+                late, self._late = self._late, []
+            batch += self._take(0.0) if late else []  # queued before those: written first
+            if late and not held:
+                due = time.monotonic() + LINGER_S
+            held += late
+            early = [b for b in batch if isinstance(b, _Later)]
+            urgent = any(isinstance(b, _Flush) or b is _STOP for b in batch)
+            now = urgent or len(held) >= 1000 or time.monotonic() >= due
+            self._write_batch(early, held if now else [])
+            if now:
+                held = []
             for item in batch:
                 if isinstance(item, _Flush):
                     item.done.set()
             if any(item is _STOP for item in batch):
                 return
+
+    def _take(self, timeout: float | None) -> list[Any]:
+        """What has piled up (waiting up to ``timeout`` for the first; [] past it)."""
+        try:
+            first = self._queue.get_nowait() if timeout == 0.0 else self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        batch = [first]
+        while len(batch) < 5000:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _write_batch(self, early: list[_Later], late: list[_Later]) -> None:
+        """Claims, decisions and plain releases in one transaction, the claims answered as
+        soon as it commits; then entries (once confirmed) and sweep releases in another."""
+        try:
+            if early:
+                self._commit_early(early)
+        except (sqlite3.Error, OSError):
+            pass  # the cache is an optimisation: a lost write costs a later miss
+        try:
+            if late:
+                self._commit_late(late)
+        except (sqlite3.Error, OSError):
+            pass
+        finally:
+            self._forget_pending(late)
 
     def _forget_pending(self, writes: list[_Later]) -> None:
         """Written (or dropped): :meth:`get` reads these from the file now (an entry queued
@@ -383,15 +461,36 @@ class CacheStore:
                 if entry is not None and self._pending.get(entry.key) is entry:
                     del self._pending[entry.key]
 
-    def _commit(self, writes: list[_Later]) -> None:
+    def _commit_early(self, writes: list[_Later]) -> None:
+        answers: list[tuple[Callable[[bool], None], bool]] = []
+        try:
+            with self._write() as db:
+                decisions = [w.decision for w in writes if w.decision is not None]
+                if decisions:
+                    _insert_decisions(db, decisions)
+                for write in writes:
+                    if write.claim is not None and write.answer is not None:
+                        before = db.total_changes
+                        db.execute(_CLAIM_UNANSWERED, write.claim)
+                        taken = db.total_changes > before
+                        if taken and write.decision_if_taken is not None:
+                            _insert_decisions(db, [write.decision_if_taken])
+                        answers.append((write.answer, taken))
+                    if write.release is not None:
+                        db.execute("DELETE FROM claims WHERE key = ? AND run_id = ?", write.release)
+        except BaseException:
+            answers = [(w.answer, False) for w in writes if w.answer is not None]
+            raise
+        finally:
+            for answer, taken in answers:
+                _tell(answer, taken)
+
+    def _commit_late(self, writes: list[_Later]) -> None:
         confirmed: dict[Callable[[], bool], bool] = {}
         for write in writes:
             if write.confirm is not None and write.confirm not in confirmed:
                 confirmed[write.confirm] = write.confirm()
         with self._write() as db:
-            decisions = [w.decision for w in writes if w.decision is not None]
-            if decisions:
-                _insert_decisions(db, decisions)
             for write in writes:
                 confirm = write.confirm
                 if write.entry is not None and (confirm is None or confirmed[confirm]):
@@ -426,6 +525,12 @@ _CLAIM_UNANSWERED = (
     "INSERT OR IGNORE INTO claims SELECT ?, ?, ?, ?, ?, ? "
     "WHERE NOT EXISTS (SELECT 1 FROM entries WHERE key = ?)"
 )
+
+
+def _tell(answer: Callable[[bool], None], taken: bool) -> None:
+    """Tell a claimant (the writer thread goes on whatever the callback does)."""
+    with contextlib.suppress(Exception):  # say, the claimant's event loop has closed
+        answer(taken)
 
 
 def _claim_row(claim: Claim) -> tuple[Any, ...]:
