@@ -4,6 +4,9 @@ same invocation, and the delay from a run writing a log line to an SSE follower 
 Rows (each round starts every server afresh, in a fresh home; rounds interleaved):
 - ``bare Starlette POST``: the floor of this stack, a Starlette app on uvicorn (h11, asyncio)
   on a Unix socket whose one route parses the JSON body and answers 201 with a small JSON;
+- ``bare POST + a synced SQLite commit``: the same, answering only after an INSERT committed
+  with ``synchronous=FULL`` in WAL mode (on the loop, one commit per request): the floor of an
+  answer that survives a crash, as ours must (a 201 means the sweep is committed);
 - ``ours: one-run sweep``: ``POST /api/v1/sweeps`` of a spec with one ``/bin/true`` run: the
   answer (201) comes once the sweep is committed to the journal; the runs go on meanwhile;
 - ``ours: open sweep, no runs``: the same for an open mapping with no values yet: what
@@ -44,16 +47,25 @@ CLIENTS = 8
 ORCHESTRATOR = [sys.executable, "-m", "orchestrator"]
 
 BARE_SERVER = textwrap.dedent("""
-    import os, socket, sys, uuid
+    import os, socket, sqlite3, sys, uuid
     import anyio, uvicorn
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
+    db = None
+    if len(sys.argv) > 2:  # durable: each answer after its own synced commit
+        db = sqlite3.connect(sys.argv[2], isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE s (id TEXT, spec TEXT)")
+
     async def submit(request):
         body = await request.json()
-        return JSONResponse({"sweep": uuid.uuid4().hex, "runs": 1, "warnings": []},
-                            status_code=201)
+        sweep = uuid.uuid4().hex
+        if db is not None:
+            db.execute("INSERT INTO s VALUES (?, ?)", (sweep, body["spec"]))
+        return JSONResponse({"sweep": sweep, "runs": 1, "warnings": []}, status_code=201)
 
     path = sys.argv[1]
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -183,11 +195,12 @@ def _answers(path: str) -> bool:
     return True
 
 
-def bare_row(base: Path, requests: int) -> Callable[[], Measure]:
+def bare_row(base: Path, requests: int, durable: bool = False) -> Callable[[], Measure]:
     def once() -> Measure:
         with scratch(base, prefix="b-") as tmp:
             path = str(tmp / "s.sock")
-            server = Server([sys.executable, "-c", BARE_SERVER, path], tmp)
+            db = [str(tmp / "s.sqlite")] if durable else []
+            server = Server([sys.executable, "-c", BARE_SERVER, path, *db], tmp)
             try:
                 server.wait_until(lambda: _answers(path))
                 body = json.dumps({"spec": ONE_RUN})
@@ -300,6 +313,7 @@ def main() -> None:
     base = Path(tempfile.gettempdir())
     rows = {
         "bare Starlette POST": bare_row(base, requests),
+        "bare POST + a synced SQLite commit": bare_row(base, requests, durable=True),
         "ours: one-run sweep": ours_row(base, requests, ONE_RUN, {}),
         "ours: open sweep, no runs": ours_row(base, requests, OPEN, {"open": True}),
     }

@@ -3,6 +3,7 @@
 Measures, in one invocation:
 - ``--help`` start-up against ``python -c pass`` (target: within 5x);
 - planning the first 100 runs of a 10^6-point grid (wall time, peak RSS) with our CLI;
+- planning the first run of one 10^6-value range (peak RSS: the range is never a list);
 - Polyaxon's hypertune GridSearchManager on the same grid, when a Python with polyaxon
   installed is named by ``POLYAXON_PYTHON`` (it builds the whole suggestion list first);
 - ``plan --json`` of the whole 10^6-run grid (streamed: target under 60 s, peak RSS flat);
@@ -55,6 +56,21 @@ POLYAXON_SNIPPET = textwrap.dedent("""
 """)
 
 
+#: One dimension of 10^6 values: its values are computed from their index, never listed.
+LONG_RANGE = textwrap.dedent("""
+    version: 1.1
+    kind: operation
+    matrix:
+      kind: grid
+      params:
+        a: {kind: range, value: "0:1000000:1"}
+    component:
+      inputs:
+      - {name: a, type: float}
+      run: {kind: job, container: {command: [train, "--a={{ a }}"]}}
+""")
+
+
 def mapping(entries: int) -> str:
     """A mapping of ``entries`` one-key entries, about 15 bytes each (263k: a 4 MB file)."""
     lines = ["version: 1.1", "kind: operation", "matrix:", "  kind: mapping", "  values:"]
@@ -104,6 +120,10 @@ def main() -> None:
         plan = [py, "-m", "orchestrator", "plan", *home]
         plan_s, plan_rss = timed([*plan, str(spec), "--limit", "100", "--json"], repeat=3)
         rows.append(("orchestrator plan, first 100 of 10^6", plan_s, plan_rss))
+        long_range = Path(tmp) / "range.yaml"
+        long_range.write_text(LONG_RANGE)
+        range_s, range_rss = timed([*plan, str(long_range), "--limit", "1"], repeat=3)
+        rows.append(("plan --limit 1, one 10^6-value range", range_s, range_rss))
         grid, size = spec, "10^6"
         if args.quick:  # c takes 4 values, not 100
             grid, size = Path(tmp) / "grid-quick.yaml", "4*10^4"

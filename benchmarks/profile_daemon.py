@@ -35,8 +35,8 @@ from benchmarks_common import scratch
 #: warm-up), SIGUSR2 stops it; written out at exit. Thread names are written too.
 BOOT = textwrap.dedent("""
     import atexit, collections, functools, json, os, signal, statistics, sys, threading, time
-    from orchestrator.daemon import manager, routes
-    from orchestrator.store import writer
+    from orchestrator.daemon import manager, routes, specs
+    from orchestrator.store import journal
     steps, recording = collections.defaultdict(list), [False]
     def timed(owner, name, label):
         fn = getattr(owner, name)
@@ -61,10 +61,12 @@ BOOT = textwrap.dedent("""
         setattr(owner, name, wrapper)
     timed(routes.Api, "submit", "the handler (Api.submit)")
     timed(manager.SweepManager, "submit", "  SweepManager.submit")
-    timed(manager, "load_text", "    load_text (worker thread)")
-    timed(manager, "compile_plan", "    compile_plan (worker thread)")
+    timed(specs.SpecMemo, "prepare", "    load and compile (SpecMemo.prepare)")
+    timed(specs, "load_text", "      load_text (worker thread)")
+    timed(specs, "compile_plan", "      compile_plan (thread, or loop when known quick)")
     timed(manager.SweepManager, "_build", "    build the sweep (loop)")
-    timed(manager.SweepManager, "_accept", "    commit wait (_accept)")
+    timed(manager.SweepManager, "_accept", "    accept (_accept)")
+    timed(journal.Journal, "commit", "      commit wait (Journal.commit)")
     def start(*_):
         steps.clear(); recording[0] = True
     def stop(*_):

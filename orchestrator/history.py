@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.engine.records import Resume, RunRecord, record_from_row
+from orchestrator.engine.records import Resume, RunRecord, records_from_rows
 from orchestrator.engine.states import SWEEP_UNFINISHED, TERMINAL, RunState
 from orchestrator.exceptions import NotFoundError, SpecError, SweepBusyError
 from orchestrator.procinfo import is_same_process
@@ -49,19 +49,13 @@ def run_row(r: RunRecord) -> dict[str, Any]:
         "outputs": r.outputs,
         "metrics": r.metrics,
         "duration_s": None if r.duration is None else round(r.duration, 3),
+        "resources": r.resources,
     }
-
-
-def _records(journal: Journal, rows: list[RunRow]) -> list[RunRecord]:
-    ids = [row.id for row in rows]
-    outputs = journal.outputs_of(ids)
-    metrics = journal.last_metrics(ids)
-    return [record_from_row(r, outputs.get(r.id, {}), metrics.get(r.id, {})) for r in rows]
 
 
 def latest_records(journal: Journal, sweep_id: str) -> list[RunRecord]:
     """The newest run of every configuration of a sweep, with outputs and last metrics."""
-    return _records(journal, journal.latest_runs(sweep_id))
+    return records_from_rows(journal, journal.latest_runs(sweep_id))
 
 
 def sweep_items(journal: Journal, limit: int) -> list[dict[str, Any]]:
@@ -94,6 +88,7 @@ def _detail_rows(journal: Journal, rows: list[RunRow]) -> list[dict[str, Any]]:
     ids = [row.id for row in rows]
     outputs = journal.outputs_of(ids)
     metrics = journal.last_metrics(ids)
+    given = journal.resources_of(ids)
     now = time.time()
     out = []
     for r in rows:
@@ -109,6 +104,7 @@ def _detail_rows(journal: Journal, rows: list[RunRow]) -> list[dict[str, Any]]:
                 "outputs": outputs.get(r.id, {}),
                 "metrics": metrics.get(r.id, {}),
                 "duration_s": None if duration is None else round(duration, 3),
+                "resources": given.get(r.id),
                 "attempt": r.attempt,
             }
         )

@@ -4,7 +4,8 @@ On a terminal: one line per meaningful transition (running, finished, stopping) 
 line (counts by state, running runs with their latest metric, elapsed, ETA) kept below them by
 :mod:`orchestrator.live_display` and redrawn right after every line. Elsewhere: the same
 transition lines only, no redraws. A failed run's last stderr lines are printed the moment it
-fails. :func:`summary_table` and :func:`summary_json` describe the end; :func:`resume_hint`
+fails. :func:`write_final_table` and :func:`write_summary_json` describe the end (a sweep of
+more than :data:`SUMMARY_ABOVE` runs as a summary, its JSON streamed); :func:`resume_hint`
 says how to continue a sweep that did not succeed.
 """
 
@@ -15,7 +16,7 @@ import shlex
 import shutil
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
@@ -37,6 +38,7 @@ from orchestrator.engine.states import TERMINAL, RunState
 from orchestrator.history import run_row
 from orchestrator.hooks import CACHE_HIT_REASON
 from orchestrator.spec import models as m
+from orchestrator.spec.resources import format_bytes
 from orchestrator.wording import plural
 
 __all__ = [
@@ -49,8 +51,11 @@ __all__ = [
     "resume_hint",
     "rows_table",
     "short_reason",
+    "show_hint",
     "summary_json",
     "summary_table",
+    "write_final_table",
+    "write_summary_json",
 ]
 
 #: Transitions worth a line of their own: a run starts, is being stopped or retried, or ends.
@@ -178,6 +183,8 @@ class Reporter:
         self.params: dict[str, dict[str, Any]] = {}
         self.metrics: dict[str, dict[str, float]] = {}
         self.begun: dict[str, float] = {}
+        #: What each running run was given of the machine, shown on its "running" line.
+        self.given: dict[str, str] = {}
         #: How many finished runs were timed, and their total time (for the ETA).
         self.timed = 0
         self.durations_total = 0.0
@@ -221,19 +228,23 @@ class Reporter:
         self.display.show(lines, self.status_line() if self.live else None)
 
     def _forget(self, run_id: str) -> None:
-        for known in (self.states, self.index, self.params, self.metrics, self.begun):
+        for known in (self.states, self.index, self.params, self.metrics, self.begun, self.given):
             known.pop(run_id, None)
 
     def _transition(self, event: RunStateChanged) -> list[str]:
         now = time.monotonic()
         if event.state is RunState.RUNNING:
             self.begun[event.run_id] = now
+        elif event.resources:
+            self.given[event.run_id] = _devices(event.resources)
         if event.state not in _SHOWN:
             return []
         shown = "cached" if _is_cache_hit(event.reason) else event.state.value
         head = f"#{event.index:<4} {shown:<9}"
         if event.state is RunState.RUNNING:
-            return [f"{head} {_pairs(self.params.get(event.run_id, {}), self.keys)}".rstrip()]
+            given = self.given.get(event.run_id)
+            on = f" [{given}]" if given else ""
+            return [f"{head} {_pairs(self.params.get(event.run_id, {}), self.keys)}{on}".rstrip()]
         begun = self.begun.get(event.run_id)
         took = now - begun if begun is not None else None
         if took is not None and event.state in TERMINAL:
@@ -418,6 +429,51 @@ def _best(rows: Sequence[dict[str, Any]], objective: Objective, keys: list[str])
     )
 
 
+def _cells(
+    r: dict[str, Any], keys: list[str], attempts: bool, devices: bool = False
+) -> tuple[list[str], str | None]:
+    """One row of the table, and its full reason when the state column holds a short one."""
+    state, reason = _state_text(r)
+    outputs = dict(sorted(r["outputs"].items()))
+    cells = [
+        str(r["index"]),
+        *([str(r.get("attempt", 1))] if attempts else []),
+        state,
+        format_duration(r["duration_s"]),
+        *([_devices(r.get("resources"))] if devices else []),
+        _pairs(outputs) or "-",
+        _pairs(r["params"], keys),
+    ]
+    return cells, reason
+
+
+def _head(attempts: bool, devices: bool = False) -> list[str]:
+    return [
+        "#",
+        *(["attempt"] if attempts else []),
+        "state",
+        "duration",
+        *(["resources"] if devices else []),
+        "outputs",
+        "params",
+    ]
+
+
+def _devices(given: dict[str, Any] | None) -> str:
+    """What a run was given of the machine, short: ``GPU 2 (0.5), 1 CPU, 4Gi``."""
+    if not given:
+        return "-"
+    parts = [
+        f"GPU {g['index']}" + (f" ({g['share']:g})" if g.get("share", 1) < 1 else "")
+        for g in given.get("gpus", [])
+    ]
+    if given.get("cpu"):
+        parts.append(f"{given['cpu']:g} CPU")
+    if given.get("memory"):
+        parts.append(format_bytes(given["memory"]))
+    return ", ".join(parts) or "-"
+
+
 def rows_table(
     rows: Sequence[dict[str, Any]],
     *,
@@ -428,25 +484,15 @@ def rows_table(
     """The final table of ``run`` and the table of ``show``: index (and attempt), state,
     duration, outputs (sorted by name), the params that differ between runs. Below it: each
     long reason once, runs never started, the params every run shares, the best run."""
-    head = ["#", *(["attempt"] if attempts else []), "state", "duration", "outputs", "params"]
     keys, same = _shown_params(rows)
-    lines = [head]
+    devices = any(r.get("resources") for r in rows)
+    lines = [_head(attempts, devices)]
     reasons: dict[str, list[int]] = {}
     for r in rows:
-        state, reason = _state_text(r)
+        cells, reason = _cells(r, keys, attempts, devices)
         if reason is not None:
             reasons.setdefault(reason, []).append(r["index"])
-        outputs = dict(sorted(r["outputs"].items()))
-        lines.append(
-            [
-                str(r["index"]),
-                *([str(r.get("attempt", 1))] if attempts else []),
-                state,
-                format_duration(r["duration_s"]),
-                _pairs(outputs) or "-",
-                _pairs(r["params"], keys),
-            ]
-        )
+        lines.append(cells)
     out = _align(lines)
     below = _notes(reasons)
     if total is not None and total > len(rows):
@@ -474,6 +520,132 @@ def summary_table(
     return rows_table(_run_rows(runs), total=total, objective=objective)
 
 
+# --------------------------------------------------------------------------- a big sweep's end
+#: Runs above which ``run`` prints a summary instead of a row per run: the runs a sweep keeps
+#: in memory (past them its records are read back from the journal), and already more lines
+#: than anyone reads in a terminal; ``show`` pages through all of them.
+SUMMARY_ABOVE = 1000
+#: Rows a summary shows at each end of the sweep.
+SUMMARY_ENDS = 10
+#: Runs listed by index after a long reason in a summary (the rest are counted).
+_LISTED = 10
+#: Rows encoded per write of the streamed ``--json``.
+_JSON_BATCH = 256
+
+
+def write_summary_json(out: IO[str], sweep_id: str, state: str, runs: Iterable[Any]) -> None:
+    """:func:`summary_json` written as the runs come (the same bytes), so the JSON of a sweep
+    of 10^6 runs is never whole in memory (``runs`` may read the journal page by page)."""
+    encode = msgspec.json.Encoder().encode
+    head = encode({"sweep": sweep_id, "state": state})
+    out.write(head[:-1].decode() + ',"runs":[')
+    batch: list[bytes] = []
+    separator = b""
+    for run in runs:
+        batch.append(encode(run_row(run)))
+        if len(batch) == _JSON_BATCH:
+            out.write((separator + b",".join(batch)).decode())
+            batch, separator = [], b","
+    if batch:
+        out.write((separator + b",".join(batch)).decode())
+    out.write("]}")
+
+
+def write_final_table(
+    out: IO[str],
+    runs: Sequence[Any],
+    *,
+    total: int | None,
+    objective: Objective | None,
+    show: str,
+) -> None:
+    """The final table of ``run``: every row up to :data:`SUMMARY_ABOVE` runs, else a summary
+    read in one pass (``show``: the command that lists every run, to point at)."""
+    if len(runs) <= SUMMARY_ABOVE:
+        out.write(summary_table(runs, total=total, objective=objective))
+        return
+    summary = _Summary(objective)
+    for run in runs:
+        summary.add(run_row(run))
+    out.write(summary.text(total, show))
+
+
+class _Summary:
+    """What a summary of a big sweep shows, gathered run by run in constant memory: counts by
+    state, the first and last rows, the params that differ, long reasons, the best run."""
+
+    def __init__(self, objective: Objective | None) -> None:
+        self.objective = objective
+        self.count = 0
+        self.states: Counter[str] = Counter()
+        self.first: list[dict[str, Any]] = []
+        self.last: deque[dict[str, Any]] = deque(maxlen=SUMMARY_ENDS)
+        self.keys: dict[str, None] = {}
+        #: Params with one value in every run so far, as ``_plain`` gives it.
+        self.same: dict[str, Any] | None = None
+        #: Long reasons: how many runs have each, and the first few of them.
+        self.reasons: dict[str, tuple[int, list[int]]] = {}
+        self.best: tuple[float, dict[str, Any]] | None = None
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.count += 1
+        state, reason = _state_text(row)
+        self.states[state.split(":", 1)[0]] += 1
+        if len(self.first) < SUMMARY_ENDS:
+            self.first.append(row)
+        else:
+            self.last.append(row)
+        params = row["params"]
+        self.keys.update(dict.fromkeys(params))
+        if self.same is None:
+            self.same = {k: _plain(v) for k, v in params.items()}
+        else:
+            same = self.same
+            for key in [k for k, v in same.items() if k not in params or _plain(params[k]) != v]:
+                del same[key]
+        if reason is not None:
+            n, listed = self.reasons.get(reason, (0, []))
+            if len(listed) < _LISTED:
+                listed.append(row["index"])
+            self.reasons[reason] = (n + 1, listed)
+        if self.objective is not None:
+            self._score(row, self.objective)
+
+    def _score(self, row: dict[str, Any], objective: Objective) -> None:
+        """Keep the best run so far; the first of equals, as ``max``/``min`` over a list."""
+        value = _number(row, objective.metric)
+        if value is None:
+            return
+        best = self.best
+        maximize = objective.optimization == "maximize"
+        if best is None or (value > best[0] if maximize else value < best[0]):
+            self.best = (value, row)
+
+    def text(self, total: int | None, show: str) -> str:
+        same = self.same or {}
+        keys = [k for k in self.keys if k not in same]
+        head = [_head(False)] + [_cells(r, keys, False)[0] for r in self.first]
+        tail = [_cells(r, keys, False)[0] for r in self.last]
+        lines = _align(head + tail)
+        hidden = self.count - len(self.first) - len(self.last)
+        if hidden:
+            lines.insert(len(head), f"... {hidden:,} more (all of them: {show})")
+        counts = ", ".join(f"{n:,} {state}" for state, n in sorted(self.states.items()))
+        below = [f"{self.count:,} runs: {counts}"]
+        for reason, (n, listed) in self.reasons.items():
+            more = f" and {n - len(listed):,} more" if n > len(listed) else ""
+            runs = " ".join(f"#{i}" for i in listed)
+            below.append(f"{short_reason(reason)} ({runs}{more}): {reason}")
+        if total is not None and total > self.count:
+            below.append(f"{total - self.count:,} of {total:,} runs not started")
+        if same:
+            below.append(f"same in every run: {_pairs(same)}")
+        best = _best([self.best[1]], self.objective, keys) if self.best and self.objective else None
+        if best is not None:
+            below.append(best)
+        return "\n".join([*lines, "", *below])
+
+
 # --------------------------------------------------------------------------- what next
 def _python() -> str:
     """How to name this interpreter in a command to type here: ``python`` (or ``python3``)
@@ -497,6 +669,12 @@ def _program() -> str:
             return "orchestrator"
         return shlex.quote(started)
     return f"{shlex.quote(_python())} -m orchestrator"
+
+
+def show_hint(sweep_id: str, home_arg: str | None) -> str:
+    """The command that lists every run of a sweep (``--limit``/``--offset`` page it)."""
+    where = f" --home {shlex.quote(home_arg)}" if home_arg is not None else ""
+    return f"{_program()} show {sweep_id[:12]}{where}"
 
 
 def resume_hint(sweep_id: str, state: str, home_arg: str | None) -> list[str]:

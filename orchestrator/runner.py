@@ -28,8 +28,9 @@ from orchestrator.reporting import (
     Reporter,
     objective_of,
     resume_hint,
-    summary_json,
-    summary_table,
+    show_hint,
+    write_final_table,
+    write_summary_json,
 )
 from orchestrator.spec import LoadedSpec, Plan, compile_plan
 from orchestrator.spec import models as m
@@ -38,6 +39,7 @@ from orchestrator.store.layout import ensure_home, existing_journal, journal_pat
 from orchestrator.wording import plural, write_warnings
 
 if TYPE_CHECKING:
+    from orchestrator.engine.resources import ResourcePool
     from orchestrator.eventlog import EventLog
 
 __all__ = ["RunOptions", "resume_sweep", "run_sweep"]
@@ -199,6 +201,24 @@ class RunOptions:
     max_time: float | None = None
     #: ``--log-json FILE``: every sweep event as one JSON record per line (``-``: stderr).
     log_json: str | None = None
+    #: ``--gpus``, ``--cpus``, ``--memory``: what runs may be given (None: the machine's).
+    gpus: str | None = None
+    cpus: str | None = None
+    memory: str | None = None
+
+
+def machine_pool(
+    gpus: str | None, cpus: str | None, memory: str | None, err: IO[str]
+) -> ResourcePool:
+    """This machine's GPUs, CPUs and memory, as ``--gpus``/``--cpus``/``--memory`` (or
+    ``ORCHESTRATOR_GPUS``) narrow them; what detection had to say goes to ``err``."""
+    from orchestrator.engine.inventory import machine_inventory
+    from orchestrator.engine.resources import ResourcePool
+
+    inventory = machine_inventory(gpus=gpus, cpus=cpus, memory=memory)
+    for note in inventory.notes:
+        err.write(f"note: {note}\n")
+    return ResourcePool(inventory)
 
 
 def load_plugins(options: RunOptions, err: IO[str]) -> PluginHost:
@@ -317,11 +337,14 @@ def _execute(
         if event_log is not None:
             event_log.close()
     out = options.out
-    if options.as_json:
-        out.write(summary_json(result.sweep_id, result.state.value, result.runs) + "\n")
+    if options.as_json:  # streamed: a big sweep's runs are read from the journal by pages
+        write_summary_json(out, result.sweep_id, result.state.value, result.runs)
+        out.write("\n")
     else:
         objective = objective_of(plan.spec.operation.matrix)
-        out.write(summary_table(result.runs, total=len(plan), objective=objective) + "\n")
+        show = show_hint(result.sweep_id, _home_arg(options.home))
+        write_final_table(out, result.runs, total=len(plan), objective=objective, show=show)
+        out.write("\n")
         reason = f" ({result.reason})" if result.reason else ""
         out.write(f"\nsweep {result.sweep_id[:12]} {result.state.value}{reason}\n")
     out.flush()
@@ -372,7 +395,10 @@ def _build(
         overrides=overrides,
         max_time=options.max_time,
     )
-    controller = build_sweep(plan, settings, journal=journal, plugins=plugins, resume=resume)
+    pool = machine_pool(options.gpus, options.cpus, options.memory, err)
+    controller = build_sweep(
+        plan, settings, journal=journal, plugins=plugins, resume=resume, resources=pool
+    )
     what = "sweep"
     if resume is not None:
         done = len(resume.succeeded)

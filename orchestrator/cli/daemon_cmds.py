@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from orchestrator.cli.base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Commands, UsageError
-from orchestrator.cli.options import home, home_option, overrides, param_option
+from orchestrator.cli.options import home, home_option, overrides, param_option, resource_options
 
 if TYPE_CHECKING:
     import httpx
@@ -47,6 +47,7 @@ def _add_daemon(commands: Commands) -> None:
         metavar="SECONDS",
         help="on SIGTERM, how long runs may finish before they are stopped",
     )
+    resource_options(daemon)
     home_option(daemon)
     daemon.set_defaults(handler=_cmd_daemon)
 
@@ -87,10 +88,15 @@ def _add_stop(commands: Commands) -> None:
 
 def _cmd_daemon(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     from orchestrator.daemon.server import serve
+    from orchestrator.engine.inventory import machine_inventory
 
     if args.max_runs < 1:
         raise UsageError("--max-runs must be >= 1")
+    inventory = machine_inventory(gpus=args.gpus, cpus=args.cpus, memory=args.memory)
+    for note in inventory.notes:
+        err.write(f"note: {note}\n")
     return serve(
+        inventory,
         home(args),
         host=args.host,
         port=args.port,

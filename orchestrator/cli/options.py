@@ -160,6 +160,30 @@ def output_options(parser: argparse.ArgumentParser) -> None:
         help="time budget of the whole sweep (90s, 30m, 2h): then it is stopped",
     )
     _cache_options(parser)
+    resource_options(parser)
+
+
+def resource_options(parser: argparse.ArgumentParser) -> None:
+    """What runs may be given (``run``, ``resume``, ``rerun``, ``daemon start``); the
+    defaults come from the machine (:mod:`orchestrator.engine.inventory`)."""
+    parser.add_argument(
+        "--gpus",
+        metavar="LIST",
+        help="GPUs runs may be given: indexes such as 0,1,3, or none to leave devices alone "
+        "(default: every GPU found; env ORCHESTRATOR_GPUS)",
+    )
+    parser.add_argument(
+        "--cpus",
+        metavar="N",
+        help="CPU cores to hand out to runs that ask for cpu, such as 6 or 7500m "
+        "(default: the cores this process may use)",
+    )
+    parser.add_argument(
+        "--memory",
+        metavar="SIZE",
+        help="memory to hand out to runs that ask for it, such as 32Gi or 512M "
+        "(default: the machine's)",
+    )
 
 
 def _plugin_options(parser: argparse.ArgumentParser) -> None:
@@ -221,4 +245,7 @@ def run_options(args: argparse.Namespace, out: IO[str], err: IO[str]) -> RunOpti
         cache=args.cache,
         max_time=args.max_time,
         log_json=args.log_json,
+        gpus=args.gpus,
+        cpus=args.cpus,
+        memory=args.memory,
     )

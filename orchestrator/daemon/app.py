@@ -192,6 +192,7 @@ def build_app(
     routes = [
         Route("/api/v1/health", api.health),
         Route("/api/v1/ready", api.ready),
+        Route("/api/v1/resources", api.resources),
         Route("/api/v1/sweeps", api.submit, methods=["POST"]),
         Route("/api/v1/sweeps", api.list_sweeps, methods=["GET"]),
         Route("/api/v1/sweeps/{sweep}", api.show_sweep),

@@ -7,17 +7,20 @@ the sweep). A journal that cannot write makes those calls fail with UnavailableE
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
 
+from orchestrator.daemon.specs import SUBMIT_TIMEOUT_S, Compile, SpecMemo
 from orchestrator.engine.build import SweepSettings, build_sweep
 from orchestrator.engine.events import EVENT_TYPES, Event
 from orchestrator.engine.open_mapping import OpenMapping
 from orchestrator.engine.plugin_host import PluginHost
 from orchestrator.engine.recovery import LOST
+from orchestrator.engine.resources import ResourcePool
 from orchestrator.engine.slots import PrioritySlots
 from orchestrator.engine.sweep import SweepController
 from orchestrator.exceptions import (
@@ -29,16 +32,11 @@ from orchestrator.exceptions import (
     UnavailableError,
 )
 from orchestrator.history import find_sweep, prepare_resume
-from orchestrator.spec import LoadedSpec, Plan, compile_plan, load_text
 from orchestrator.spec import models as m
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import run_paths
 
 __all__ = ["SUBMIT_TIMEOUT_S", "Submission", "SweepManager"]
-
-#: Seconds a submission may take to load (urlRef fetch included) and check before it is
-#: refused; the work runs in a thread, so the event loop never waits on it.
-SUBMIT_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -79,10 +77,13 @@ class SweepManager:
         plugins: PluginHost,
         report: Any = None,
         inform: Any = None,
+        resources: ResourcePool | None = None,
     ) -> None:
         self.home = home
         self.journal = journal
         self.slots = PrioritySlots(max_runs)
+        #: The machine's GPUs, CPUs and memory, one inventory shared by every sweep.
+        self.resources = resources
         self.grace = grace
         self.publish = publish
         self.plugins = plugins
@@ -97,6 +98,10 @@ class SweepManager:
         self._idle.set()
         #: One lock per open mapping being changed (see :meth:`_lock`).
         self._locks: dict[str, anyio.Lock] = {}
+        #: Submitted specs, loaded once (see :mod:`orchestrator.daemon.specs`).
+        self._specs = SpecMemo()
+        #: Each run's ``globals.*`` paths (the same for every sweep of this home).
+        self._paths = run_paths(home)
         journal.on_health(self._journal_health)
 
     def _journal_health(self, error: str | None) -> None:
@@ -125,27 +130,10 @@ class SweepManager:
             raise UnavailableError("the daemon is shutting down")
         base = Path(submission.base_dir) if submission.base_dir else Path.cwd()
         source = submission.spec_path or "<submitted>"
-
-        def prepare() -> tuple[LoadedSpec, Plan]:
-            loaded = load_text(submission.spec, source, base)
-            return loaded, compile_plan(
-                loaded,
-                submission.params,
-                paths=run_paths(self.home),
-                name=submission.name,
-                open_mapping=submission.open,
-            )
-
-        # Off the event loop (a urlRef fetch or a big mapping must not stall /health), and
-        # bounded: past the deadline the worker is abandoned (every step of it is bounded too).
-        try:
-            with anyio.fail_after(SUBMIT_TIMEOUT_S):
-                loaded, plan = await anyio.to_thread.run_sync(prepare, abandon_on_cancel=True)
-        except TimeoutError:
-            raise SpecError(
-                f"loading and checking the spec took longer than {SUBMIT_TIMEOUT_S:g}s",
-                file=source,
-            ) from None
+        how = Compile(
+            submission.params, self._paths, name=submission.name, open_mapping=submission.open
+        )
+        loaded, plan = await self._specs.prepare(submission.spec, source, base, how)
         if not self.accepting or self._tg is None:
             raise UnavailableError("the daemon is shutting down")
         open_mapping = None
@@ -177,11 +165,19 @@ class SweepManager:
         subscription = controller.bus.subscribe(EVENT_TYPES, buffer=10_000)
 
         async def forward() -> None:
-            async with subscription.receive:
+            # What is queued is taken in one turn of the loop: a chunk of output's LogLines
+            # arrive together, and a wait per event would cost a loop turn per line.
+            receive = subscription.receive
+            async with receive:
                 event: Event
-                async for event in subscription.receive:
+                async for event in receive:
                     self.publish(event)
-                    subscription.handled()
+                    count = 1
+                    with contextlib.suppress(anyio.WouldBlock, anyio.EndOfStream):
+                        while True:
+                            self.publish(receive.receive_nowait())
+                            count += 1
+                    subscription.handled(count)
 
         try:
             async with anyio.create_task_group() as tg:
@@ -252,6 +248,7 @@ class SweepManager:
             journal=self.journal,
             plugins=self.plugins,
             shared_slots=self.slots,
+            resources=self.resources,
             **services,
         )
 

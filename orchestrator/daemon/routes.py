@@ -141,6 +141,11 @@ class Api:
             return JSONResponse({"status": "ok"})
         return JSONResponse({"status": "degraded", "journal": error})
 
+    async def resources(self, request: Request) -> Response:
+        """The machine's GPUs, CPUs and memory that runs are given, and what is free now."""
+        pool = self.manager.resources
+        return JSONResponse(pool.describe() if pool is not None else None)
+
     async def ready(self, request: Request) -> Response:
         """Readiness: 503 while the daemon takes no sweeps: it is shutting down, or its
         journal cannot write (submissions would get 503 too)."""

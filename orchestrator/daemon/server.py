@@ -58,8 +58,10 @@ from orchestrator.daemon.hub import Hub
 from orchestrator.daemon.manager import SweepManager
 from orchestrator.diagnostics import LineLogger
 from orchestrator.diagnostics import configure as configure_diagnostics
+from orchestrator.engine.inventory import Inventory
 from orchestrator.engine.plugin_host import PluginHost
 from orchestrator.engine.recovery import open_journal
+from orchestrator.engine.resources import ResourcePool
 from orchestrator.exceptions import StoreError
 from orchestrator.store.layout import (
     daemon_dir,
@@ -340,6 +342,7 @@ async def _main(
     max_runs: int,
     grace: float,
     err: IO[str],
+    inventory: Inventory,
 ) -> None:
     log = configure_diagnostics(err)
     warnings = LineLogger(log, "warning").as_stream()  # for the functions that take ``err``
@@ -359,6 +362,7 @@ async def _main(
             publish=hub.publish,
             plugins=plugins,
             report=report,
+            resources=ResourcePool(inventory),
         )
         config = uvicorn.Config(
             build_app(manager, hub, home, token, hosts=hosts, report=report),
@@ -392,6 +396,7 @@ async def _main(
 
 
 def serve(
+    inventory: Inventory,
     home: Path,
     *,
     host: str | None,
@@ -430,7 +435,7 @@ def serve(
             hosts = _allowed_hosts(tcp)
             info.update(host=tcp.getsockname()[0], port=tcp.getsockname()[1], token=token)
         _write_private(info_path, json.dumps(info))
-        anyio.run(_main, home, sockets, token, hosts, max_runs, grace, err)
+        anyio.run(_main, home, sockets, token, hosts, max_runs, grace, err, inventory)
     finally:
         for sock in sockets:
             sock.close()

@@ -15,9 +15,11 @@ from orchestrator.engine.bus import EventBus
 from orchestrator.engine.open_mapping import OpenMapping
 from orchestrator.engine.plugin_host import PluginHost
 from orchestrator.engine.records import Resume
+from orchestrator.engine.resources import ResourcePool
 from orchestrator.engine.slots import PrioritySlots
 from orchestrator.engine.states import SweepState
 from orchestrator.engine.sweep import SweepController
+from orchestrator.exceptions import SpecError
 from orchestrator.executors.base import Executor
 from orchestrator.spec.resolve import Plan
 from orchestrator.store.journal import Journal
@@ -63,12 +65,21 @@ def build_sweep(
     resume: Resume | None = None,
     shared_slots: PrioritySlots | None = None,
     open_mapping: OpenMapping | None = None,
+    resources: ResourcePool | None = None,
 ) -> SweepController:
     """A controller for a new sweep, or for ``resume``'s sweep; plugins get a scope of their
     own for it (a plugin switched off here stays on for other sweeps of the process).
 
     The sweep's start is queued in the journal here (a new sweep as ``created``); whoever
-    answers that it is accepted first awaits ``controller.commit_start()``."""
+    answers that it is accepted first awaits ``controller.commit_start()``.
+
+    With ``resources`` (this machine's, or the daemon's shared pool) runs wait for what they
+    ask for; a sweep whose runs could never fit is refused here (SpecError), before anything
+    is journaled."""
+    if resources is not None:
+        never = resources.fits_ever(plan.request)
+        if never is not None:
+            raise SpecError(never, field="run.container.resources", file=plan.spec.component_source)
     if executor is None:
         from orchestrator.executors.local import LocalExecutor
 
@@ -85,6 +96,7 @@ def build_sweep(
         resume=resume,
         shared_slots=shared_slots,
         open_mapping=open_mapping,
+        resources=resources,
     )
     if scope is not None:
         scope.on_strict_failure = lambda reason: controller.request_stop(

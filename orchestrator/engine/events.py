@@ -58,6 +58,8 @@ class RunStateChanged(EventBase, frozen=True, tag="run_state_changed"):
     stderr_tail: list[str] | None = None
     #: A finished run's outputs (the "tell" of an open mapping).
     outputs: dict[str, Any] | None = None
+    #: On ``starting``: what the run was given of the machine (devices, CPUs, memory).
+    resources: dict[str, Any] | None = None
 
 
 class LogLine(EventBase, frozen=True, tag="log_line"):

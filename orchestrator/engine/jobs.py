@@ -33,13 +33,22 @@ def base_environment(
 
 
 def job_for(
-    run: RunRecord, sweep_id: str, home: Path, base_dir: Path, base_env: Mapping[str, str]
+    run: RunRecord,
+    sweep_id: str,
+    home: Path,
+    base_dir: Path,
+    base_env: Mapping[str, str],
+    devices: Mapping[str, str] | None = None,
 ) -> Job:
     """The job of ``run``: the rendered env over ``base_env``, plus the ``ORCHESTRATOR_*``
-    variables; it works in ``container.workingDir``, else the spec's folder (``base_dir``)."""
+    variables; it works in ``container.workingDir``, else the spec's folder (``base_dir``).
+    ``devices`` (the run's resource assignment, ``CUDA_VISIBLE_DEVICES``...) wins over both
+    environments: a spec cannot hand itself another run's card."""
     layout = RunLayout(home, run.id)
     spec = run.spec
     env = {**base_env, **spec.env}
+    if devices:
+        env.update(devices)
     env["ORCHESTRATOR_RUN_ID"] = run.id
     env["ORCHESTRATOR_RUN_DIR"] = str(layout.run_dir)
     env["ORCHESTRATOR_OUTPUTS_PATH"] = str(layout.outputs)

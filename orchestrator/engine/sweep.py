@@ -42,6 +42,7 @@ from orchestrator.engine.outcome import (
 from orchestrator.engine.output import RunOutput, adopt_cached
 from orchestrator.engine.plugin_host import PluginScope
 from orchestrator.engine.records import JournalRuns, Limits, Resume, RunRecord, SweepResult
+from orchestrator.engine.resources import ResourcePool
 from orchestrator.engine.slots import PrioritySlots
 from orchestrator.engine.states import SWEEP_TERMINAL, TERMINAL, RunState, SweepState
 from orchestrator.engine.sweep_journal import commit_start, queue_start, watch_losses
@@ -51,6 +52,7 @@ from orchestrator.exceptions import SpecError
 from orchestrator.executors.base import Executor, Outcome, StopRequest
 from orchestrator.hooks import Defer, Skip, UseCached
 from orchestrator.spec.resolve import Plan, RunSpec
+from orchestrator.spec.resources import ResourceRequest
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import RunLayout
 
@@ -69,6 +71,12 @@ def new_run_id() -> str:
     return uuid.UUID(int=_ids.getrandbits(128), version=4).hex
 
 
+def _pool_matters(pool: ResourcePool | None, request: ResourceRequest) -> bool:
+    """Whether runs must book ``request`` in ``pool``: not when they ask for nothing (they
+    are never held back; hiding the GPUs from them needs no booking)."""
+    return pool is not None and not request.is_empty
+
+
 class SweepController:
     def __init__(
         self,
@@ -82,6 +90,7 @@ class SweepController:
         resume: Resume | None,
         shared_slots: PrioritySlots | None,
         open_mapping: OpenMapping | None,
+        resources: ResourcePool | None = None,
     ) -> None:
         self.plan = plan
         self.settings = settings
@@ -94,6 +103,16 @@ class SweepController:
         self.shared_slots = shared_slots
         #: When set, the sweep waits for more configurations after its mapping runs out.
         self.open_mapping = open_mapping
+        #: The machine's GPUs, CPUs and memory (shared by a daemon's sweeps): runs that ask
+        #: for some wait for them; None where nothing is asked and no device is to be hidden.
+        self.resources = resources if _pool_matters(resources, plan.request) else None
+        #: The environment of a run that asks for nothing while the pool has GPUs: it sees
+        #: none (as on Kubernetes, where a pod without ``nvidia.com/gpu`` gets no device).
+        self._no_devices = (
+            {"CUDA_VISIBLE_DEVICES": ""}
+            if resources is not None and resources.inventory.gpus and not plan.request.gpu_milli
+            else None
+        )
         op = plan.spec.operation
         self.name = settings.name or op.name or plan.spec.component.name
         self.state = SweepState.CREATED
@@ -494,21 +513,46 @@ class SweepController:
         return True
 
     async def _attempt_in_slot(self, run: RunRecord) -> Outcome | None:
-        """One attempt, inside the daemon's shared slot when there is one; None when the sweep
-        was stopped while the run waited for that slot."""
-        if self.shared_slots is None:
+        """One attempt, inside the daemon's shared slot when there is one and holding the
+        resources the run asks for; None when the sweep was stopped while the run waited."""
+        if self.shared_slots is None and self.resources is None:
             await self.transition(run, RunState.STARTING)
-            return await self._attempt(run)
-        await self.shared_slots.acquire(self.settings.priority)
+            return await self._attempt(run, self._no_devices)
+        if self.shared_slots is not None:
+            await self.shared_slots.acquire(self.settings.priority)
+        try:
+            if self.resources is None:
+                if await self._stopped_while_queued(run):
+                    return None
+                await self.transition(run, RunState.STARTING)
+                return await self._attempt(run, self._no_devices)
+            return await self._attempt_holding(run, self.resources)
+        finally:
+            if self.shared_slots is not None:
+                self.shared_slots.release()
+
+    async def _attempt_holding(self, run: RunRecord, pool: ResourcePool) -> Outcome | None:
+        """Wait for the run's share of the machine (a stop ends the wait), hold it for the
+        attempt, give it back however the attempt ends."""
+        assert run.stop is not None
+        assignment = await pool.acquire_unless(
+            self.plan.request, run.stop.requested, self.settings.priority
+        )
+        if assignment is None:  # stopped while it waited: the sweep, or this run alone
+            reason = self.reason if self.stopping else run.stop.reason
+            await self.transition(run, RunState.STOPPED, reason)
+            return None
         try:
             if await self._stopped_while_queued(run):
                 return None
+            run.resources = assignment.describe()
+            self.journal.set_resources(run.id, run.resources)
             await self.transition(run, RunState.STARTING)
-            return await self._attempt(run)
+            return await self._attempt(run, assignment.environment())
         finally:
-            self.shared_slots.release()
+            pool.release(assignment)
 
-    async def _attempt(self, run: RunRecord) -> Outcome:
+    async def _attempt(self, run: RunRecord, devices: dict[str, str] | None) -> Outcome:
         """One execution, bounded by ``termination.timeout``. Whatever goes wrong in it (no
         space for the logs, an argument the OS refuses) fails this run, never the sweep."""
         assert run.stop is not None
@@ -518,7 +562,7 @@ class SweepController:
             await self.transition(run, RunState.RUNNING, pid=pid)
 
         output = RunOutput(run, self.bus, self.journal, self._outputs)
-        job = job_for(run, self.sweep_id, self.home, self._base_dir, self._base_env)
+        job = job_for(run, self.sweep_id, self.home, self._base_dir, self._base_env, devices)
         try:
             if self.limits.timeout is None:  # the common case needs no watchdog task
                 return await self.executor.execute(job, output, stop, started)

@@ -68,6 +68,7 @@ def move_run(
         exit_code=exit_code,
         stderr_tail=stderr_tail,
         outputs=dict(run.outputs) if finished else None,
+        resources=run.resources if to is RunState.STARTING else None,
     )
 
 

@@ -2,8 +2,9 @@
 
 Polyaxon expands with numpy (``np.arange``, ``np.linspace``, ``np.logspace``, ``np.geomspace``);
 the arithmetic below repeats numpy's own, operation by operation, so grid values are the same
-floats without depending on numpy. Discrete kinds become a :class:`Discrete` (a list of values;
-one dimension of a grid is small even when the grid is huge); distributions become a
+floats without depending on numpy. Discrete kinds become a :class:`Discrete`: a list of values
+(choice), or :class:`Values` computed from their index (range, linspace..., dates), so a
+10^6-value range costs a few numbers; distributions become a
 :class:`Distribution` sampled with a seeded :class:`random.Random`.
 """
 
@@ -12,9 +13,9 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from orchestrator.exceptions import SpecError
 from orchestrator.spec import models as m
@@ -23,6 +24,7 @@ __all__ = [
     "Dimension",
     "Discrete",
     "Distribution",
+    "Values",
     "arange",
     "build_dimension",
     "geomspace",
@@ -84,53 +86,96 @@ NUMERIC_KINDS = frozenset(
 DATE_KINDS = {"daterange": "date", "datetimerange": "datetime"}
 
 
+# ----------------------------------------------------------------------------- lazy values
+class Values(Sequence[Any]):
+    """``length`` values computed from their index on demand: a range of 10^6 values costs a
+    few numbers, not a 73 MB list. Compares equal to any sequence of the same values."""
+
+    __slots__ = ("_at", "_length")
+
+    def __init__(self, length: int, at: Callable[[int], Any]) -> None:
+        self._length = max(0, length)
+        self._at = at
+
+    def __len__(self) -> int:
+        return self._length
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self._at(i) for i in range(*index.indices(self._length))]
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError("index out of range")
+        return self._at(index)
+
+    def __iter__(self) -> Iterator[Any]:
+        return map(self._at, range(self._length))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str):
+            return NotImplemented
+        return len(other) == self._length and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(repr(v) for v in self[:3])
+        return f"Values([{shown}{', ...' if self._length > 3 else ''}], length={self._length})"
+
+
+def _too_many(count: int) -> None:
+    if count > MAX_DIMENSION_VALUES:
+        raise ValueError(f"generates {count:,} values, more than {MAX_DIMENSION_VALUES:,}")
+
+
 # ----------------------------------------------------------------------------- numpy, exactly
-def arange(start: float, stop: float, step: float) -> list[Any]:
+def arange(start: float, stop: float, step: float) -> Values:
     """``np.arange(start, stop, step)``: numpy fills ``start + i*delta`` with
     ``delta = (start + step) - start``, and counts ``ceil((stop - start) / step)`` values."""
     length = math.ceil((stop - start) / step)
-    if length <= 0:
-        return []
-    if length > MAX_DIMENSION_VALUES:
-        raise ValueError(f"generates {length:,} values, more than {MAX_DIMENSION_VALUES:,}")
+    _too_many(length)
     if all(isinstance(v, int) for v in (start, stop, step)):
-        return [start + i * step for i in range(length)]
+        return Values(length, lambda i: start + i * step)
     first = start
     second = start + step
     delta = second - first
-    values = [first, second][:length]
-    values.extend(first + i * delta for i in range(2, length))
-    return values
+    return Values(length, lambda i: first if i == 0 else second if i == 1 else first + i * delta)
 
 
-def linspace(start: float, stop: float, num: int, endpoint: bool = True) -> list[float]:
+def linspace(start: float, stop: float, num: int, endpoint: bool = True) -> Values:
     """``np.linspace``: ``i * step + start`` with the last value set to ``stop``."""
     if num < 0:
         raise ValueError(f"number of samples, {num}, must be non-negative")
-    if num > MAX_DIMENSION_VALUES:
-        raise ValueError(f"generates {num:,} values, more than {MAX_DIMENSION_VALUES:,}")
+    _too_many(num)
     start, stop = float(start), float(stop)
     div = (num - 1) if endpoint else num
     delta = stop - start
-    if div > 0:
-        step = delta / div
-        if step == 0:
-            values = [(i / div) * delta + start for i in range(num)]
-        else:
-            values = [i * step + start for i in range(num)]
-    else:
-        values = [i * delta + start for i in range(num)]
-    if endpoint and num > 1:
-        values[-1] = stop
-    return values
+    last = num - 1 if endpoint and num > 1 else -1
+    step = delta / div if div > 0 else 0.0
+
+    def at(i: int) -> float:
+        if i == last:
+            return stop
+        if div <= 0:
+            return i * delta + start
+        return (i / div) * delta + start if step == 0 else i * step + start
+
+    return Values(num, at)
 
 
-def logspace(start: float, stop: float, num: int, base: float = 10.0) -> list[float]:
+def logspace(start: float, stop: float, num: int, base: float = 10.0) -> Values:
     """``np.logspace``: ``base ** linspace(start, stop, num)``."""
-    return [math.pow(float(base), y) for y in linspace(start, stop, num)]
+    exponents = linspace(start, stop, num)
+    base = float(base)
+    return Values(num, lambda i: math.pow(base, exponents[i]))
 
 
-def geomspace(start: float, stop: float, num: int) -> list[float]:
+def geomspace(start: float, stop: float, num: int) -> Values:
     """``np.geomspace``: a logspace between the log10 of the ends, with both ends exact."""
     start, stop = float(start), float(stop)
     if start == 0 or stop == 0:
@@ -140,12 +185,15 @@ def geomspace(start: float, stop: float, num: int) -> list[float]:
         sign, start, stop = -1.0, -start, -stop
     elif start < 0 or stop < 0:
         raise ValueError("geometric sequence needs both ends of the same sign")
-    values = logspace(math.log10(start), math.log10(stop), num, base=10.0)
-    if num > 0:
-        values[0] = start
-    if num > 1:
-        values[-1] = stop
-    return [sign * v for v in values]
+    inner = logspace(math.log10(start), math.log10(stop), num, base=10.0)
+    last = num - 1
+
+    def at(i: int) -> float:
+        if i == 0:
+            return sign * start
+        return sign * (stop if i == last else inner[i])
+
+    return Values(num, at)
 
 
 # ----------------------------------------------------------------------------- value forms
@@ -243,7 +291,7 @@ def _date(value: Any, key: str, with_time: bool) -> dt.date:
     raise ValueError(f"{key}: expected {wanted}, got {value!r}")
 
 
-def _date_range(kind: str, value: Any) -> list[Any]:
+def _date_range(kind: str, value: Any) -> Values:
     with_time = kind == "datetimerange"
     parts = _fields(kind, value)
     start = _date(parts["start"], "start", with_time)
@@ -254,12 +302,11 @@ def _date_range(kind: str, value: Any) -> list[Any]:
         raise ValueError(f"step must be > 0, got {step}")
     delta = dt.timedelta(seconds=step) if with_time else dt.timedelta(days=step)
     count = math.ceil((stop - start) / delta)
-    if count > MAX_DIMENSION_VALUES:
-        raise ValueError(f"generates {count:,} values, more than {MAX_DIMENSION_VALUES:,}")
-    return [start + i * delta for i in range(count)]
+    _too_many(count)
+    return Values(count, lambda i: start + i * delta)
 
 
-def _space(kind: str, value: Any) -> list[Any]:
+def _space(kind: str, value: Any) -> Values:
     parts = _fields(kind, value)
     start = float(_number(parts["start"], "start"))
     stop = float(_number(parts["stop"], "stop"))

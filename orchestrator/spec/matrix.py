@@ -3,8 +3,9 @@
 Each expansion yields *suggestions* (``{matrix key: raw value}``) in Polyaxon's order:
 ``mapping`` in list order; ``grid`` as ``itertools.product`` in key order (the last key varies
 fastest) truncated to ``numRuns``; ``random`` sampled with ``seed`` without duplicates, capped
-at the size of the space when every dimension is discrete. Dimensions are small lists, so memory
-stays bounded by the largest dimension, never by the product.
+at the size of the space when every dimension is discrete. Dimensions are lists (choice) or
+values computed from their index (range, linspace...), so memory stays bounded by the largest
+choice list, never by a range or the product.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import itertools
 import math
 import random
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +72,7 @@ class Expansion:
     def _grid(self) -> Iterator[dict[str, Any]]:
         keys = list(self.dimensions)
         columns = [d.values for d in self.dimensions.values() if isinstance(d, Discrete)]
-        points = itertools.product(*columns)
+        points = _product(columns)
         for point in itertools.islice(points, self.size):
             yield dict(zip(keys, point, strict=True))
 
@@ -103,6 +104,38 @@ class Expansion:
             seen.add(frozen)
             produced += 1
             yield suggestion
+
+
+def _product(columns: Sequence[Sequence[Any]]) -> Iterator[tuple[Any, ...]]:
+    """``itertools.product(*columns)`` without copying each column into a tuple first (a
+    column may be a lazy range of 10^6 values): the last column varies fastest."""
+    if not columns:
+        yield ()
+        return
+    if any(len(column) == 0 for column in columns):
+        return
+    *outer, last = columns
+    if not outer:
+        for value in last:
+            yield (value,)
+        return
+    digits = [0] * len(outer)
+    prefix = [column[0] for column in outer]
+    while True:
+        head = tuple(prefix)
+        for value in last:
+            yield (*head, value)
+        position = len(outer) - 1
+        while position >= 0:
+            digits[position] += 1
+            if digits[position] < len(outer[position]):
+                prefix[position] = outer[position][digits[position]]
+                break
+            digits[position] = 0
+            prefix[position] = outer[position][0]
+            position -= 1
+        if position < 0:
+            return
 
 
 def _dimensions(params: dict[str, m.HpParam], path: str) -> dict[str, Dimension]:

@@ -22,10 +22,12 @@ import msgspec
 
 from orchestrator.exceptions import SpecError
 from orchestrator.spec import models as m
+from orchestrator.spec.entry_shapes import EntryShapes
 from orchestrator.spec.hyperparams import DATE_KINDS, NUMERIC_KINDS
 from orchestrator.spec.ios import ResolvedIO, is_template, resolve_ios, typed_value
 from orchestrator.spec.load import LoadedSpec
 from orchestrator.spec.matrix import Expansion, expand_matrix
+from orchestrator.spec.resources import ResourceRequest, request_from_resources
 from orchestrator.spec.templating import (
     ParamView,
     Renderer,
@@ -97,6 +99,8 @@ class Plan:
     #: What the user should hear before anything runs (a ``-P`` the matrix overrides), one
     #: line each; the command line prints them.
     warnings: list[str] = field(default_factory=list)
+    #: What each run needs of the machine (``container.resources``), checked at compile time.
+    request: ResourceRequest = field(default_factory=ResourceRequest)
 
     def __len__(self) -> int:
         return len(self.expansion) if self.expansion is not None else 1
@@ -128,7 +132,6 @@ class Plan:
         by_name = self._by_name
         values = dict(self.base_values)
         context = dict(self.context_values)
-        prefix = self._suggestion_path(index)
         for key, raw in suggestion.items():
             io = by_name.get(key)
             if io is None:
@@ -136,7 +139,11 @@ class Plan:
             elif is_template(raw):
                 values[key] = raw
             else:
-                values[key] = typed_value(_parsed_for(raw, io), io, f"{prefix}.{key}")
+                try:
+                    values[key] = typed_value(_parsed_for(raw, io), io, "")
+                except SpecError as exc:  # its field, built only now (a big mapping is cheaper)
+                    exc.field = f"{self._suggestion_path(index)}.{key}"
+                    raise
         return {**values, **context}
 
     def _suggestion_path(self, index: int) -> str:
@@ -256,7 +263,40 @@ class Plan:
                 field=f"matrix.values[{index}]",
             )
         values = self.values_for(index, entry)  # type errors first, named by entry and key
+        shapes = self._entry_shapes
+        if shapes.renders_alike(values):
+            return  # an entry of the same keys and value types rendered without error
         self.render(index, entry, _CHECK_UUID, values)  # any uuid renders alike
+        shapes.rendered(values)
+
+    @cached_property
+    def _entry_shapes(self) -> EntryShapes:
+        """The shapes of the mapping entries rendered so far (``entry_shapes.py``)."""
+        glob = self._globals(10**15, _CHECK_UUID, with_paths=self._run_uses_globals)
+        fixed = len(str(glob)) + 4096
+        return EntryShapes(self.renderer, self._run_templates(), fixed)
+
+    def _run_templates(self) -> list[str] | None:
+        """Every string a run renders (command, args, env values, workingDir, argFormats);
+        None when ``init`` holds a template (its render is converted back into a model)."""
+        run = self.spec.component.run
+        assert isinstance(run, m.Job | m.Service)
+        if run.init:
+            text = msgspec.json.encode(run.init).decode()
+            if "{{" in text or "{%" in text:
+                return None
+        container = run.container or m.Container()
+        templates: list[str] = []
+        for items in (container.command, container.args):
+            if isinstance(items, str):
+                templates.append(items)
+            elif items:
+                templates.extend(item for item in items if isinstance(item, str))
+        templates.extend(v.value for v in container.env or [] if isinstance(v.value, str))
+        if container.working_dir:
+            templates.append(container.working_dir)
+        templates.extend(io.io.arg_format for io in self.ios if io.io.arg_format)
+        return templates
 
     def config_hash(self, params: Mapping[str, Any]) -> str:
         """SHA-256 of the component and the typed params, stable under key order."""
@@ -438,6 +478,7 @@ def _compile(
         )
     try:
         ios = resolve_ios(component)
+        request = request_from_resources(run.container.resources)
     except SpecError as exc:
         raise exc.with_file(spec.component_source) from None
     by_name = {io.name: io for io in ios}
@@ -486,6 +527,10 @@ def _compile(
     plan._component_json = msgspec.json.encode(component, order="sorted")
     plan._given = given
     plan.warnings = _shadowed_overrides(op.matrix, overrides)
+    plan.request = request
+    plan.warnings += [
+        f"run.container.resources: {key!r} has no local meaning, ignored" for key in request.ignored
+    ]
     if isinstance(op.matrix, m.Mapping):
         # Type-check every mapping entry before anything runs (Polyaxon only checks the first).
         for index, entry in enumerate(op.matrix.values):
@@ -550,5 +595,22 @@ def _check_matrix(matrix: m.Matrix, expansion: Expansion, by_name: dict[str, Res
                 field=f"{where}.kind",
             )
         dim = expansion.dimensions.get(key)
+        if _always_float(kind, io):
+            continue  # a float input takes every float these kinds generate: no need to walk
         for value in getattr(dim, "values", ()):
             typed_value(value, io, where)
+
+
+def _always_float(kind: Any, io: ResolvedIO) -> bool:
+    """Whether every value of a ``kind`` dimension is a float ``io`` accepts as it is (range,
+    linspace, logspace and geomspace generate floats; a float input without rules takes any)."""
+    return (
+        kind in _FLOAT_KINDS
+        and io.type.name == "float"
+        and io.io.validation is None
+        and io.io.options is None
+    )
+
+
+#: Hyperparameter kinds whose values are always floats (their bounds are read as floats).
+_FLOAT_KINDS = frozenset({"range", "linspace", "logspace", "geomspace"})

@@ -132,11 +132,16 @@ class _Builder:
                 self.nodes += 1
                 if self.nodes > MAX_NODES or len(stack) > MAX_DEPTH:
                     self._count(0, 0)  # raises
-                key = (event.tag, event.implicit, event.value)
+                text = event.value
+                key = (event.tag, event.implicit, text)
                 known = memo.get(key)
-                if known is None:
+                if known is not None:
+                    pass
+                elif _plain_decimal(event.tag, event.implicit, text):
+                    known = (int(text), _INT)  # what the resolver and int constructor give
+                else:
                     known = self._scalar(event)
-                    if len(memo) < _MEMO_ENTRIES and len(event.value) <= _MEMO_CHARS:
+                    if len(memo) < _MEMO_ENTRIES and len(text) <= _MEMO_CHARS:
                         memo[key] = known
                 if event.anchor is not None:
                     self._anchor(event, known[0], known[1], 1, 0)
@@ -164,9 +169,22 @@ class _Builder:
                 continue
             else:  # sequence or mapping end
                 done = stack.pop()
-                value = self._collection(done, event)
                 tag, size, height = done.tag, done.size, done.height
-                self._anchor(done.event, value, tag, size, height)
+                items = done.items
+                start = done.event
+                if (
+                    tag == _MAP
+                    and type(start) is MappingStartEvent
+                    and start.anchor is None
+                    and _MERGE not in done.tags
+                ):
+                    try:  # the usual mapping: plain keys, no merge, no anchor
+                        value = dict(zip(items[::2], items[1::2], strict=True))
+                    except TypeError:  # an unhashable key: reported with its mark
+                        value = self._collection(done, event)
+                else:
+                    value = self._collection(done, event)
+                    self._anchor(done.event, value, tag, size, height)
             if not stack:
                 return value
             top = stack[-1]
@@ -290,6 +308,19 @@ class _Builder:
                 )
             pairs.extend(item.items())
         return pairs
+
+
+def _plain_decimal(tag: str | None, implicit: tuple[bool, bool], text: str) -> bool:
+    """A plain (unquoted, untagged) scalar of ASCII digits without a leading zero: SafeLoader
+    resolves it to an int (no other implicit resolver matches digits alone) and constructs
+    ``int(text)``; most scalars of a big mapping are such."""
+    return (
+        tag is None
+        and implicit[0]
+        and text.isdigit()
+        and text.isascii()
+        and (text[0] != "0" or len(text) == 1)
+    )
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -330,6 +330,16 @@ class Journal(JournalWriter):
             sweep=self._owners.get(target_run),
         )
 
+    def set_resources(self, run_id: str, assignment: Mapping[str, Any]) -> None:
+        """What the run's attempt was given of the machine (an earlier attempt's is replaced)."""
+        self._add(
+            (
+                "INSERT OR REPLACE INTO resources (run_id, assignment) VALUES (?, ?)",
+                (run_id, json.dumps(assignment)),
+            ),
+            sweep=self._owners.get(run_id),
+        )
+
     def set_output(self, run_id: str, name: str, value: Any) -> None:
         self._add(
             (
@@ -491,6 +501,18 @@ class Journal(JournalWriter):
             )
             for run_id, name, value in rows:
                 out.setdefault(run_id, {})[name] = value
+        return out
+
+    def resources_of(self, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """What each run was given of the machine, for the runs that were given something."""
+        out: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(run_ids), _CHUNK):
+            chunk = run_ids[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for run_id, assignment in self._query(
+                f"SELECT run_id, assignment FROM resources WHERE run_id IN ({marks})", chunk
+            ):
+                out[run_id] = json.loads(assignment)
         return out
 
     def outputs_of(self, run_ids: list[str]) -> dict[str, dict[str, Any]]:

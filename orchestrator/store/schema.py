@@ -56,6 +56,8 @@ CREATE TABLE IF NOT EXISTS configurations (
     sweep_id TEXT NOT NULL, idx INTEGER NOT NULL, params TEXT NOT NULL,
     PRIMARY KEY (sweep_id, idx)
 );
+-- What each run was given of the machine (its latest attempt's GPUs, CPUs, memory; JSON).
+CREATE TABLE IF NOT EXISTS resources (run_id TEXT PRIMARY KEY, assignment TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS writer_probe (id INTEGER PRIMARY KEY, at REAL);
 """
 

@@ -32,9 +32,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from orchestrator.exceptions import StoreError
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["JournalWriter"]
 
@@ -61,10 +64,40 @@ class _Record(NamedTuple):
     durable: bool = False
 
 
+#: Seconds :meth:`JournalWriter.commit` waits for the writer before it says the journal cannot
+#: write (as long as :meth:`~JournalWriter.flush_sync` waits).
+COMMIT_TIMEOUT_S = 60.0
+#: Seconds the writer waits for more records after a wake with only a few, unless someone
+#: waits for them (a flush, a durable record): one transaction per burst of a run's
+#: transitions instead of one per transition.
+LINGER_S = 0.002
+#: A wake with at least this many records commits at once.
+LINGER_BELOW = 64
+
+
 class _Gathering(threading.local):
     """Per thread: the records :meth:`JournalWriter.together` is gathering (None: not in one)."""
 
     records: list[_Record] | None = None
+
+
+class _LoopEvent(threading.Event):
+    """A flush marker's event that, once the writer sets it, also resolves ``future`` on the
+    event loop: a commit or flush is awaited without a worker thread waiting for it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+
+    def set(self) -> None:
+        super().set()
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody awaits it
+            self._loop.call_soon_threadsafe(self._resolve)
+
+    def _resolve(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
 
 
 class _Flush:
@@ -81,6 +114,11 @@ class _Flush:
 def _describe(exc: BaseException) -> str:
     """A write error as one line (SQLite's own words: ``database or disk is full``)."""
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _waited_for(item: Any) -> bool:
+    """Whether someone waits for ``item`` to be written (or the writer to stop)."""
+    return isinstance(item, _Flush) or item is _STOP or getattr(item, "durable", False)
 
 
 def _tell(listener: Callable[[Any], None], value: Any) -> None:
@@ -115,6 +153,8 @@ class JournalWriter:
         self._retries: dict[str, _Record] = {}
         #: Records being gathered into one by :meth:`together`, per thread.
         self._gathering = _Gathering()
+        #: Set when someone waits for what is queued: the writer stops lingering.
+        self._urgent = threading.Event()
         self._thread = threading.Thread(target=self._writer, name="journal-writer", daemon=True)
         self._thread.start()
 
@@ -127,11 +167,12 @@ class JournalWriter:
                 self._attempt([], probe=True)
                 continue
             batch = [item]
-            while len(batch) < 5000:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            self._drain(batch)
+            if len(batch) < LINGER_BELOW and not any(map(_waited_for, batch)):
+                # A run's transitions come a few at a time: gather them for a moment.
+                self._urgent.wait(LINGER_S)
+                self._drain(batch)
+            self._urgent.clear()
             records = [b for b in batch if isinstance(b, _Record)]
             if records or self._retries:
                 self._attempt(records)
@@ -142,6 +183,18 @@ class JournalWriter:
                     b.done.set()
             if any(b is _STOP for b in batch):
                 return
+
+    def _drain(self, batch: list[Any]) -> None:
+        while len(batch) < 5000:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                return
+
+    def _put_urgent(self, item: Any) -> None:
+        """Queue ``item``, which someone waits for: the writer does not linger over it."""
+        self._queue.put(item)
+        self._urgent.set()
 
     def _attempt(self, records: list[_Record], probe: bool = False) -> None:
         """Commit the kept records and ``records`` in one transaction; if that fails, each
@@ -230,6 +283,8 @@ class JournalWriter:
         gathering = self._gathering.records
         if gathering is not None:
             gathering.append(record)
+        elif durable:
+            self._put_urgent(record)
         else:
             self._queue.put(record)
 
@@ -264,7 +319,7 @@ class JournalWriter:
         durable record was refused. With ``check=False`` only wait: afterwards, reads see
         everything that committed."""
         marker = _Flush(self._failures)
-        self._queue.put(marker)
+        self._put_urgent(marker)
         finished = marker.done.wait(timeout)
         if not check:
             return
@@ -277,13 +332,6 @@ class JournalWriter:
         if error is not None:
             raise StoreError(f"journal write failed: {error}")
 
-    async def flush(self) -> None:
-        """Wait, off the event loop, until everything queued has been tried (for readers).
-        A failed write is not raised here: its sweep is told, and :attr:`write_error` says."""
-        import anyio
-
-        await anyio.to_thread.run_sync(functools.partial(self.flush_sync, check=False))
-
     async def keep_up(self, limit: int = 10_000) -> None:
         """Wait, off the event loop, while more than ``limit`` records are queued: a producer
         faster than the disk (a million short runs) waits here instead of growing the queue
@@ -292,11 +340,53 @@ class JournalWriter:
             await self.flush()
 
     async def commit(self, sweep_id: str) -> None:
-        """Wait, off the event loop, until every write of ``sweep_id`` queued so far is
-        committed; StoreError if one was lost. Nothing is "accepted" before this returns."""
+        """Wait until every write of ``sweep_id`` queued so far is committed; StoreError if
+        one was lost (or nothing committed within :data:`COMMIT_TIMEOUT_S`). Nothing is
+        "accepted" before this returns, and a cancelled caller still waits for the answer (as
+        a waiting thread did). Records queued while one transaction commits go in the next
+        (a group commit)."""
         import anyio
 
-        await anyio.to_thread.run_sync(functools.partial(self.flush_sync, sweep_id=sweep_id))
+        with anyio.CancelScope(shield=True):
+            waited = await self._tried()
+        if waited is None:  # another event loop: a worker thread waits instead
+            await anyio.to_thread.run_sync(functools.partial(self.flush_sync, sweep_id=sweep_id))
+            return
+        if not waited:
+            raise StoreError(
+                f"the journal at {self.path} did not write within {COMMIT_TIMEOUT_S:g}s"
+            )
+        error = self._lost.get(sweep_id) or self._refused.pop(sweep_id, None)
+        if error is not None:
+            raise StoreError(f"journal write failed: {error}")
+
+    async def flush(self) -> None:
+        """Wait until everything queued has been tried (for readers). A failed write is not
+        raised here: its sweep is told, and :attr:`write_error` says."""
+        if await self._tried() is None:
+            import anyio
+
+            await anyio.to_thread.run_sync(functools.partial(self.flush_sync, check=False))
+
+    async def _tried(self) -> bool | None:
+        """Wait until the writer has tried every write queued so far: True, or False after
+        :data:`COMMIT_TIMEOUT_S`. On asyncio the writer wakes the loop itself (the hand-offs
+        through a worker thread cost a submission more than its commit); None, having waited
+        for nothing, on another event loop."""
+        import asyncio  # lazily: reading the journal (``ls``) needs no event loop
+
+        import anyio
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        marker = _Flush(self._failures)
+        marker.done = done = _LoopEvent(loop)
+        self._put_urgent(marker)
+        with anyio.move_on_after(COMMIT_TIMEOUT_S) as waited:
+            await done.future
+        return not waited.cancelled_caught
 
     @property
     def write_error(self) -> str | None:
@@ -332,6 +422,6 @@ class JournalWriter:
         """Stop the writer once everything queued so far has been tried, and close its
         connection."""
         if self._thread.is_alive():
-            self._queue.put(_STOP)
+            self._put_urgent(_STOP)
             self._thread.join(timeout=60)
         self._write.close()
