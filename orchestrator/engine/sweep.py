@@ -71,6 +71,24 @@ def new_run_id() -> str:
     return uuid.UUID(int=_ids.getrandbits(128), version=4).hex
 
 
+async def _slot_unless(slots: PrioritySlots, priority: int, stopped: anyio.Event) -> bool:
+    """Take one of a daemon's shared run slots, unless ``stopped`` is set first (False: no
+    slot is held), so a stop reaches runs that wait behind other sweeps' runs."""
+    if stopped.is_set():
+        return False
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            await stopped.wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        await slots.acquire(priority)
+        tg.cancel_scope.cancel()
+        return True
+    return False
+
+
 def _pool_matters(pool: ResourcePool | None, request: ResourceRequest) -> bool:
     """Whether runs must book ``request`` in ``pool``: not when they ask for nothing (they
     are never held back; hiding the GPUs from them needs no booking)."""
@@ -518,8 +536,12 @@ class SweepController:
         if self.shared_slots is None and self.resources is None:
             await self.transition(run, RunState.STARTING)
             return await self._attempt(run, self._no_devices)
-        if self.shared_slots is not None:
-            await self.shared_slots.acquire(self.settings.priority)
+        assert run.stop is not None
+        if self.shared_slots is not None and not await _slot_unless(
+            self.shared_slots, self.settings.priority, run.stop.requested
+        ):
+            await self._stopped_waiting(run)
+            return None
         try:
             if self.resources is None:
                 if await self._stopped_while_queued(run):
@@ -531,6 +553,12 @@ class SweepController:
             if self.shared_slots is not None:
                 self.shared_slots.release()
 
+    async def _stopped_waiting(self, run: RunRecord) -> None:
+        """A run stopped while it waited for capacity (the sweep, or this run alone)."""
+        assert run.stop is not None
+        reason = self.reason if self.stopping else run.stop.reason
+        await self.transition(run, RunState.STOPPED, reason)
+
     async def _attempt_holding(self, run: RunRecord, pool: ResourcePool) -> Outcome | None:
         """Wait for the run's share of the machine (a stop ends the wait), hold it for the
         attempt, give it back however the attempt ends."""
@@ -538,9 +566,8 @@ class SweepController:
         assignment = await pool.acquire_unless(
             self.plan.request, run.stop.requested, self.settings.priority
         )
-        if assignment is None:  # stopped while it waited: the sweep, or this run alone
-            reason = self.reason if self.stopping else run.stop.reason
-            await self.transition(run, RunState.STOPPED, reason)
+        if assignment is None:
+            await self._stopped_waiting(run)
             return None
         try:
             if await self._stopped_while_queued(run):

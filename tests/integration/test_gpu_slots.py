@@ -243,3 +243,38 @@ def test_the_check_finds_an_overcommitted_card() -> None:
     assert overcommits([a, b]) == ["card 1 at 2.000: 2.0 cards"]
     assert overcommits([a, *halves]) == []
     assert overcommits([*halves, {**halves[0], "share": "0.25"}]) == ["card 2 at 1.000: 1.25 cards"]
+
+
+def test_a_run_stopped_on_its_timeout_gives_its_cards_back(tmp_path: Path) -> None:
+    """Each run takes all four cards. The first never ends on its own: its timeout stops it
+    (SIGTERM), and only then may the second start; cards kept by a stopped run would hang."""
+    records = tmp_path / "records"
+    records.mkdir()
+    hang = tmp_path / "hang.py"
+    hang.write_text("import time\nwhile True:\n    time.sleep(60)\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        textwrap.dedent(f"""
+        version: 1.1
+        kind: operation
+        matrix: {{kind: mapping, concurrency: 2, values: [{{i: 0}}, {{i: 1}}]}}
+        component:
+          inputs: [{{name: i, type: int}}]
+          termination: {{timeout: 1}}
+          run:
+            kind: job
+            container:
+              command: [/bin/sh, -c, 'echo "$CUDA_VISIBLE_DEVICES" > {records}/r{{{{ i }}}}.start;
+                if [ {{{{ i }}}} = 0 ]; then exec {sys.executable} {hang}; fi']
+              resources: {{limits: {{nvidia.com/gpu: 4}}}}
+        """)
+    )
+    proc = _orchestrator(tmp_path, "run", str(spec), "--json", "--grace", "0")
+    summary = json.loads(proc.stdout)
+    states = {run["index"]: (run["state"], run["reason"]) for run in summary["runs"]}
+    first_done = [i for i, (state, _) in states.items() if state == "succeeded"]
+    timed_out = [i for i, (state, reason) in states.items() if state == "failed"]
+    assert len(first_done) == 1 and len(timed_out) == 1, states
+    assert states[timed_out[0]][1] == "timeout"
+    seen = [p.read_text().strip() for p in sorted(records.glob("*.start"))]
+    assert seen == [",".join(uuid for _, uuid, _, _ in CARDS)] * 2
