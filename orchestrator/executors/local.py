@@ -245,7 +245,9 @@ class _RunFiles:
         on a home's first run (its status file is created)."""
         cwd = os.path.abspath(job.cwd)  # noqa: ASYNC240 - no disk: at most a getcwd()
         layout = job.layout  # parents first: each is one mkdir
-        folders = [str(layout.run_dir), str(layout.outputs), cwd]
+        # The working folder is not among them: the supervisor enters it, and makes it only
+        # when it is missing (one mkdir saved per run where it exists, as it usually does).
+        folders = [str(layout.run_dir), str(layout.outputs)]
         if job.init:
             await anyio.to_thread.run_sync(_make_folders, folders)
         if is_open(job.layout.home):

@@ -119,13 +119,13 @@ _DEFAULT_SIGNALS = tuple(
 )
 
 
-def _spawn(argv: list[str], env: dict[str, str], cwd: str, *stdio: int) -> int:
-    """Start ``argv`` in ``cwd``, in a new session, its stdin, stdout and stderr ``stdio``;
-    its pid. ``posix_spawn`` (a vfork and an exec: no copy of this process, no Python in the
-    child) costs a fraction of ``subprocess.Popen``'s fork; the program is looked for as
-    ``Popen`` does (on the run's ``PATH`` unless it names a folder; the first error other
-    than "not there" is the one raised). This process is single-threaded, so it may change
-    its own folder for the spawn (``posix_spawn`` has no ``cwd``)."""
+def _spawn(argv: list[str], env: dict[str, str], *stdio: int) -> int:
+    """Start ``argv`` in this process's current folder (the run's, see :func:`_enter`), in a
+    new session, its stdin, stdout and stderr ``stdio``; its pid. ``posix_spawn`` (a vfork
+    and an exec: no copy of this process, no Python in the child) costs a fraction of
+    ``subprocess.Popen``'s fork; the program is looked for as ``Popen`` does (on the run's
+    ``PATH`` unless it names a folder; the first error other than "not there" is the one
+    raised)."""
     if not argv or not all(isinstance(arg, str) for arg in argv):
         raise ValueError("the command must be a list of strings")
     program = argv[0]
@@ -134,23 +134,19 @@ def _spawn(argv: list[str], env: dict[str, str], cwd: str, *stdio: int) -> int:
     else:
         candidates = [os.path.join(folder, program) for folder in os.get_exec_path(env)]
     actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)]
-    os.chdir(cwd)
-    try:
-        first: OSError | None = None
-        for path in candidates:
-            try:
-                return os.posix_spawn(
-                    path, argv, env, file_actions=actions, setsid=True, setsigdef=_DEFAULT_SIGNALS
-                )
-            except OSError as exc:
-                if first is None or (
-                    first.errno in (errno.ENOENT, errno.ENOTDIR)
-                    and exc.errno not in (errno.ENOENT, errno.ENOTDIR)
-                ):
-                    first = exc
-        raise first or FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
-    finally:
-        os.chdir("/")
+    first: OSError | None = None
+    for path in candidates:
+        try:
+            return os.posix_spawn(
+                path, argv, env, file_actions=actions, setsid=True, setsigdef=_DEFAULT_SIGNALS
+            )
+        except OSError as exc:
+            if first is None or (
+                first.errno in (errno.ENOENT, errno.ENOTDIR)
+                and exc.errno not in (errno.ENOENT, errno.ENOTDIR)
+            ):
+                first = exc
+    raise first or FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
 
 
 def _close_inherited(keep: int) -> None:
@@ -160,6 +156,16 @@ def _close_inherited(keep: int) -> None:
     top = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536
     os.closerange(3, keep)
     os.closerange(keep + 1, max(top, keep + 1))
+
+
+def _enter(folder: str) -> None:
+    """``chdir`` into the run's working folder, made first only when it is missing (the
+    common case, an existing folder, costs no ``mkdir``)."""
+    try:
+        os.chdir(folder)
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
+        os.chdir(folder)
 
 
 def _start_time(pid: int) -> int:
@@ -364,18 +370,26 @@ class Supervisor:
         try:
             for folder in request.get("folders", []):
                 _make_folder(folder)
-        except (OSError, TypeError) as exc:
+            _enter(request["cwd"])  # left again (for "/") once the run is spawned
+        except (OSError, TypeError, KeyError) as exc:
             code = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EINVAL
             self.answer(b"F %d %d %s" % (run.number, code, _one_line(str(exc))))
             self._forget(run)
             return
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
+        try:
+            out_r, out_w = os.pipe()
+        except OSError:
+            os.chdir("/")
+            raise
+        try:
+            err_r, err_w = os.pipe()
+        except OSError:
+            _close_all([out_r, out_w])
+            os.chdir("/")
+            raise
         try:
             run.run_id = str(request["run"])
-            run.pid = _spawn(
-                request["argv"], request["env"], request["cwd"], self.devnull, out_w, err_w
-            )
+            run.pid = _spawn(request["argv"], request["env"], self.devnull, out_w, err_w)
         except (OSError, ValueError, TypeError, KeyError) as exc:
             _close_all([out_r, err_r])
             code = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EINVAL
@@ -384,6 +398,7 @@ class Supervisor:
             self._forget(run)  # its status stays empty: it never ran
             return
         finally:
+            os.chdir("/")  # hold no run's folder busy
             _close_all([out_w, err_w])  # the run holds them now: EOF comes when its group exits
         self.alive[run.pid] = run
         for fd in (out_r, err_r):  # the flag goes with the descriptor to the orchestrator
