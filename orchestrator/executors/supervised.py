@@ -29,7 +29,6 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterable
 from pathlib import Path
 
 from orchestrator.executors import supervisor
@@ -43,12 +42,6 @@ _COMMANDS = {signal.SIGTERM: b"T", signal.SIGKILL: b"K"}
 _PIPES_SPACE = socket.CMSG_SPACE(2 * array.array("i").itemsize)
 #: Received descriptors close on exec (Linux); nothing waits on the control socket.
 _RECEIVE_FLAGS = socket.MSG_DONTWAIT | getattr(socket, "MSG_CMSG_CLOEXEC", 0)
-
-
-def _close_all(fds: Iterable[int]) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
 
 
 class SupervisorLost(ConnectionError):
@@ -152,25 +145,19 @@ class _Handle:
         control = self._control
         while control is not None:
             try:
-                data, ancillary, _, _ = control.recvmsg(4096, _PIPES_SPACE, _RECEIVE_FLAGS)
+                data, fds = supervisor.receive(control, 4096, _PIPES_SPACE, _RECEIVE_FLAGS)
             except BlockingIOError:
                 return
-            except OSError:
-                data, ancillary = b"", []
-            fds = array.array("i")
-            for level, kind, payload in ancillary:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
             if not data:
-                _close_all(fds)
+                supervisor.close_all(fds)
                 self._lost()
                 return
             word, number, rest = data.decode(errors="replace").split(" ", 2)
             process = self._runs.get(int(number))
             if process is None:  # let go of: nobody reads its pipes
-                _close_all(fds)
+                supervisor.close_all(fds)
             else:
-                process.answered(word, rest, list(fds))
+                process.answered(word, rest, fds)
 
     def _lost(self) -> None:
         """The supervisor is gone: every run it held hears so; the next run starts anew."""
@@ -275,7 +262,7 @@ class SupervisedProcess:
             if not isinstance(exc, OSError):  # cancelled: a run it starts is killed at once
                 handle.say(b"D", process.number)
             handle.let_go(process.number)
-            _close_all(process.pipes)  # its answer may have come meanwhile
+            supervisor.close_all(process.pipes)  # its answer may have come meanwhile
             raise
         return process
 
@@ -287,7 +274,7 @@ class SupervisedProcess:
             self.pipes, self.start_time = (fds[0], fds[1]), int(started or 0) or None
             self._started.set_result(int(pid))
             return
-        _close_all(fds)
+        supervisor.close_all(fds)
         if kind == "P":
             if not self._started.done():
                 self._started.set_exception(SupervisorLost(f"no output pipes with {rest!r}"))
@@ -337,5 +324,5 @@ class SupervisedProcess:
             self._handle.say(b"D", self.number)
         self._handle.let_go(self.number)
         self.exited.cancel()  # nobody waits for it any more
-        _close_all(self.pipes)
+        supervisor.close_all(self.pipes)
         self.pipes = (-1, -1)

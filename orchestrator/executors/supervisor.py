@@ -62,7 +62,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = ["MAX_PART", "ORPHAN_GRACE_S", "START", "STATUS_FILE", "WORD", "main", "status_record"]
@@ -102,15 +102,31 @@ def _send(control: socket.socket, message: bytes, fds: list[int] | None) -> None
     if fds:
         rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
         control.sendmsg([message], rights)
-        _close_all(fds)
+        close_all(fds)
     else:
         control.send(message)
 
 
-def _close_all(fds: list[int] | None) -> None:
+def close_all(fds: Iterable[int] | None) -> None:
     for fd in fds or ():
         with contextlib.suppress(OSError):
             os.close(fd)
+
+
+def receive(sock: socket.socket, size: int, fds_space: int, flags: int) -> tuple[bytes, list[int]]:
+    """One message and the descriptors that came with it (both ends of the control socket
+    read this way); ``b""`` when the other end is gone. BlockingIOError: nothing waits."""
+    try:
+        data, ancillary, _, _ = sock.recvmsg(size, fds_space, flags)
+    except BlockingIOError:
+        raise
+    except OSError:
+        return b"", []
+    fds = array.array("i")
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    return data, list(fds)
 
 
 #: Signals this process ignores (Python does) that a run must find at their default.
@@ -275,7 +291,7 @@ class Supervisor:
         """Send ``message`` (with ``fds``, which are then closed here) to the orchestrator, or
         queue it while its buffer is full."""
         if self.control is None:
-            _close_all(fds)
+            close_all(fds)
             return
         if not self.outbox:
             try:
@@ -284,7 +300,7 @@ class Supervisor:
             except BlockingIOError:
                 pass
             except OSError:
-                _close_all(fds)
+                close_all(fds)
                 return  # gone: its EOF is read next
             self.selector.modify(
                 self.control, selectors.EVENT_READ | selectors.EVENT_WRITE, self._on_control
@@ -305,7 +321,7 @@ class Supervisor:
 
     def _drop_outbox(self) -> None:
         for _, fds in self.outbox:
-            _close_all(fds)
+            close_all(fds)
         self.outbox.clear()
 
     # ------------------------------------------------------------------ requests
@@ -314,21 +330,19 @@ class Supervisor:
             self._flush()
         while mask & selectors.EVENT_READ and self.control is not None:
             try:
-                data, ancillary, _, _ = self.control.recvmsg(
-                    START.size + MAX_PART, socket.CMSG_SPACE(_FDS_PER_RUN * 4), _CMSG_CLOEXEC
+                data, fds = receive(
+                    self.control,
+                    START.size + MAX_PART,
+                    socket.CMSG_SPACE(_FDS_PER_RUN * 4),
+                    _CMSG_CLOEXEC,
                 )
             except BlockingIOError:
                 return
-            except OSError:
-                data, ancillary = b"", []
-            fds = array.array("i")
-            for level, kind, payload in ancillary:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
             if not data:
+                close_all(fds)
                 self._orchestrator_gone()
                 return
-            self._on_message(data, list(fds))
+            self._on_message(data, fds)
 
     def _on_message(self, data: bytes, fds: list[int]) -> None:
         kind = data[:1]
@@ -337,7 +351,7 @@ class Supervisor:
             new = self.runs[number] = _Run(number, size, fds[0])
             self._more(new, data[START.size :])
             return
-        _close_all(fds)  # descriptors with anything but a start: not ours to keep
+        close_all(fds)  # descriptors with anything but a start: not ours to keep
         if len(data) < WORD.size:
             return
         _, number = WORD.unpack_from(data)
@@ -384,14 +398,14 @@ class Supervisor:
         try:
             err_r, err_w = os.pipe()
         except OSError:
-            _close_all([out_r, out_w])
+            close_all([out_r, out_w])
             os.chdir("/")
             raise
         try:
             run.run_id = str(request["run"])
             run.pid = _spawn(request["argv"], request["env"], self.devnull, out_w, err_w)
         except (OSError, ValueError, TypeError, KeyError) as exc:
-            _close_all([out_r, err_r])
+            close_all([out_r, err_r])
             code = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EINVAL
             text = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
             self.answer(b"E %d %d %s" % (run.number, code, _one_line(text)))
@@ -399,7 +413,7 @@ class Supervisor:
             return
         finally:
             os.chdir("/")  # hold no run's folder busy
-            _close_all([out_w, err_w])  # the run holds them now: EOF comes when its group exits
+            close_all([out_w, err_w])  # the run holds them now: EOF comes when its group exits
         self.alive[run.pid] = run
         for fd in (out_r, err_r):  # the flag goes with the descriptor to the orchestrator
             fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)  # a read end has no other flag
