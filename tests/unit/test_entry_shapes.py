@@ -93,21 +93,25 @@ def test_a_late_bad_entry_fails_as_its_own_render_would(
     assert str(info.value) == f"{spec}: {expected}"
 
 
-def test_entries_of_one_shape_render_once(
-    write: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def rendered(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The index of every run :meth:`Plan.render` renders, in order."""
+    seen: list[int] = []
+    real = Plan.render
+
+    def counting(self: Plan, index: int, *args: Any, **kwargs: Any) -> Any:
+        seen.append(index)
+        return real(self, index, *args, **kwargs)
+
+    monkeypatch.setattr(Plan, "render", counting)
+    return seen
+
+
+def test_entries_of_one_shape_render_once(write: Callable[..., Path], rendered: list[int]) -> None:
     entries = [{"s": f"v{i}", "n": i} for i in range(500)] + [{"s": "z"}] + [{"s": "y", "n": 1.5}]
     command = ["echo", "{{ s }}", "{{ params.s.as_arg }}", "{{ params.as_args }}",
                "{{ globals['uuid'] }}", "{{ n }}"]  # fmt: skip
     spec = write(mapping(entries, STR_INPUT, command))
-    rendered: list[int] = []
-    real = Plan.render
-
-    def counting(self: Plan, index: int, *args: Any, **kwargs: Any) -> Any:
-        rendered.append(index)
-        return real(self, index, *args, **kwargs)
-
-    monkeypatch.setattr(Plan, "render", counting)
     plan = compile_plan(load_spec(spec))
     # One render per shape: (s: str, n: int), (s: str), (s: str, n: float).
     assert rendered == [0, 500, 501]
@@ -127,18 +131,10 @@ INIT = '  run: {"kind": "job", "container": {"command": ["echo"]}, "init": [{"fi
     ],
 )
 def test_filters_calls_and_init_templates_render_every_entry(
-    write: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, run: str
+    write: Callable[..., Path], rendered: list[int], run: str
 ) -> None:
     text = mapping(INTS, [], ["echo"]).splitlines()
     spec = write("\n".join([*text[:-1], run]) + "\n")
-    rendered: list[int] = []
-    real = Plan.render
-
-    def counting(self: Plan, index: int, *args: Any, **kwargs: Any) -> Any:
-        rendered.append(index)
-        return real(self, index, *args, **kwargs)
-
-    monkeypatch.setattr(Plan, "render", counting)
     compile_plan(load_spec(spec))
     assert rendered == list(range(GOOD))
 
