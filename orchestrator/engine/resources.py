@@ -40,6 +40,7 @@ import anyio
 import anyio.lowlevel
 
 from orchestrator.engine.inventory import Gpu, Inventory
+from orchestrator.engine.slots import unless_stopped
 from orchestrator.exceptions import ExecutorError
 from orchestrator.spec.resources import MILLI, ResourceRequest, format_bytes, format_milli
 
@@ -239,17 +240,7 @@ class ResourcePool:
         got = self.try_acquire(request, priority)
         if got is not None:
             return got
-        result: Assignment | None = None
-        async with anyio.create_task_group() as tg:
-
-            async def watch() -> None:
-                await stopped.wait()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(watch)
-            result = await self.acquire(request, priority)
-            tg.cancel_scope.cancel()
-        return result
+        return await unless_stopped(stopped, lambda: self.acquire(request, priority))
 
     def release(self, assignment: Assignment) -> None:
         """Give back what ``assignment`` holds and serve the waiters; a second call does

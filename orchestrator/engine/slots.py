@@ -9,11 +9,33 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import anyio
 
-__all__ = ["PrioritySlots"]
+__all__ = ["PrioritySlots", "unless_stopped"]
+
+T = TypeVar("T")
+
+
+async def unless_stopped(stopped: anyio.Event, wait: Callable[[], Awaitable[T]]) -> T | None:
+    """``await wait()``, unless ``stopped`` is set first: then None, and ``wait`` is
+    cancelled (the waits given here give back what they held when cancelled)."""
+    if stopped.is_set():
+        return None
+    result: T | None = None
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            await stopped.wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        result = await wait()
+        tg.cancel_scope.cancel()
+    return result
 
 
 @dataclass(order=True)

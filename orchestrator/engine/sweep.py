@@ -16,7 +16,7 @@ import os
 import random
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,7 +43,7 @@ from orchestrator.engine.output import RunOutput, adopt_cached
 from orchestrator.engine.plugin_host import PluginScope
 from orchestrator.engine.records import JournalRuns, Limits, Resume, RunRecord, SweepResult
 from orchestrator.engine.resources import ResourcePool
-from orchestrator.engine.slots import PrioritySlots
+from orchestrator.engine.slots import PrioritySlots, unless_stopped
 from orchestrator.engine.states import SWEEP_TERMINAL, TERMINAL, RunState, SweepState
 from orchestrator.engine.sweep_journal import commit_start, queue_start, watch_losses
 from orchestrator.engine.timers import Timers
@@ -71,22 +71,11 @@ def new_run_id() -> str:
     return uuid.UUID(int=_ids.getrandbits(128), version=4).hex
 
 
-async def _slot_unless(slots: PrioritySlots, priority: int, stopped: anyio.Event) -> bool:
-    """Take one of a daemon's shared run slots, unless ``stopped`` is set first (False: no
-    slot is held), so a stop reaches runs that wait behind other sweeps' runs."""
-    if stopped.is_set():
-        return False
-    async with anyio.create_task_group() as tg:
-
-        async def watch() -> None:
-            await stopped.wait()
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(watch)
-        await slots.acquire(priority)
-        tg.cancel_scope.cancel()
-        return True
-    return False
+async def _taken(acquire: Awaitable[None]) -> bool:
+    """True once ``acquire`` has taken its slot (what :func:`unless_stopped` tells from a
+    stop's None)."""
+    await acquire
+    return True
 
 
 def _pool_matters(pool: ResourcePool | None, request: ResourceRequest) -> bool:
@@ -537,8 +526,9 @@ class SweepController:
             await self.transition(run, RunState.STARTING)
             return await self._attempt(run, self._no_devices)
         assert run.stop is not None
-        if self.shared_slots is not None and not await _slot_unless(
-            self.shared_slots, self.settings.priority, run.stop.requested
+        slots = self.shared_slots
+        if slots is not None and not await unless_stopped(
+            run.stop.requested, lambda: _taken(slots.acquire(self.settings.priority))
         ):
             await self._stopped_waiting(run)
             return None
