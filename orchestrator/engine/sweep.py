@@ -52,7 +52,6 @@ from orchestrator.exceptions import SpecError
 from orchestrator.executors.base import Executor, Outcome, StopRequest
 from orchestrator.hooks import Defer, Skip, UseCached
 from orchestrator.spec.resolve import Plan, RunSpec
-from orchestrator.spec.resources import ResourceRequest
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import RunLayout
 
@@ -76,12 +75,6 @@ async def _taken(acquire: Awaitable[None]) -> bool:
     stop's None)."""
     await acquire
     return True
-
-
-def _pool_matters(pool: ResourcePool | None, request: ResourceRequest) -> bool:
-    """Whether runs must book ``request`` in ``pool``: not when they ask for nothing (they
-    are never held back; hiding the GPUs from them needs no booking)."""
-    return pool is not None and not request.is_empty
 
 
 class SweepController:
@@ -111,8 +104,9 @@ class SweepController:
         #: When set, the sweep waits for more configurations after its mapping runs out.
         self.open_mapping = open_mapping
         #: The machine's GPUs, CPUs and memory (shared by a daemon's sweeps): runs that ask
-        #: for some wait for them; None where nothing is asked and no device is to be hidden.
-        self.resources = resources if _pool_matters(resources, plan.request) else None
+        #: for some wait for them; None where nothing is asked (such runs are never held
+        #: back; hiding the GPUs from them needs no booking).
+        self.resources = None if plan.request.is_empty else resources
         #: The environment of a run that asks for nothing while the pool has GPUs: it sees
         #: none (as on Kubernetes, where a pod without ``nvidia.com/gpu`` gets no device).
         self._no_devices = (
