@@ -88,15 +88,12 @@ def _add_stop(commands: Commands) -> None:
 
 def _cmd_daemon(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     from orchestrator.daemon.server import serve
-    from orchestrator.engine.inventory import machine_inventory
+    from orchestrator.runner import machine_pool
 
     if args.max_runs < 1:
         raise UsageError("--max-runs must be >= 1")
-    inventory = machine_inventory(gpus=args.gpus, cpus=args.cpus, memory=args.memory)
-    for note in inventory.notes:
-        err.write(f"note: {note}\n")
     return serve(
-        inventory,
+        machine_pool(args.gpus, args.cpus, args.memory, err),
         home(args),
         host=args.host,
         port=args.port,

@@ -58,7 +58,6 @@ from orchestrator.daemon.hub import Hub
 from orchestrator.daemon.manager import SweepManager
 from orchestrator.diagnostics import LineLogger
 from orchestrator.diagnostics import configure as configure_diagnostics
-from orchestrator.engine.inventory import Inventory
 from orchestrator.engine.plugin_host import PluginHost
 from orchestrator.engine.recovery import open_journal
 from orchestrator.engine.resources import ResourcePool
@@ -342,7 +341,7 @@ async def _main(
     max_runs: int,
     grace: float,
     err: IO[str],
-    inventory: Inventory,
+    resources: ResourcePool,
 ) -> None:
     log = configure_diagnostics(err)
     warnings = LineLogger(log, "warning").as_stream()  # for the functions that take ``err``
@@ -362,7 +361,7 @@ async def _main(
             publish=hub.publish,
             plugins=plugins,
             report=report,
-            resources=ResourcePool(inventory),
+            resources=resources,
         )
         config = uvicorn.Config(
             build_app(manager, hub, home, token, hosts=hosts, report=report),
@@ -396,7 +395,7 @@ async def _main(
 
 
 def serve(
-    inventory: Inventory,
+    resources: ResourcePool,
     home: Path,
     *,
     host: str | None,
@@ -435,7 +434,7 @@ def serve(
             hosts = _allowed_hosts(tcp)
             info.update(host=tcp.getsockname()[0], port=tcp.getsockname()[1], token=token)
         _write_private(info_path, json.dumps(info))
-        anyio.run(_main, home, sockets, token, hosts, max_runs, grace, err, inventory)
+        anyio.run(_main, home, sockets, token, hosts, max_runs, grace, err, resources)
     finally:
         for sock in sockets:
             sock.close()
