@@ -34,11 +34,11 @@ from orchestrator.engine.events import (
     SweepStarted,
     SweepStopping,
 )
+from orchestrator.engine.resources import given_text
 from orchestrator.engine.states import TERMINAL, RunState
 from orchestrator.history import run_row
 from orchestrator.hooks import CACHE_HIT_REASON
 from orchestrator.spec import models as m
-from orchestrator.spec.resources import format_bytes
 from orchestrator.wording import plural
 
 __all__ = [
@@ -460,18 +460,7 @@ def _head(attempts: bool, devices: bool = False) -> list[str]:
 
 
 def _devices(given: dict[str, Any] | None) -> str:
-    """What a run was given of the machine, short: ``GPU 2 (0.5), 1 CPU, 4Gi``."""
-    if not given:
-        return "-"
-    parts = [
-        f"GPU {g['index']}" + (f" ({g['share']:g})" if g.get("share", 1) < 1 else "")
-        for g in given.get("gpus", [])
-    ]
-    if given.get("cpu"):
-        parts.append(f"{given['cpu']:g} CPU")
-    if given.get("memory"):
-        parts.append(format_bytes(given["memory"]))
-    return ", ".join(parts) or "-"
+    return given_text(given or {}) or "-"
 
 
 def rows_table(

@@ -31,7 +31,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -111,15 +111,21 @@ class Assignment:
         return out
 
     def __str__(self) -> str:
-        parts = [
-            f"GPU {g.index}" + (f" ({format_milli(g.milli)})" if g.milli < MILLI else "")
-            for g in self.gpus
-        ]
-        if self.request.cpu_milli:
-            parts.append(f"{format_milli(self.request.cpu_milli)} CPU")
-        if self.request.memory:
-            parts.append(f"{format_bytes(self.request.memory)} memory")
-        return ", ".join(parts) or "no resources"
+        return given_text(self.describe()) or "no resources"
+
+
+def given_text(given: Mapping[str, Any]) -> str:
+    """What a run was given, short, from its journaled :meth:`Assignment.describe`:
+    ``GPU 2 (0.5), 1 CPU, 4Gi`` ("" for nothing)."""
+    parts = [
+        f"GPU {g['index']}" + (f" ({g['share']:g})" if g.get("share", 1) < 1 else "")
+        for g in given.get("gpus", [])
+    ]
+    if given.get("cpu"):
+        parts.append(f"{given['cpu']:g} CPU")
+    if given.get("memory"):
+        parts.append(format_bytes(given["memory"]))
+    return ", ".join(parts)
 
 
 def _plural(shown: str, what: str) -> str:
