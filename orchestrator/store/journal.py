@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -489,40 +489,30 @@ class Journal(JournalWriter):
         )
         return [CleanupRow(run_id, path) for run_id, path in rows]
 
+    def _of_runs(self, sql: str, run_ids: list[str]) -> Iterator[tuple[Any, ...]]:
+        """The rows of ``sql`` (its ``{marks}``: the ids' placeholders) for ``run_ids``, a
+        chunk of ids per query (SQLite bounds the parameters of one statement)."""
+        for start in range(0, len(run_ids), _CHUNK):
+            chunk = run_ids[start : start + _CHUNK]
+            yield from self._query(sql.format(marks=",".join("?" * len(chunk))), chunk)
+
     def last_metrics(self, run_ids: list[str]) -> dict[str, dict[str, float]]:
         """The last reported value of every metric of each run."""
         out: dict[str, dict[str, float]] = {}
-        for start in range(0, len(run_ids), _CHUNK):
-            chunk = run_ids[start : start + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows = self._query(
-                f"SELECT run_id, name, value FROM metrics WHERE run_id IN ({marks}) ORDER BY rowid",
-                chunk,
-            )
-            for run_id, name, value in rows:
-                out.setdefault(run_id, {})[name] = value
+        sql = "SELECT run_id, name, value FROM metrics WHERE run_id IN ({marks}) ORDER BY rowid"
+        for run_id, name, value in self._of_runs(sql, run_ids):
+            out.setdefault(run_id, {})[name] = value
         return out
 
     def resources_of(self, run_ids: list[str]) -> dict[str, dict[str, Any]]:
         """What each run was given of the machine, for the runs that were given something."""
-        out: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(run_ids), _CHUNK):
-            chunk = run_ids[start : start + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            for run_id, assignment in self._query(
-                f"SELECT run_id, assignment FROM resources WHERE run_id IN ({marks})", chunk
-            ):
-                out[run_id] = json.loads(assignment)
-        return out
+        sql = "SELECT run_id, assignment FROM resources WHERE run_id IN ({marks})"
+        return {run_id: json.loads(given) for run_id, given in self._of_runs(sql, run_ids)}
 
     def outputs_of(self, run_ids: list[str]) -> dict[str, dict[str, Any]]:
         """The outputs of each run, decoded."""
         out: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(run_ids), _CHUNK):
-            chunk = run_ids[start : start + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            for run_id, name, value in self._query(
-                f"SELECT run_id, name, value FROM outputs WHERE run_id IN ({marks})", chunk
-            ):
-                out.setdefault(run_id, {})[name] = json.loads(value)
+        sql = "SELECT run_id, name, value FROM outputs WHERE run_id IN ({marks})"
+        for run_id, name, value in self._of_runs(sql, run_ids):
+            out.setdefault(run_id, {})[name] = json.loads(value)
         return out
