@@ -86,6 +86,10 @@ HEAD_TIMEOUT = 5.0
 BODY_TIMEOUT = 10.0
 #: Open connections at most, on each socket (each SSE follower holds one).
 MAX_CONNECTIONS = 256
+#: Connections the kernel queues before the daemon accepts them (uvicorn's default; the kernel
+#: caps it at ``net.core.somaxconn``): a burst of clients while the loop is busy queues rather
+#: than being refused.
+LISTEN_BACKLOG = 2048
 #: Seconds an idle keep-alive connection stays open (uvicorn's ``timeout_keep_alive``).
 KEEP_ALIVE = 5
 
@@ -241,7 +245,7 @@ def _bind_unix(path: Path) -> socket.socket:
             sock.bind(str(path))
         finally:
             os.umask(old)
-        sock.listen(128)
+        sock.listen(LISTEN_BACKLOG)
     except OSError as exc:
         sock.close()
         raise StoreError(f"cannot listen on {path}: {exc.strerror or exc}") from None
@@ -272,7 +276,7 @@ def _bind_tcp(host: str, port: int) -> socket.socket:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)
-        sock.listen(128)
+        sock.listen(LISTEN_BACKLOG)
     except OSError as exc:
         sock.close()
         raise StoreError(f"cannot listen on {host} port {port}: {exc.strerror or exc}") from None
