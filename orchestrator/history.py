@@ -50,6 +50,7 @@ def run_row(r: RunRecord) -> dict[str, Any]:
         "metrics": r.metrics,
         "duration_s": None if r.duration is None else round(r.duration, 3),
         "resources": r.resources,
+        "place": r.place,
     }
 
 
@@ -89,6 +90,7 @@ def _detail_rows(journal: Journal, rows: list[RunRow]) -> list[dict[str, Any]]:
     outputs = journal.outputs_of(ids)
     metrics = journal.last_metrics(ids)
     given = journal.resources_of(ids)
+    places = journal.places_of(rows[0].sweep_id) if rows else {}
     now = time.time()
     out = []
     for r in rows:
@@ -105,6 +107,7 @@ def _detail_rows(journal: Journal, rows: list[RunRow]) -> list[dict[str, Any]]:
                 "metrics": metrics.get(r.id, {}),
                 "duration_s": None if duration is None else round(duration, 3),
                 "resources": given.get(r.id),
+                "place": places.get(r.idx),
                 "attempt": r.attempt,
             }
         )
@@ -309,6 +312,12 @@ def prepare_resume(
             "or init); resuming would mix results of two components. Pass --force to resume "
             "anyway, matching configurations by their params",
             file=loaded.source,
+        )
+    if only_states is not None and plan.expansion is not None and plan.expansion.adaptive:
+        raise SpecError(
+            f"a {plan.expansion.kind} search cannot re-run chosen runs: its later suggestions "
+            "were made from their results; resume it, or start it again",
+            field="only",
         )
     previous = latest_records(journal, sweep_id)
     only = None

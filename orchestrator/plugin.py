@@ -9,8 +9,10 @@ Hooks and answers (:data:`hookimpl`, :class:`UseCached`, :class:`Skip`, :class:`
 context handed to every hook (:class:`PluginContext`, :class:`RunView`), the events and states
 (:class:`RunStateChanged`, :class:`RunState`...), and the testing helpers
 (:func:`run_fake_sweep`, :class:`FakeExecutor`, :class:`FakeRun`, :func:`capture_events`, loaded
-on first use). Modules elsewhere in ``orchestrator`` are internal and may change; what is listed
-here changes only with :data:`PLUGIN_API_VERSION`.
+on first use), and what a search algorithm implements (:class:`Searcher`, :class:`Suggestion`,
+:class:`Observation`, :class:`Past`, :data:`WAIT`, :data:`DONE`, :func:`objective`; registered
+under the entry point group ``orchestrator.searchers``). Modules elsewhere in ``orchestrator``
+are internal and may change; what is listed here changes only with :data:`PLUGIN_API_VERSION`.
 """
 
 from __future__ import annotations
@@ -39,35 +41,55 @@ from orchestrator.hooks import (
     UseCached,
     hookimpl,
 )
+from orchestrator.search.base import (
+    DONE,
+    WAIT,
+    Done,
+    Observation,
+    Past,
+    Searcher,
+    Suggestion,
+    Wait,
+    objective,
+)
 
 if TYPE_CHECKING:
     from orchestrator.testing import FakeExecutor, FakeRun, capture_events, run_fake_sweep
 
 __all__ = [
     "CACHE_HIT_REASON",
+    "DONE",
     "EVENT_TYPES",
     "PLUGIN_API_VERSION",
     "TERMINAL",
+    "WAIT",
     "Defer",
+    "Done",
     "Event",
     "FakeExecutor",
     "FakeRun",
     "LogLine",
     "MetricReported",
+    "Observation",
+    "Past",
     "PluginContext",
     "PluginError",
     "RunCreated",
     "RunState",
     "RunStateChanged",
     "RunView",
+    "Searcher",
     "Skip",
+    "Suggestion",
     "SweepFinished",
     "SweepStarted",
     "SweepState",
     "SweepStopping",
     "UseCached",
+    "Wait",
     "capture_events",
     "hookimpl",
+    "objective",
     "run_fake_sweep",
 ]
 

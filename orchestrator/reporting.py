@@ -167,7 +167,13 @@ class Reporter:
     QUIET_TYPES = (RunStateChanged, SweepStopping)
 
     def __init__(
-        self, out: IO[str], *, live: bool, keys: Sequence[str] | None, quiet: bool = False
+        self,
+        out: IO[str],
+        *,
+        live: bool,
+        keys: Sequence[str] | None,
+        quiet: bool = False,
+        objective: Objective | None = None,
     ) -> None:
         self.live = live and not quiet
         self.quiet = quiet
@@ -191,6 +197,12 @@ class Reporter:
         self.concurrency = 1
         self.finished = False
         self.stop_reason: str | None = None
+        #: What the sweep optimises, and the best value a succeeded run reported so far
+        #: (with its index), shown on the status line.
+        self.objective = objective
+        self.best: tuple[float, int] | None = None
+        #: Where each run not yet finished sits in an adaptive search.
+        self.places: dict[str, dict[str, Any]] = {}
 
     def subscribe(self, bus: EventBus) -> Subscription:
         """The events this reporter shows, and no more (quiet: a failed run, a stop)."""
@@ -210,6 +222,8 @@ class Reporter:
         elif isinstance(event, RunCreated):
             self.index[event.run_id] = event.index
             self.params[event.run_id] = event.params
+            if event.place:
+                self.places[event.run_id] = event.place
         elif isinstance(event, MetricReported):
             self.metrics.setdefault(event.run_id, {}).update(event.values)
             return  # shown at the next tick: metrics may come thousands a second
@@ -228,7 +242,16 @@ class Reporter:
         self.display.show(lines, self.status_line() if self.live else None)
 
     def _forget(self, run_id: str) -> None:
-        for known in (self.states, self.index, self.params, self.metrics, self.begun, self.given):
+        known: dict[str, Any]
+        for known in (
+            self.states,
+            self.index,
+            self.params,
+            self.metrics,
+            self.begun,
+            self.given,
+            self.places,
+        ):
             known.pop(run_id, None)
 
     def _transition(self, event: RunStateChanged) -> list[str]:
@@ -237,6 +260,8 @@ class Reporter:
             self.begun[event.run_id] = now
         elif event.resources:
             self.given[event.run_id] = _devices(event.resources)
+        if event.state is RunState.SUCCEEDED:
+            self._score(event.run_id, event.index)
         if event.state not in _SHOWN:
             return []
         shown = "cached" if _is_cache_hit(event.reason) else event.state.value
@@ -244,7 +269,10 @@ class Reporter:
         if event.state is RunState.RUNNING:
             given = self.given.get(event.run_id)
             on = f" [{given}]" if given else ""
-            return [f"{head} {_pairs(self.params.get(event.run_id, {}), self.keys)}{on}".rstrip()]
+            place = self.places.get(event.run_id)
+            where = f"({_place(place)}) " if place else ""
+            params = _pairs(self.params.get(event.run_id, {}), self.keys)
+            return [f"{head} {where}{params}{on}".rstrip()]
         begun = self.begun.get(event.run_id)
         took = now - begun if begun is not None else None
         if took is not None and event.state in TERMINAL:
@@ -262,6 +290,17 @@ class Reporter:
         lines += [f"      | {line[:500]}" for line in event.stderr_tail or []]
         return lines
 
+    def _score(self, run_id: str, index: int) -> None:
+        """Keep the best value of the objective a succeeded run reported."""
+        if self.objective is None:
+            return
+        value = self.metrics.get(run_id, {}).get(self.objective.metric)
+        if value is None:
+            return
+        better = max if self.objective.optimization == "maximize" else min
+        if self.best is None or better(value, self.best[0]) != self.best[0]:
+            self.best = (value, index)
+
     def status_line(self) -> str:
         """Counts by state, elapsed time and ETA, and the running runs' latest metrics."""
         counts = Counter(self.states.values()) + self.done
@@ -277,6 +316,9 @@ class Reporter:
             average = self.durations_total / self.timed
             eta = average * (pending + running) / max(self.concurrency, 1)
             parts.append(f"ETA {format_duration(eta)}")
+        if self.best is not None and self.objective is not None:
+            value, index = self.best
+            parts.append(f"best {self.objective.metric}={_value(value)} (#{index})")
         live = [
             f"#{self.index[r]} {_pairs(self.metrics.get(r, {}))}".strip()
             for r, s in self.states.items()
@@ -355,8 +397,9 @@ def objective_of(matrix: m.Matrix | None) -> Objective | None:
         if isinstance(rule, m.MetricEarlyStopping):
             return Objective(rule.metric, rule.optimization)
     metric = getattr(matrix, "metric", None)
-    if isinstance(metric, m.OptimizationMetric) and metric.optimization is not None:
-        return Objective(metric.name, metric.optimization)
+    if isinstance(metric, m.OptimizationMetric):
+        # Polyaxon's searches minimise a metric that does not say which way.
+        return Objective(metric.name, metric.optimization or "minimize")
     return None
 
 
@@ -430,7 +473,7 @@ def _best(rows: Sequence[dict[str, Any]], objective: Objective, keys: list[str])
 
 
 def _cells(
-    r: dict[str, Any], keys: list[str], attempts: bool, devices: bool = False
+    r: dict[str, Any], keys: list[str], attempts: bool, devices: bool = False, places: bool = False
 ) -> tuple[list[str], str | None]:
     """One row of the table, and its full reason when the state column holds a short one."""
     state, reason = _state_text(r)
@@ -440,6 +483,7 @@ def _cells(
         *([str(r.get("attempt", 1))] if attempts else []),
         state,
         format_duration(r["duration_s"]),
+        *([_place(r.get("place"))] if places else []),
         *([_devices(r.get("resources"))] if devices else []),
         _pairs(outputs) or "-",
         _pairs(r["params"], keys),
@@ -447,16 +491,22 @@ def _cells(
     return cells, reason
 
 
-def _head(attempts: bool, devices: bool = False) -> list[str]:
+def _head(attempts: bool, devices: bool = False, places: bool = False) -> list[str]:
     return [
         "#",
         *(["attempt"] if attempts else []),
         "state",
         "duration",
+        *(["search"] if places else []),
         *(["resources"] if devices else []),
         "outputs",
         "params",
     ]
+
+
+def _place(place: dict[str, Any] | None) -> str:
+    """Where a run sits in an adaptive search: ``bracket 3 rung 1``, ``iteration 2``."""
+    return " ".join(f"{key} {value}" for key, value in (place or {}).items()) or "-"
 
 
 def _devices(given: dict[str, Any] | None) -> str:
@@ -475,10 +525,11 @@ def rows_table(
     long reason once, runs never started, the params every run shares, the best run."""
     keys, same = _shown_params(rows)
     devices = any(r.get("resources") for r in rows)
-    lines = [_head(attempts, devices)]
+    places = any(r.get("place") for r in rows)
+    lines = [_head(attempts, devices, places)]
     reasons: dict[str, list[int]] = {}
     for r in rows:
-        cells, reason = _cells(r, keys, attempts, devices)
+        cells, reason = _cells(r, keys, attempts, devices, places)
         if reason is not None:
             reasons.setdefault(reason, []).append(r["index"])
         lines.append(cells)

@@ -155,6 +155,16 @@ def _open_event_log(target: str | None, err: IO[str]) -> EventLog | None:
         raise StoreError(f"--log-json: cannot open {target}: {exc.strerror}") from None
 
 
+def _runs_note(controller: SweepController) -> str:
+    """How many runs the sweep makes: ``6 runs``; an adaptive search's ``up to``/``some``."""
+    if not controller.adaptive:
+        return plural(controller.total, "run")
+    kind = controller.plan.expansion.kind if controller.plan.expansion else "search"
+    if controller.total:
+        return f"{kind} search, {plural(controller.total, 'run')}"
+    return f"{kind} search, runs decided as it goes"
+
+
 def _seed_note(plan: Plan) -> str:
     """``, seed N`` for a random search, so a user can pin it (``matrix.seed``)."""
     seed = plan.expansion.seed if plan.expansion is not None else None
@@ -325,7 +335,13 @@ def _execute(
         tty = options.err.isatty()
         live = tty and not options.as_json and options.log_json != "-"
         # --json for a program: stderr says only what carries news (failures, a stop).
-        reporter = Reporter(options.err, live=live, keys=keys, quiet=options.as_json and not tty)
+        reporter = Reporter(
+            options.err,
+            live=live,
+            keys=keys,
+            quiet=options.as_json and not tty,
+            objective=objective_of(plan.spec.operation.matrix),
+        )
         # Whatever the sweep says on stderr (plugins, signals) goes above the status line.
         said = dataclasses.replace(options, err=reporter.err)
         controller = _build(journal, plan, loaded, overrides, said, resume)
@@ -343,7 +359,7 @@ def _execute(
     else:
         objective = objective_of(plan.spec.operation.matrix)
         show = show_hint(result.sweep_id, _home_arg(options.home))
-        write_final_table(out, result.runs, total=len(plan), objective=objective, show=show)
+        write_final_table(out, result.runs, total=controller.total, objective=objective, show=show)
         out.write("\n")
         reason = f" ({result.reason})" if result.reason else ""
         out.write(f"\nsweep {result.sweep_id[:12]} {result.state.value}{reason}\n")
@@ -405,7 +421,7 @@ def _build(
         todo = f"{len(resume.only)} to re-run" if resume.only is not None else f"{done} done"
         what = f"resuming sweep ({todo})"
     err.write(
-        f"{what} {controller.sweep_id[:12]} ({loaded.source}): {plural(len(plan), 'run')}, "
+        f"{what} {controller.sweep_id[:12]} ({loaded.source}): {_runs_note(controller)}, "
         f"concurrency {limit} ({source}){_seed_note(plan)}; journal {journal.path}\n"
     )
     err.flush()

@@ -9,35 +9,45 @@ import sys
 import orchestrator.plugin as api
 from orchestrator import hooks, testing
 from orchestrator.engine import context, events, states
+from orchestrator.search import base as search
 
 
 def test_the_surface_is_pinned() -> None:
     assert api.__all__ == sorted(api.__all__, key=lambda n: (not n.isupper(), n))
     assert set(api.__all__) == {
         "CACHE_HIT_REASON",
+        "DONE",
         "EVENT_TYPES",
         "PLUGIN_API_VERSION",
         "TERMINAL",
+        "WAIT",
         "Defer",
+        "Done",
         "Event",
         "FakeExecutor",
         "FakeRun",
         "LogLine",
         "MetricReported",
+        "Observation",
+        "Past",
         "PluginContext",
         "PluginError",
         "RunCreated",
         "RunState",
         "RunStateChanged",
         "RunView",
+        "Searcher",
         "Skip",
+        "Suggestion",
         "SweepFinished",
         "SweepStarted",
         "SweepState",
         "SweepStopping",
         "UseCached",
+        "Wait",
         "capture_events",
         "hookimpl",
+        "objective",
         "run_fake_sweep",
     }
     assert api.PLUGIN_API_VERSION == 1
@@ -51,6 +61,12 @@ def test_each_name_is_the_real_thing() -> None:
         states.RunState,
         states.SweepState,
         states.TERMINAL,
+    )
+    assert (api.Searcher, api.Suggestion, api.WAIT, api.DONE) == (
+        search.Searcher,
+        search.Suggestion,
+        search.WAIT,
+        search.DONE,
     )
     assert api.EVENT_TYPES == events.EVENT_TYPES
     assert {t.__name__ for t in api.EVENT_TYPES} <= set(api.__all__)

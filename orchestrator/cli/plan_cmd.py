@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import shlex
 from collections.abc import Iterable
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from orchestrator.cli.base import EXIT_OK, Commands, UsageError
 from orchestrator.cli.options import home, home_option, load, overrides, param_option
 
 if TYPE_CHECKING:
-    from orchestrator.spec.resolve import RunSpec
+    from orchestrator.spec.resolve import Plan, RunSpec
 
 
 def add_parser(commands: Commands) -> None:
@@ -50,6 +51,8 @@ def _cmd_plan(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     loaded = load(args)
     plan = compile_plan(loaded, overrides(args.param), paths=run_paths(home(args)))
     write_warnings(err, plan.warnings)
+    if plan.expansion is not None and plan.expansion.adaptive:
+        return _plan_search(args, plan, out)
     runs = plan.runs()
     if args.limit is not None:
         runs = itertools.islice(runs, args.limit)
@@ -69,6 +72,53 @@ def _cmd_plan(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     for run in runs:
         shown = " ".join(f"{k}={_show(v)}" for k, v in run.params.items())
         out.write(f"\n[{run.index}] {shown}\n    $ {shlex.join(run.argv)}\n")
+    return EXIT_OK
+
+
+def _plan_search(args: argparse.Namespace, plan: Plan, out: IO[str]) -> int:
+    """An adaptive search: its runs depend on results, so ``plan`` checks the searcher, says
+    how many runs it makes (when known: hyperband's schedule is fixed) and shows one example
+    run rendered from the space (its template errors would fail every run)."""
+    import tempfile
+
+    from orchestrator.search.registry import searcher_of
+    from orchestrator.spec import models as m
+    from orchestrator.wording import plural
+
+    expansion, matrix = plan.expansion, plan.spec.operation.matrix
+    assert expansion is not None
+    with tempfile.TemporaryDirectory() as scratch:
+        searcher = searcher_of(plan, work_dir=Path(scratch))
+    assert searcher is not None
+    example = next(iter(plan.runs()))
+    total = searcher.total
+    if args.json:
+        import msgspec
+
+        body = {
+            "search": {"kind": expansion.kind, "total": total, "seed": expansion.seed},
+            "example": {"params": example.params, "argv": example.argv},
+        }
+        out.write(msgspec.json.encode(body).decode() + "\n")
+        return EXIT_OK
+    runs = plural(total, "run") if total else "as many runs as results call for"
+    extra = f", concurrency {plan.concurrency}" if plan.concurrency else ""
+    out.write(f"{args.spec}: {expansion.kind} search, {runs} (seed {expansion.seed}{extra})\n")
+    if isinstance(matrix, m.Hyperband):
+        from orchestrator.search.hyperband import hyperband_schedule
+        from orchestrator.spec.matrix import discrete_size
+
+        assert matrix.max_iterations is not None and matrix.eta is not None
+        resource = matrix.resource.type if matrix.resource else None
+        space = discrete_size(expansion.dimensions) if expansion.dimensions else None
+        for b in hyperband_schedule(matrix.max_iterations, matrix.eta, resource, space):
+            rungs = " → ".join(f"{r.num_runs}@{r.resource:g}" for r in b.rungs)
+            out.write(f"  iteration {b.iteration} (bracket {b.bracket}): {rungs}\n")
+    shown = " ".join(f"{k}={_show(v)}" for k, v in example.params.items())
+    out.write(
+        "\nruns are suggested as results come; an example, drawn from the space:\n"
+        f"  {shown}\n    $ {shlex.join(example.argv)}\n"
+    )
     return EXIT_OK
 
 

@@ -159,7 +159,7 @@ class SweepManager:
         )
         controller = self._build(plan, settings, open_mapping=open_mapping)
         await self._accept(controller)
-        return controller.sweep_id, len(plan), list(plan.warnings)
+        return controller.sweep_id, controller.total, list(plan.warnings)
 
     async def _drive(self, controller: SweepController) -> None:
         subscription = controller.bus.subscribe(EVENT_TYPES, buffer=10_000)

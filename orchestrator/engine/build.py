@@ -21,8 +21,10 @@ from orchestrator.engine.states import SweepState
 from orchestrator.engine.sweep import SweepController
 from orchestrator.exceptions import SpecError
 from orchestrator.executors.base import Executor
+from orchestrator.search.registry import searcher_of
 from orchestrator.spec.resolve import Plan
 from orchestrator.store.journal import Journal
+from orchestrator.store.layout import sweep_dir
 
 __all__ = ["SweepSettings", "build_sweep"]
 
@@ -85,6 +87,7 @@ def build_sweep(
 
         executor = LocalExecutor(settings.home)
     sweep_id = resume.sweep_id if resume is not None else uuid.uuid4().hex
+    searcher = searcher_of(plan, work_dir=sweep_dir(settings.home, sweep_id))
     scope = plugins.scope() if plugins is not None else None
     controller = SweepController(
         plan,
@@ -97,6 +100,7 @@ def build_sweep(
         shared_slots=shared_slots,
         open_mapping=open_mapping,
         resources=resources,
+        searcher=searcher,
     )
     if scope is not None:
         scope.on_strict_failure = lambda reason: controller.request_stop(

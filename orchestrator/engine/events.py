@@ -45,6 +45,8 @@ class RunCreated(EventBase, frozen=True, tag="run_created"):
     index: int
     params: dict[str, Any]
     argv: list[str]
+    #: Where it sits in an adaptive search (``{"bracket": 2, "rung": 1}``); None otherwise.
+    place: dict[str, Any] | None = None
 
 
 class RunStateChanged(EventBase, frozen=True, tag="run_state_changed"):

@@ -25,7 +25,7 @@ from orchestrator.hooks import UseCached
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import RunLayout
 
-__all__ = ["RunOutput", "adopt_cached", "copy_logs"]
+__all__ = ["RunOutput", "adopt_cached", "copy_logs", "logged_metrics"]
 
 
 class _MetricLine(msgspec.Struct):
@@ -116,6 +116,25 @@ class RunOutput:
         await self.bus.emit(
             MetricReported, run_id=run.id, index=run.index, step=record.step, values=record.metrics
         )
+
+
+def logged_metrics(stdout: Path, limit: int = 64 << 20) -> dict[str, float]:
+    """The last value of each metric a run printed, read back from its stdout log (at most
+    ``limit`` bytes of it): for a run that ended while its orchestrator was down, whose
+    metric writes to the journal may have been lost with it."""
+    last: dict[str, float] = {}
+    try:
+        with open(stdout, "rb") as log:
+            data = log.read(limit)
+    except OSError:
+        return last
+    for line in data.splitlines():
+        if line.startswith(b"{") and b'"metrics"' in line:
+            try:
+                last.update(_decode_metrics(line).metrics)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                continue
+    return last
 
 
 def copy_logs(source: RunLayout, target: RunLayout) -> None:

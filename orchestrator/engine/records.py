@@ -57,6 +57,10 @@ class RunRecord:
     #: What it was given of the machine (devices, CPUs, memory), as journaled; None when it
     #: asked for nothing.
     resources: dict[str, Any] | None = None
+    #: Where it sits in an adaptive search (bracket and rung, iteration); None otherwise.
+    place: dict[str, Any] | None = None
+    #: The run whose outputs it continues from (hyperband's ``resume``).
+    resumes_from: str | None = None
 
     @property
     def duration(self) -> float | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shutil
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Sequence
@@ -39,9 +40,10 @@ from orchestrator.engine.outcome import (
     run_ending,
     sweep_ending_counted,
 )
-from orchestrator.engine.output import RunOutput, adopt_cached
+from orchestrator.engine.output import RunOutput, adopt_cached, logged_metrics
 from orchestrator.engine.plugin_host import PluginScope
 from orchestrator.engine.records import JournalRuns, Limits, Resume, RunRecord, SweepResult
+from orchestrator.engine.recovery import LOST, RECOVERED
 from orchestrator.engine.resources import ResourcePool
 from orchestrator.engine.slots import PrioritySlots, unless_stopped
 from orchestrator.engine.states import SWEEP_TERMINAL, TERMINAL, RunState, SweepState
@@ -51,6 +53,8 @@ from orchestrator.engine.transitions import move_run, move_sweep
 from orchestrator.exceptions import SpecError
 from orchestrator.executors.base import Executor, Outcome, StopRequest
 from orchestrator.hooks import Defer, Skip, UseCached
+from orchestrator.search.base import DONE, Done, Observation, Past, Searcher, Suggestion, Wait
+from orchestrator.search.expansion import ExpansionSearcher
 from orchestrator.spec.resolve import Plan, RunSpec
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import RunLayout
@@ -60,6 +64,12 @@ if TYPE_CHECKING:
 
 __all__ = ["SweepController", "new_run_id"]
 
+#: Final states a run reaches by itself: a resumed adaptive search keeps what they told it
+#: (a stopped run, or one lost with its orchestrator, is run again).
+_ENDED_ON_ITS_OWN = frozenset(
+    {RunState.SUCCEEDED.value, RunState.FAILED.value, RunState.SKIPPED.value}
+)
+
 #: Run ids: random version-4 UUIDs from a generator seeded once from the OS (and again in a
 #: forked child), not a ``getrandom`` call per run.
 _ids = random.Random(os.urandom(32))
@@ -68,6 +78,13 @@ os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
 
 def new_run_id() -> str:
     return uuid.UUID(int=_ids.getrandbits(128), version=4).hex
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    """``source``'s files into ``target`` (links copied as links, never followed); nothing
+    when the earlier run wrote no outputs."""
+    if source.is_dir():
+        shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
 
 
 async def _taken(acquire: Awaitable[None]) -> bool:
@@ -91,6 +108,7 @@ class SweepController:
         shared_slots: PrioritySlots | None,
         open_mapping: OpenMapping | None,
         resources: ResourcePool | None = None,
+        searcher: Searcher | None = None,
     ) -> None:
         self.plan = plan
         self.settings = settings
@@ -103,6 +121,20 @@ class SweepController:
         self.shared_slots = shared_slots
         #: When set, the sweep waits for more configurations after its mapping runs out.
         self.open_mapping = open_mapping
+        #: What to run next (an adaptive matrix's searcher; grid, random and mapping walk
+        #: their expansion, then an open mapping's additions).
+        self.searcher: Searcher = searcher or ExpansionSearcher(
+            plan.suggestions(), len(plan), open_mapping.next if open_mapping else None
+        )
+        #: An adaptive search journals each suggestion and is rebuilt from them on resume.
+        self.adaptive = plan.expansion is not None and plan.expansion.adaptive
+        #: Runs the sweep makes, as far as known before it starts (0: unknown).
+        self._total = self.searcher.total or 0
+        #: Set (and replaced) each time a run's result is told to the searcher: a searcher
+        #: that waits is asked again then.
+        self._observed = anyio.Event()
+        #: An adaptive sweep's run ids by index (a hyperband promotion resumes from one).
+        self._run_at: dict[int, str] = {}
         #: The machine's GPUs, CPUs and memory (shared by a daemon's sweeps): runs that ask
         #: for some wait for them; None where nothing is asked (such runs are never held
         #: back; hiding the GPUs from them needs no booking).
@@ -152,6 +184,11 @@ class SweepController:
         self._journal_error: str | None = None
         if resume is not None:
             self.by_id.update((r.id, r) for r in resume.previous)
+
+    @property
+    def total(self) -> int:
+        """How many runs the sweep makes, as its searcher knows now (0: not known)."""
+        return self.searcher.total or 0
 
     @property
     def sweep_id(self) -> str:
@@ -272,7 +309,7 @@ class SweepController:
             if self.limits.max_time is not None:
                 self._timers.after(self.limits.max_time, self._budget_spent)
             await self.bus.emit(
-                SweepStarted, name=self.name, total=len(self.plan), concurrency=self.concurrency
+                SweepStarted, name=self.name, total=self.total, concurrency=self.concurrency
             )
             async with anyio.create_task_group() as tg:
                 with anyio.CancelScope() as scope:
@@ -320,6 +357,7 @@ class SweepController:
                 resumed=self.resume is not None,
                 open_mapping=self.open_mapping is not None,
                 mark_running=lambda: self._sweep_to(SweepState.RUNNING, "resumed"),
+                total=self.total,
             )
 
     async def commit_start(self, refused: str = "not started") -> None:
@@ -344,6 +382,9 @@ class SweepController:
         self.request_stop(f"the time budget of {self.limits.max_time:g}s is spent")
 
     async def _finish_sweep(self) -> SweepResult:
+        if self.total != self._total:  # an adaptive search made fewer (or more) runs
+            self._total = self.total
+            self.journal.set_sweep_total(self.sweep_id, self._total)
         # Every write of the runs is tried before the ending is decided: a lost one decides it.
         await self.journal.flush()
         lost = self.journal.lost(self.sweep_id)
@@ -395,23 +436,25 @@ class SweepController:
         return list(self.runs) if self.resume is None else self.resume.merged(self.runs)
 
     async def _feed(self, tg: anyio.abc.TaskGroup) -> None:
+        """Ask the searcher for a configuration each time a slot frees, until it is done."""
         limiter = anyio.CapacityLimiter(self.concurrency)
-        suggestions = self.plan.suggestions()
-        index = 0
+        replay, index = self._restore_search()
         while True:
             token = object()
             await limiter.acquire_on_behalf_of(token)
             try:
-                suggestion = next(suggestions, None)
-                if suggestion is None and self.open_mapping is not None:
-                    suggestion = await self.open_mapping.next()
-                if suggestion is None or self.stopping:
-                    limiter.release_on_behalf_of(token)
-                    return
-                spec = self.plan.render(index, suggestion, new_run_id())
-                if self.resume is not None and not self.resume.wants(spec):
-                    limiter.release_on_behalf_of(token)
+                if replay:
+                    at, suggestion = replay.pop(0)
+                else:
+                    at, got = index, await self._suggestion(index)
+                    if isinstance(got, Done) or self.stopping:
+                        limiter.release_on_behalf_of(token)
+                        return
+                    suggestion = got
                     index += 1
+                spec = self.plan.render(at, suggestion.params, new_run_id())
+                if not self.adaptive and self.resume is not None and not self.resume.wants(spec):
+                    limiter.release_on_behalf_of(token)
                     continue
             except SpecError as exc:
                 limiter.release_on_behalf_of(token)
@@ -421,11 +464,61 @@ class SweepController:
                 limiter.release_on_behalf_of(token)
                 raise
             await self.journal.keep_up()  # the journal writes as fast as runs come
-            run = await self._create(spec)
+            run = await self._create(spec, suggestion)
             tg.start_soon(self._execute, run, limiter, token)
-            index += 1
 
-    async def _create(self, spec: RunSpec) -> RunRecord:
+    async def _suggestion(self, index: int) -> Suggestion | Done:
+        """The searcher's next configuration; while it waits for results, wait for the next
+        run to end and ask again (a stop ends the wait: the feed is cancelled)."""
+        while not self.stopping:
+            self._observed = observed = anyio.Event()
+            got = await self.searcher.suggest(index)
+            if not isinstance(got, Wait):
+                return got
+            if not self.active:
+                raise SpecError("the search waits for results while no run is going")
+            await observed.wait()
+        return DONE
+
+    def _observe(self, run: RunRecord) -> None:
+        """Tell the searcher how a run ended (cached and skipped runs too), then wake a
+        feed waiting for it."""
+        self.searcher.observe(
+            run.index, Observation(run.state.value, dict(run.metrics), dict(run.outputs))
+        )
+        self._observed.set()
+
+    def _restore_search(self) -> tuple[list[tuple[int, Suggestion]], int]:
+        """Rebuild a resumed adaptive search from its journaled suggestions, and say which to
+        run again first (same index, same configuration: the ones whose run never ended on
+        its own: lost with its orchestrator, stopped, or never started) and the next index."""
+        if not self.adaptive or self.resume is None:
+            return [], 0
+        rows = self.journal.suggestions_of(self.sweep_id)
+        ids = [row.run_id for row in rows if row.run_id is not None]
+        metrics, outputs = self.journal.last_metrics(ids), self.journal.outputs_of(ids)
+        history: list[Past] = []
+        replay: list[tuple[int, Suggestion]] = []
+        for row in rows:
+            suggestion = Suggestion(row.params, row.place, row.resumes)
+            run = self.journal.find_run(row.run_id) if row.run_id is not None else None
+            observation = None
+            if run is not None:
+                self._run_at[row.index] = run.id
+                if run.state in _ENDED_ON_ITS_OWN and run.reason != LOST:
+                    reported, given = metrics.get(run.id, {}), outputs.get(run.id, {})
+                    if run.reason == RECOVERED:  # it ended while no one was writing them down
+                        logged = logged_metrics(RunLayout(self.home, run.id).stdout)
+                        reported = reported | logged
+                        given = given | {k: v for k, v in logged.items() if k in self._outputs}
+                    observation = Observation(run.state, reported, given)
+            if observation is None:
+                replay.append((row.index, suggestion))
+            history.append(Past(row.index, suggestion, observation))
+        self.searcher.restore(history)
+        return replay, rows[-1].index + 1 if rows else 0
+
+    async def _create(self, spec: RunSpec, suggestion: Suggestion) -> RunRecord:
         attempt = self.resume.attempt(spec) if self.resume is not None else 1
         run = RunRecord(id=spec.uuid, index=spec.index, spec=spec, attempt=attempt)
         self._created += 1
@@ -437,6 +530,14 @@ class SweepController:
             self._rerun.add(spec.params_hash)
         self.by_id[run.id] = run
         self.active[run.id] = run
+        if self.adaptive:
+            self._run_at[run.index] = run.id
+            run.place = suggestion.place
+            if suggestion.resumes is not None:
+                run.resumes_from = self._run_at.get(suggestion.resumes)
+            self.journal.add_suggestion(
+                self.sweep_id, run.index, suggestion.params, suggestion.place, suggestion.resumes
+            )
         self.journal.add_run(
             run.id,
             self.sweep_id,
@@ -448,7 +549,12 @@ class SweepController:
             spec.params_hash,
         )
         await self.bus.emit(
-            RunCreated, run_id=run.id, index=run.index, params=spec.params, argv=spec.argv
+            RunCreated,
+            run_id=run.id,
+            index=run.index,
+            params=spec.params,
+            argv=spec.argv,
+            place=run.place,
         )
         return run
 
@@ -460,6 +566,8 @@ class SweepController:
             run.stop = StopRequest()
             await self.transition(run, RunState.QUEUED)
             executed = await self._to_the_end(run)
+            if run.state in TERMINAL:
+                self._observe(run)
             if self.plugins is not None and run.state in TERMINAL:
                 await self.plugins.call_all("on_run_finished", run=run, ctx=self.ctx)
             if executed and self.limits.ttl is not None:
@@ -477,6 +585,8 @@ class SweepController:
         stopped before it started)."""
         if await self._stopped_while_queued(run) or await self._decided(run):
             return False
+        if run.resumes_from is not None and not await self._continued(run, run.resumes_from):
+            return True
         while True:
             outcome = await self._attempt_in_slot(run)
             if outcome is None:
@@ -497,6 +607,19 @@ class SweepController:
             if await self._stopped_while_queued(run):
                 return False
         await self._finish(run, outcome)
+        return True
+
+    async def _continued(self, run: RunRecord, earlier: str) -> bool:
+        """Give a promoted configuration its earlier run's outputs (hyperband's ``resume``:
+        the run continues from its checkpoint); False when they could not be copied (the run
+        failed with the reason)."""
+        source = RunLayout(self.home, earlier).outputs
+        target = RunLayout(self.home, run.id).outputs
+        try:
+            await anyio.to_thread.run_sync(_copy_tree, source, target)
+        except OSError as exc:
+            await self.transition(run, RunState.FAILED, failure_reason(exc))
+            return False
         return True
 
     def _leave(self, run: RunRecord) -> None:

@@ -37,6 +37,7 @@ def queue_start(
     resumed: bool,
     open_mapping: bool,
     mark_running: Callable[[], None],
+    total: int,
 ) -> None:
     """Queue the sweep's start as one record: a new sweep ``created`` (with its open mapping,
     if any); a resumed one owned by this process again, and ``mark_running`` (its checked
@@ -47,7 +48,7 @@ def queue_start(
             journal.reopen_sweep(
                 sweep_id,
                 pid=os.getpid(),
-                total=len(plan),
+                total=total,
                 concurrency=settings.concurrency,
                 component_hash=plan.component_hash,
                 via_daemon=settings.by_daemon or None,
@@ -62,7 +63,7 @@ def queue_start(
             tags=list(settings.tags) or list(plan.spec.operation.tags or []),
             spec_path=settings.spec_path,
             kind=expansion.kind if expansion is not None else "single",
-            total=len(plan),
+            total=total,
             concurrency=settings.concurrency,
             pid=os.getpid(),
             seed=expansion.seed if expansion is not None else None,

@@ -23,10 +23,18 @@ from orchestrator.spec import models as m
 from orchestrator.spec.decode import to_camel
 from orchestrator.spec.hyperparams import Dimension, Discrete, Distribution, build_dimension
 
-__all__ = ["UNSUPPORTED_KINDS", "Expansion", "expand_matrix", "matrix_kind"]
+__all__ = [
+    "ADAPTIVE_KINDS",
+    "Expansion",
+    "discrete_size",
+    "expand_matrix",
+    "freeze",
+    "matrix_kind",
+]
 
-#: Matrix kinds that validate but cannot run yet.
-UNSUPPORTED_KINDS = frozenset({"hyperband", "bayes", "hyperopt", "iterative"})
+#: Matrix kinds whose runs depend on earlier runs' results (a searcher suggests them one by
+#: one; see :mod:`orchestrator.search`): they have no expansion to walk.
+ADAPTIVE_KINDS = frozenset({"hyperband", "bayes", "hyperopt", "tpe", "iterative"})
 
 
 def matrix_kind(matrix: m.Matrix) -> str:
@@ -35,12 +43,12 @@ def matrix_kind(matrix: m.Matrix) -> str:
     return kind
 
 
-def _freeze(value: Any) -> Any:
+def freeze(value: Any) -> Any:
     """A hashable stand-in for a suggestion value, for duplicate detection."""
     if isinstance(value, dict):
-        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+        return tuple(sorted((str(k), freeze(v)) for k, v in value.items()))
     if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
+        return tuple(freeze(v) for v in value)
     return (type(value).__name__, value)
 
 
@@ -58,8 +66,17 @@ class Expansion:
     num_runs: int | None = None
     #: The seed random search used (drawn when the file gives none, so it can be recorded).
     seed: int | None = None
+    #: An adaptive kind's example configuration (rendered once up front, so a template
+    #: error surfaces before anything runs); its runs come from a searcher.
+    example: dict[str, Any] | None = None
+
+    @property
+    def adaptive(self) -> bool:
+        return self.kind in ADAPTIVE_KINDS
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self.example is not None:
+            return iter([self.example])
         if self.values is not None:
             return iter(self.values)
         if self.kind == "grid":
@@ -98,7 +115,7 @@ class Expansion:
         while produced < self.size and attempts_left > 0:
             attempts_left -= 1
             suggestion = {k: d.sample(rng) for k, d in self.dimensions.items()}
-            frozen = _freeze(suggestion)
+            frozen = freeze(suggestion)
             if frozen in seen:
                 continue
             seen.add(frozen)
@@ -142,17 +159,18 @@ def _dimensions(params: dict[str, m.HpParam], path: str) -> dict[str, Dimension]
     return {k: build_dimension(v, f"{path}.params.{k}") for k, v in params.items()}
 
 
-def _discrete_size(dimensions: dict[str, Dimension]) -> int | None:
+def discrete_size(dimensions: dict[str, Dimension]) -> int | None:
     if any(isinstance(d, Distribution) for d in dimensions.values()):
         return None
     return math.prod(len(d) for d in dimensions.values() if isinstance(d, Discrete))
 
 
 def expand_matrix(matrix: m.Matrix, path: str = "matrix", seed: int | None = None) -> Expansion:
-    """Validate a matrix and return its lazy expansion; unsupported kinds raise SpecError.
+    """Validate a matrix and return its lazy expansion (for an adaptive kind: its dimensions,
+    seed and one example configuration; a searcher suggests its runs).
 
-    ``seed``: the one a random search drew when it first ran (journaled), used when the file
-    gives none, so that a resumed sweep draws the same configurations."""
+    ``seed``: the one a random or adaptive search drew when it first ran (journaled), used when
+    the file gives none, so that a resumed sweep draws the same configurations."""
     kind = matrix_kind(matrix)
     _check_common(matrix, path)
     if isinstance(matrix, m.Mapping):
@@ -169,7 +187,7 @@ def expand_matrix(matrix: m.Matrix, path: str = "matrix", seed: int | None = Non
                     "search; use random search",
                     field=f"{path}.params.{key}.kind",
                 )
-        total = _discrete_size(dims) or 0
+        total = discrete_size(dims) or 0
         if matrix.num_runs is not None:
             if matrix.num_runs <= 0:
                 raise SpecError(
@@ -183,18 +201,47 @@ def expand_matrix(matrix: m.Matrix, path: str = "matrix", seed: int | None = Non
             raise SpecError(
                 f"expected a positive integer, got {matrix.num_runs}", field=f"{path}.numRuns"
             )
-        space = _discrete_size(dims)
+        space = discrete_size(dims)
         size = matrix.num_runs if space is None else min(space, matrix.num_runs)
-        if matrix.seed is not None:
-            seed = matrix.seed
-        elif seed is None:
-            seed = secrets.randbits(32)
+        seed = _seed(matrix.seed, seed)
         return Expansion(kind, list(dims), size, dims, num_runs=matrix.num_runs, seed=seed)
-    _validate_unsupported(matrix, path)
-    raise SpecError(
-        f"{kind} is not supported yet; supported kinds are mapping, grid and random",
-        field=f"{path}.kind",
-    )
+    return _adaptive(matrix, path, _seed(matrix.seed, seed))
+
+
+def _seed(given: int | None, drawn: int | None) -> int:
+    """The file's seed, else the one drawn when the sweep first ran, else a new one."""
+    if given is not None:
+        return given
+    return drawn if drawn is not None else secrets.randbits(32)
+
+
+def _adaptive(matrix: m.Matrix, path: str, seed: int) -> Expansion:
+    """Check what the algorithm needs; the searcher checks the rest when it is built."""
+    kind = matrix_kind(matrix)
+    dims = _dimensions(getattr(matrix, "params", None) or {}, path)
+    for name in ("num_runs", "max_iterations", "num_initial_runs"):
+        value = getattr(matrix, name, None)
+        if value is not None and value <= 0:
+            raise SpecError(
+                f"expected a positive integer, got {value}", field=f"{path}.{to_camel(name)}"
+            )
+    example = {key: dim.sample(random.Random(seed)) for key, dim in dims.items()}
+    keys = list(dims)
+    if isinstance(matrix, m.Hyperband):
+        for name in ("max_iterations", "eta", "resource", "metric"):
+            if getattr(matrix, name) is None:
+                raise SpecError("required by hyperband", field=f"{path}.{to_camel(name)}")
+        assert matrix.resource is not None and matrix.max_iterations is not None
+        if matrix.eta is not None and matrix.eta <= 1:
+            raise SpecError(f"expected a number above 1, got {matrix.eta:g}", field=f"{path}.eta")
+        resource = matrix.resource
+        value = matrix.max_iterations
+        # Cast as Polyaxon's ``cast_value`` does: no type keeps the number as it comes.
+        example[resource.name] = {"int": int, "float": float}.get(resource.type or "", int)(value)
+        keys.append(resource.name)
+    if isinstance(matrix, m.Tpe) and matrix.num_runs is None:
+        raise SpecError("required by tpe", field=f"{path}.numRuns")
+    return Expansion(kind, keys, 0, dims, seed=seed, example=example)
 
 
 def _check_common(matrix: m.Matrix, path: str) -> None:
@@ -213,13 +260,3 @@ def _check_common(matrix: m.Matrix, path: str) -> None:
             raise SpecError(
                 f"expected a percentage in (0, 100], got {percent:g}", field=f"{where}.percent"
             )
-
-
-def _validate_unsupported(matrix: m.Matrix, path: str) -> None:
-    """Check the fields the algorithm would need, so the file is known valid otherwise."""
-    params = getattr(matrix, "params", None) or {}
-    _dimensions(params, path)
-    if isinstance(matrix, m.Hyperband):
-        for name in ("max_iterations", "eta", "resource", "metric"):
-            if getattr(matrix, name) is None:
-                raise SpecError("required by hyperband", field=f"{path}.{to_camel(name)}")

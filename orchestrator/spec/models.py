@@ -578,6 +578,17 @@ class Hyperopt(_MatrixBase, tag_field="kind", tag="hyperopt", kw_only=True):
     tuner: Tuner | None = None
 
 
+class Tpe(_MatrixBase, tag_field="kind", tag="tpe", kw_only=True):
+    """Polyaxon 2.18's Tree-structured Parzen Estimator (2.16 files say ``hyperopt``)."""
+
+    metric: OptimizationMetric
+    params: dict[str, HpParam]
+    max_iterations: int | None = None
+    num_runs: int | None = None
+    seed: int | None = None
+    tuner: Tuner | None = None
+
+
 class Iterative(_MatrixBase, tag_field="kind", tag="iterative", kw_only=True):
     max_iterations: int
     params: dict[str, HpParam] | None = None
@@ -585,7 +596,7 @@ class Iterative(_MatrixBase, tag_field="kind", tag="iterative", kw_only=True):
     tuner: Tuner | None = None
 
 
-Matrix = Mapping | Grid | Random | Hyperband | Bayes | Hyperopt | Iterative
+Matrix = Mapping | Grid | Random | Hyperband | Bayes | Hyperopt | Tpe | Iterative
 
 
 # --------------------------------------------------------------------------- top level

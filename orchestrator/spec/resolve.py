@@ -535,7 +535,7 @@ def _compile(
         # Type-check every mapping entry before anything runs (Polyaxon only checks the first).
         for index, entry in enumerate(op.matrix.values):
             plan.check_entry(index, entry)
-    elif expansion is None or len(expansion):
+    elif expansion is None or expansion.adaptive or len(expansion):
         # Render the first run now, so template errors surface before anything runs.
         next(iter(plan.runs()))
     return plan

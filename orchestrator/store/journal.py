@@ -25,6 +25,7 @@ from orchestrator.store.rows import (
     CleanupRow,
     OpenMappingRow,
     RunRow,
+    SuggestionRow,
     SweepRow,
 )
 from orchestrator.store.schema import connect
@@ -187,6 +188,11 @@ class Journal(JournalWriter):
             retry=f"end:{sweep_id}" if finished else None,
         )
 
+    def set_sweep_total(self, sweep_id: str, total: int) -> None:
+        """How many runs the sweep makes, once an adaptive search knows better (a hyperband
+        rung left short by failed runs)."""
+        self._add(("UPDATE sweeps SET total = ? WHERE id = ?", (total, sweep_id)), sweep=sweep_id)
+
     def open_mapping(self, sweep_id: str) -> None:
         """The sweep's mapping is open: configurations may be added until it is closed."""
         self._add(
@@ -236,6 +242,25 @@ class Journal(JournalWriter):
                 "INSERT INTO transitions (sweep_id, run_id, from_state, to_state, reason, at) "
                 "VALUES (?, ?, NULL, 'created', NULL, ?)",
                 (sweep_id, run_id, now),
+            ),
+            sweep=sweep_id,
+        )
+
+    def add_suggestion(
+        self,
+        sweep_id: str,
+        index: int,
+        params: Mapping[str, Any],
+        place: Mapping[str, Any],
+        resumes: int | None,
+    ) -> None:
+        """What an adaptive search suggested as run ``index`` (queued before the run itself,
+        so the two commit together)."""
+        self._add(
+            (
+                "INSERT OR REPLACE INTO suggestions (sweep_id, idx, params, place, resumes) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (sweep_id, index, json.dumps(params), json.dumps(place), resumes),
             ),
             sweep=sweep_id,
         )
@@ -431,6 +456,26 @@ class Journal(JournalWriter):
             "WHERE sweep_id = ? AND idx = ? ORDER BY created_at DESC LIMIT 1", (sweep_id, index)
         )
         return rows[0] if rows else None
+
+    def suggestions_of(self, sweep_id: str) -> list[SuggestionRow]:
+        """Every suggestion of an adaptive search, in index order, with the newest run of each
+        (None where it never got one)."""
+        rows = self._query(
+            "SELECT s.idx, s.params, s.place, s.resumes, "
+            "(SELECT r.id FROM runs r WHERE r.sweep_id = s.sweep_id AND r.idx = s.idx "
+            "ORDER BY r.created_at DESC LIMIT 1) FROM suggestions s WHERE s.sweep_id = ? "
+            "ORDER BY s.idx",
+            (sweep_id,),
+        )
+        return [
+            SuggestionRow(int(idx), json.loads(params), json.loads(place), resumes, run_id)
+            for idx, params, place, resumes, run_id in rows
+        ]
+
+    def places_of(self, sweep_id: str) -> dict[int, dict[str, Any]]:
+        """Where each run index sits in an adaptive search (empty for other kinds)."""
+        rows = self._query("SELECT idx, place FROM suggestions WHERE sweep_id = ?", (sweep_id,))
+        return {int(idx): json.loads(place) for idx, place in rows}
 
     def run_state(self, run_id: str) -> str | None:
         """The state of one run (None: no such run)."""

@@ -78,6 +78,11 @@ def exit_status_path(home: Path, pid: int, start: int | None) -> Path:
     return home / "exit_status" / f"{pid}-{start or 0}.jsonl"
 
 
+def sweep_dir(home: Path, sweep_id: str) -> Path:
+    """A sweep's own files (an iterative search's tuner runs), beside its runs' folders."""
+    return home / "sweeps" / sweep_id
+
+
 def daemon_dir(home: Path) -> Path:
     """The daemon's private folder: its lock, token file and (usually) socket."""
     return home / "daemon"

@@ -12,7 +12,15 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["RUN_COLUMNS", "SWEEP_COLUMNS", "CleanupRow", "OpenMappingRow", "RunRow", "SweepRow"]
+__all__ = [
+    "RUN_COLUMNS",
+    "SWEEP_COLUMNS",
+    "CleanupRow",
+    "OpenMappingRow",
+    "RunRow",
+    "SuggestionRow",
+    "SweepRow",
+]
 
 
 class SweepRow(msgspec.Struct, frozen=True):
@@ -98,6 +106,16 @@ class OpenMappingRow(msgspec.Struct, frozen=True):
 
     closed: bool
     values: list[dict[str, Any]]
+
+
+class SuggestionRow(msgspec.Struct, frozen=True):
+    """One suggestion of an adaptive search, and the newest run made of it (None: none)."""
+
+    index: int
+    params: dict[str, Any]
+    place: dict[str, Any]
+    resumes: int | None
+    run_id: str | None
 
 
 class CleanupRow(msgspec.Struct, frozen=True):

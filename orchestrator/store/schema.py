@@ -58,6 +58,13 @@ CREATE TABLE IF NOT EXISTS configurations (
 );
 -- What each run was given of the machine (its latest attempt's GPUs, CPUs, memory; JSON).
 CREATE TABLE IF NOT EXISTS resources (run_id TEXT PRIMARY KEY, assignment TEXT NOT NULL);
+-- What an adaptive search suggested for each run index: the raw configuration, where it sits
+-- in the search (JSON: bracket/rung, iteration) and the index of the run it continues, so a
+-- resumed search is rebuilt from its own history.
+CREATE TABLE IF NOT EXISTS suggestions (
+    sweep_id TEXT NOT NULL, idx INTEGER NOT NULL, params TEXT NOT NULL, place TEXT NOT NULL,
+    resumes INTEGER, PRIMARY KEY (sweep_id, idx)
+);
 CREATE TABLE IF NOT EXISTS writer_probe (id INTEGER PRIMARY KEY, at REAL);
 """
 

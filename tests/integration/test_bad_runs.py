@@ -132,11 +132,11 @@ def test_an_unexpected_engine_error_still_ends_the_sweep(
     controller, journal = _sweep(write(SPEC), tmp_path / "home", FakeExecutor(handler))
     create = controller._create
 
-    async def second_create_breaks(spec: Any) -> Any:
+    async def second_create_breaks(spec: Any, suggestion: Any) -> Any:
         if controller.runs:
             await hung.wait()
             raise RuntimeError("boom")
-        return await create(spec)
+        return await create(spec, suggestion)
 
     controller._create = second_create_breaks
     controller.settings = replace(controller.settings, concurrency=2)

@@ -144,20 +144,30 @@ def test_p_override_through_the_cli(cli: Callable[..., CliResult]) -> None:
     assert "--optimizer=sgd" in run["argv"]
 
 
-def test_unsupported_matrix_kind_exits_2(
+def test_an_adaptive_search_plans_its_searcher_and_an_example(
     cli: Callable[..., CliResult], write: Callable[..., Path]
 ) -> None:
     spec = write(
         (QUICKSTART / "grid.yaml")
         .read_text()
-        .replace("kind: grid", "kind: hyperopt")
-        .replace("  params:", "  metric: {name: loss}\n  params:"),
+        .replace("kind: grid", "kind: hyperband")
+        .replace("    epochs:\n      kind: choice\n      value: [5, 10]\n", "")
+        .replace(
+            "  params:",
+            "  maxIterations: 9\n  eta: 3\n  resource: {name: epochs, type: int}\n"
+            "  metric: {name: loss, optimization: minimize}\n  seed: 1\n  params:",
+        ),
         "h.yaml",
     )
     (Path(spec).parent / "typed.yaml").write_text((QUICKSTART / "typed.yaml").read_text())
     result = cli("plan", str(spec))
-    assert result.code == 2
-    assert "matrix.kind: hyperopt is not supported yet" in result.err
+    assert result.code == 0, result.err
+    assert "hyperband search" in result.out and "seed 1" in result.out
+    assert "--epochs=9" in result.out  # the example runs the full resource
+    as_json = cli("plan", str(spec), "--json")
+    body = json.loads(as_json.out)
+    assert body["search"]["kind"] == "hyperband" and body["search"]["seed"] == 1
+    assert body["example"]["params"]["epochs"] == 9
 
 
 def test_usage_errors_exit_2(cli: Callable[..., CliResult]) -> None:

@@ -127,14 +127,16 @@ def test_mapping_keeps_entries_in_order_and_collects_keys() -> None:
     assert expansion.keys == ["a", "b"]
 
 
-@pytest.mark.parametrize("kind", ["hyperband", "bayes", "hyperopt", "iterative"])
-def test_adaptive_kinds_validate_then_say_not_supported(kind: str) -> None:
+@pytest.mark.parametrize("kind", ["hyperband", "bayes", "hyperopt", "tpe", "iterative"])
+def test_adaptive_kinds_expand_to_an_example_and_a_seed(kind: str) -> None:
+    """An adaptive kind has no runs to walk: one example configuration (rendered up front so
+    template errors surface early) and the seed its searcher draws with."""
     metric = {"name": "loss", "optimization": "minimize"}
     data: dict[str, dict[str, Any]] = {
         "hyperband": {
             "maxIterations": 10,
             "eta": 3,
-            "resource": {"name": "epochs"},
+            "resource": {"name": "epochs", "type": "int"},
             "metric": metric,
             "params": {"lr": choice(0.1)},
         },
@@ -145,15 +147,23 @@ def test_adaptive_kinds_validate_then_say_not_supported(kind: str) -> None:
             "params": {"lr": choice(0.1)},
         },
         "hyperopt": {"metric": metric, "params": {"lr": choice(0.1)}},
-        "iterative": {"maxIterations": 2},
+        "tpe": {"metric": metric, "numRuns": 4, "params": {"lr": choice(0.1)}},
+        "iterative": {"maxIterations": 2, "params": {"lr": choice(0.1)}},
     }
+    expansion = expand_matrix(matrix({"kind": kind, **data[kind], "seed": 7}))
+    assert expansion.adaptive and expansion.seed == 7
+    example = {"lr": 0.1, "epochs": 10} if kind == "hyperband" else {"lr": 0.1}
+    assert list(expansion) == [example]
+
+
+def test_tpe_needs_num_runs() -> None:
+    metric = {"name": "loss"}
     with pytest.raises(SpecError) as info:
-        expand_matrix(matrix({"kind": kind, **data[kind]}))
-    assert info.value.field == "matrix.kind"
-    assert "not supported yet" in str(info.value)
+        expand_matrix(matrix({"kind": "tpe", "metric": metric, "params": {"lr": choice(0.1)}}))
+    assert info.value.field == "matrix.numRuns"
 
 
-def test_hyperband_missing_fields_are_reported_before_unsupported() -> None:
+def test_hyperband_missing_fields_are_reported() -> None:
     with pytest.raises(SpecError) as info:
         expand_matrix(matrix({"kind": "hyperband", "eta": 3}))
     assert info.value.field == "matrix.maxIterations"

@@ -8,7 +8,7 @@ from orchestrator.engine.events import (
     SweepStarted,
 )
 from orchestrator.engine.states import RunState, SweepState
-from orchestrator.reporting import Reporter, format_duration
+from orchestrator.reporting import Objective, Reporter, format_duration
 
 
 def feed(reporter: Reporter) -> None:
@@ -89,3 +89,35 @@ def test_format_duration() -> None:
     assert format_duration(1.25) == "1.2s"
     assert format_duration(75) == "1:15"
     assert format_duration(3725) == "1:02:05"
+
+
+def test_an_adaptive_run_says_where_it_sits_and_the_best_so_far_is_on_the_status_line() -> None:
+    out = io.StringIO()
+    reporter = Reporter(out, live=False, keys=["x"], objective=Objective("loss", "minimize"))
+    s, t = "s", 0.0
+    reporter.handle(SweepStarted(sweep_id=s, ts=t, seq=1, name="x", total=4, concurrency=2))
+    for i, loss in enumerate([0.5, 0.2, 0.9]):
+        run = f"r{i}"
+        place = {"bracket": 1, "rung": i // 2}
+        reporter.handle(
+            RunCreated(
+                sweep_id=s, ts=t, seq=2, run_id=run, index=i, params={"x": i}, argv=[], place=place
+            )
+        )
+        for previous, state in [
+            (RunState.STARTING, RunState.RUNNING),
+            (RunState.RUNNING, RunState.SUCCEEDED),
+        ]:
+            if state is RunState.SUCCEEDED:
+                reporter.handle(
+                    MetricReported(
+                        sweep_id=s, ts=t, seq=3, run_id=run, index=i, step=1, values={"loss": loss}
+                    )
+                )
+            reporter.handle(
+                RunStateChanged(
+                    sweep_id=s, ts=t, seq=4, run_id=run, index=i, previous=previous, state=state
+                )
+            )
+    assert out.getvalue().splitlines()[0] == "#0    running   (bracket 1 rung 0) x=0"
+    assert "best loss=0.2 (#1)" in reporter.status_line()
