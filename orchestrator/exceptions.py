@@ -7,6 +7,8 @@ The tree::
     │   └── ComponentRefError           a pathRef/urlRef/hubRef cannot be resolved
     ├── ExecutorError                   a run could not be started or controlled
     ├── PluginError                     a plugin misbehaved; ``.plugin`` names it
+    ├── SearchError                     an adaptive search cannot go on (its tuner failed,
+    │                                   hung or answered something that is no suggestion)
     ├── StoreError                      the journal or a run folder cannot be read or written
     ├── NotFoundError (also LookupError) no sweep or run matches what was asked for
     ├── SweepBusyError                  the sweep is still running (resume/rerun must wait)
@@ -26,6 +28,7 @@ __all__ = [
     "NotFoundError",
     "OrchestratorError",
     "PluginError",
+    "SearchError",
     "SpecError",
     "StoreError",
     "SweepBusyError",
@@ -86,6 +89,12 @@ class PluginError(OrchestratorError):
     def __init__(self, plugin: str, message: str) -> None:
         self.plugin = plugin
         super().__init__(f"plugin {plugin!r}: {message}")
+
+
+class SearchError(OrchestratorError):
+    """An adaptive search cannot suggest anything more: the user's tuner failed, timed out or
+    printed suggestions that are not a list of configurations. The message is one line; the
+    sweep ends failed with it (the runs already finished stay as they are)."""
 
 
 class StoreError(OrchestratorError):

@@ -549,8 +549,8 @@ def _run_rows(runs: Sequence[Any]) -> list[dict[str, Any]]:
     return [run_row(r) for r in runs]
 
 
-def summary_json(sweep_id: str, state: str, runs: Sequence[Any]) -> str:
-    body = {"sweep": sweep_id, "state": state, "runs": _run_rows(runs)}
+def summary_json(sweep_id: str, state: str, runs: Sequence[Any], reason: str | None = None) -> str:
+    body = {"sweep": sweep_id, "state": state, "reason": reason, "runs": _run_rows(runs)}
     return msgspec.json.encode(body).decode()
 
 
@@ -573,11 +573,13 @@ _LISTED = 10
 _JSON_BATCH = 256
 
 
-def write_summary_json(out: IO[str], sweep_id: str, state: str, runs: Iterable[Any]) -> None:
+def write_summary_json(
+    out: IO[str], sweep_id: str, state: str, runs: Iterable[Any], reason: str | None = None
+) -> None:
     """:func:`summary_json` written as the runs come (the same bytes), so the JSON of a sweep
     of 10^6 runs is never whole in memory (``runs`` may read the journal page by page)."""
     encode = msgspec.json.Encoder().encode
-    head = encode({"sweep": sweep_id, "state": state})
+    head = encode({"sweep": sweep_id, "state": state, "reason": reason})
     out.write(head[:-1].decode() + ',"runs":[')
     batch: list[bytes] = []
     separator = b""
@@ -717,15 +719,18 @@ def show_hint(sweep_id: str, home_arg: str | None) -> str:
     return f"{_program()} show {sweep_id[:12]}{where}"
 
 
-def resume_hint(sweep_id: str, state: str, home_arg: str | None) -> list[str]:
+def resume_hint(
+    sweep_id: str, state: str, home_arg: str | None, *, adaptive: bool = False
+) -> list[str]:
     """The commands that continue a sweep that was stopped or failed (none otherwise):
-    ``resume`` for everything not yet succeeded, ``rerun --failed`` for the failed runs."""
+    ``resume`` for everything not yet succeeded, ``rerun --failed`` for the failed runs (not
+    for an adaptive search, whose later suggestions came from those results)."""
     if state not in ("stopped", "failed"):
         return []
     where = f" --home {shlex.quote(home_arg)}" if home_arg is not None else ""
     command = _program()
     short = sweep_id[:12]
     hints = [f"resume: {command} resume {short}{where}"]
-    if state == "failed":
+    if state == "failed" and not adaptive:
         hints.append(f"re-run only the failed runs: {command} rerun {short} --failed{where}")
     return hints

@@ -159,7 +159,8 @@ def _runs_note(controller: SweepController) -> str:
     """How many runs the sweep makes: ``6 runs``; an adaptive search's ``up to``/``some``."""
     if not controller.adaptive:
         return plural(controller.total, "run")
-    kind = controller.plan.expansion.kind if controller.plan.expansion else "search"
+    expansion = controller.plan.expansion
+    kind = expansion.kind if expansion is not None else "adaptive"
     if controller.total:
         return f"{kind} search, {plural(controller.total, 'run')}"
     return f"{kind} search, runs decided as it goes"
@@ -354,7 +355,7 @@ def _execute(
             event_log.close()
     out = options.out
     if options.as_json:  # streamed: a big sweep's runs are read from the journal by pages
-        write_summary_json(out, result.sweep_id, result.state.value, result.runs)
+        write_summary_json(out, result.sweep_id, result.state.value, result.runs, result.reason)
         out.write("\n")
     else:
         objective = objective_of(plan.spec.operation.matrix)
@@ -364,7 +365,10 @@ def _execute(
         reason = f" ({result.reason})" if result.reason else ""
         out.write(f"\nsweep {result.sweep_id[:12]} {result.state.value}{reason}\n")
     out.flush()
-    for hint in resume_hint(result.sweep_id, result.state.value, _home_arg(options.home)):
+    hints = resume_hint(
+        result.sweep_id, result.state.value, _home_arg(options.home), adaptive=controller.adaptive
+    )
+    for hint in hints:
         options.err.write(hint + "\n")
     if result.journal_error is not None:  # the journal does not hold all of this sweep
         options.err.write(f"orchestrator: journal write failed: {result.journal_error}\n")

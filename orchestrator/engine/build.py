@@ -6,12 +6,14 @@ their sweeps here, so a new service (a resource inventory, a searcher) is wired 
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.engine.bus import EventBus
+from orchestrator.engine.jobs import base_environment
 from orchestrator.engine.open_mapping import OpenMapping
 from orchestrator.engine.plugin_host import PluginHost
 from orchestrator.engine.records import Resume
@@ -87,7 +89,9 @@ def build_sweep(
 
         executor = LocalExecutor(settings.home)
     sweep_id = resume.sweep_id if resume is not None else uuid.uuid4().hex
-    searcher = searcher_of(plan, work_dir=sweep_dir(settings.home, sweep_id))
+    searcher = searcher_of(
+        plan, work_dir=sweep_dir(settings.home, sweep_id), environ=base_environment(os.environ)
+    )
     scope = plugins.scope() if plugins is not None else None
     controller = SweepController(
         plan,

@@ -211,11 +211,22 @@ class SweepResult:
 
 
 def records_from_rows(journal: Journal, rows: list[RunRow]) -> list[RunRecord]:
-    """Journaled runs as records, with their outputs, last metrics and resources."""
+    """Journaled runs as records, with their outputs, last metrics, resources and where they
+    sit in an adaptive search."""
     ids = [row.id for row in rows]
     outputs, metrics = journal.outputs_of(ids), journal.last_metrics(ids)
     given = journal.resources_of(ids)
-    return [record_from_row(r, outputs.get(r.id), metrics.get(r.id), given.get(r.id)) for r in rows]
+    places = {sweep: journal.places_of(sweep) for sweep in {row.sweep_id for row in rows}}
+    return [
+        record_from_row(
+            r,
+            outputs.get(r.id),
+            metrics.get(r.id),
+            given.get(r.id),
+            places[r.sweep_id].get(r.idx),
+        )
+        for r in rows
+    ]
 
 
 def record_from_row(
@@ -223,6 +234,7 @@ def record_from_row(
     outputs: dict[str, object] | None = None,
     metrics: dict[str, float] | None = None,
     resources: dict[str, Any] | None = None,
+    place: dict[str, Any] | None = None,
 ) -> RunRecord:
     """A journaled run as a record (env and working folder are not journaled: left empty)."""
     spec = RunSpec(
@@ -249,4 +261,5 @@ def record_from_row(
         metrics=dict(metrics or {}),
         outputs=dict(outputs or {}),
         resources=resources,
+        place=place,
     )

@@ -50,7 +50,7 @@ from orchestrator.engine.states import SWEEP_TERMINAL, TERMINAL, RunState, Sweep
 from orchestrator.engine.sweep_journal import commit_start, queue_start, watch_losses
 from orchestrator.engine.timers import Timers
 from orchestrator.engine.transitions import move_run, move_sweep
-from orchestrator.exceptions import SpecError
+from orchestrator.exceptions import SearchError, SpecError
 from orchestrator.executors.base import Executor, Outcome, StopRequest
 from orchestrator.hooks import Defer, Skip, UseCached
 from orchestrator.search.base import DONE, Done, Observation, Past, Searcher, Suggestion, Wait
@@ -456,7 +456,7 @@ class SweepController:
                 if not self.adaptive and self.resume is not None and not self.resume.wants(spec):
                     limiter.release_on_behalf_of(token)
                     continue
-            except SpecError as exc:
+            except (SpecError, SearchError) as exc:
                 limiter.release_on_behalf_of(token)
                 self._feed_error = str(exc)
                 return

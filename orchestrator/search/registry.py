@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -43,9 +43,12 @@ def plugin_searchers() -> dict[str, importlib.metadata.EntryPoint]:
     return {e.name: e for e in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def adaptive_searcher(matrix: m.Matrix, expansion: Expansion, *, work_dir: Path) -> Searcher:
+def adaptive_searcher(
+    matrix: m.Matrix, expansion: Expansion, *, iterative: Mapping[str, Any] | None = None
+) -> Searcher:
     """The searcher of an adaptive matrix (``expansion.adaptive``), built and checked (a
-    SpecError names the field); ``work_dir`` is where an iterative tuner may write."""
+    SpecError names the field); ``iterative``: what an iterative search needs to run its tuner
+    component (:func:`searcher_of` gives it)."""
     assert expansion.seed is not None
     dimensions, seed = dict(expansion.dimensions), expansion.seed
     tuner = getattr(matrix, "tuner", None)
@@ -68,16 +71,28 @@ def adaptive_searcher(matrix: m.Matrix, expansion: Expansion, *, work_dir: Path)
         return searcher
     module, name = _BUILT_IN[expansion.kind]
     build = getattr(importlib.import_module(module), name)
-    extra = {"work_dir": work_dir} if isinstance(matrix, m.Iterative) else {}
+    extra = dict(iterative or {}) if isinstance(matrix, m.Iterative) else {}
     return cast(Searcher, build(matrix, dimensions, seed, **extra))
 
 
-def searcher_of(plan: Plan, *, work_dir: Path) -> Searcher | None:
-    """The searcher of an adaptive plan (errors name the file), None for the other kinds."""
+def searcher_of(
+    plan: Plan, *, work_dir: Path, environ: Mapping[str, str] | None = None
+) -> Searcher | None:
+    """The searcher of an adaptive plan (errors name the file), None for the other kinds.
+
+    An iterative search runs its tuner component in ``work_dir`` with ``environ`` (the
+    environment runs get), resolved against the polyaxonfile's folder."""
     matrix, expansion = plan.spec.operation.matrix, plan.expansion
     if matrix is None or expansion is None or not expansion.adaptive:
         return None
+    iterative = {
+        "work_dir": work_dir,
+        "source": plan.spec.source,
+        "base_dir": plan.spec.base_dir,
+        "inputs": [io.name for io in plan.ios if not io.is_output],
+        "environ": environ,
+    }
     try:
-        return adaptive_searcher(matrix, expansion, work_dir=work_dir)
+        return adaptive_searcher(matrix, expansion, iterative=iterative)
     except SpecError as exc:
         raise exc.with_file(plan.spec.source) from None

@@ -88,7 +88,9 @@ def test_kill_9_mid_search_then_resume_finishes_the_same_search_once(
         proc.wait(10)
         events.close()
     assert resumed.code == 0, resumed.err + (tmp_path / "run.log").read_text()
-    assert {r["state"] for r in json.loads(resumed.out)["runs"]} == {"succeeded"}
+    final = json.loads(resumed.out)["runs"]
+    assert {r["state"] for r in final} == {"succeeded"}
+    assert all(r["place"] is not None for r in final)  # those from before the kill too
     assert _suggested(home) == expected
     # A configuration that ran to its end before the kill never ran again.
     ran = Counter(markers.read_text().splitlines())
