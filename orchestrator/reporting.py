@@ -307,7 +307,8 @@ class Reporter:
         done = sum(counts[s] for s in TERMINAL)
         running = counts[RunState.RUNNING]
         pending = 0 if self.finished else max(self.total - done - running, 0)
-        parts = [f"{done}/{self.total} done"]
+        # An adaptive search that decides as it goes has no total to count down to.
+        parts = [f"{done}/{self.total} done" if self.total else f"{done} done"]
         parts += [f"{counts[s]} {s.value}" for s in _ORDER if counts[s]]
         if pending:
             parts.append(f"{pending} pending")

@@ -55,10 +55,18 @@ class Discrete:
 
 @dataclass(frozen=True)
 class Distribution:
-    """A continuous distribution (uniform, normal, ...) that only random search can use."""
+    """A continuous distribution (uniform, normal, ...): ``draw`` samples it for random
+    search; the numbers let model-based searchers map it onto a library's own space."""
 
     kind: str
     draw: Callable[[random.Random], float]
+    #: ``low``/``high`` (the uniform kinds: in log space for the log kinds, as Polyaxon reads
+    #: them) or ``loc``/``scale`` (the normal kinds); ``q`` for the quantized kinds.
+    low: float | None = None
+    high: float | None = None
+    loc: float | None = None
+    scale: float | None = None
+    q: float | None = None
 
     def sample(self, rng: random.Random) -> float:
         return self.draw(rng)
@@ -335,13 +343,16 @@ def _quantize(q: float) -> Callable[[float], float]:
 
 def _distribution(kind: str, value: Any) -> Distribution:
     parts = _fields(kind, value)
+    numbers: dict[str, float] = {}
     if kind.removeprefix("q") in {"uniform", "loguniform"}:
         a, b = _number(parts["low"], "low"), _number(parts["high"], "high")
+        numbers.update(low=a, high=b)
 
         def base(rng: random.Random) -> float:
             return a + (b - a) * rng.random()
     else:
         a, b = _number(parts["loc"], "loc"), _number(parts["scale"], "scale")
+        numbers.update(loc=a, scale=b)
 
         def base(rng: random.Random) -> float:
             return rng.gauss(a, b)
@@ -357,11 +368,12 @@ def _distribution(kind: str, value: Any) -> Distribution:
         if not q:
             raise ValueError(f"q must be > 0, got {parts['q']!r}")
         quantize, unquantized = _quantize(q), base
+        numbers.update(q=q)
 
         def base(rng: random.Random) -> float:
             return quantize(unquantized(rng))
 
-    return Distribution(kind, base)
+    return Distribution(kind, base, **numbers)
 
 
 def _pchoice(value: Any) -> Discrete:
