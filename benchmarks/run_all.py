@@ -18,7 +18,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 #: In the order they run: cheap and independent first.
-BENCHMARKS = ["overhead", "journal", "early_stop", "logs", "history", "plan", "daemon"]
+BENCHMARKS = ["overhead", "journal", "early_stop", "logs", "history", "plan", "daemon", "search"]
 
 
 def main() -> int:

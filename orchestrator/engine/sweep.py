@@ -490,8 +490,11 @@ class SweepController:
 
     def _restore_search(self) -> tuple[list[tuple[int, Suggestion]], int]:
         """Rebuild a resumed adaptive search from its journaled suggestions, and say which to
-        run again first (same index, same configuration: the ones whose run never ended on
-        its own: lost with its orchestrator, stopped, or never started) and the next index."""
+        run again first (same index, same configuration) and the next index. Run again: those
+        whose run never ended on its own (lost with its orchestrator, stopped, never started),
+        and those that ended while no orchestrator read their output, when nothing of what
+        they reported survived (not a metric in the journal or their log): the search needs
+        their result, not just their exit status."""
         if not self.adaptive or self.resume is None:
             return [], 0
         rows = self.journal.suggestions_of(self.sweep_id)
@@ -511,7 +514,8 @@ class SweepController:
                         logged = logged_metrics(RunLayout(self.home, run.id).stdout)
                         reported = reported | logged
                         given = given | {k: v for k, v in logged.items() if k in self._outputs}
-                    observation = Observation(run.state, reported, given)
+                    if run.reason != RECOVERED or reported:
+                        observation = Observation(run.state, reported, given)
             if observation is None:
                 replay.append((row.index, suggestion))
             history.append(Past(row.index, suggestion, observation))
