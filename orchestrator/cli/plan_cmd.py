@@ -19,14 +19,19 @@ def add_parser(commands: Commands) -> None:
     plan = commands.add_parser(
         "plan",
         help="validate a polyaxonfile and show the runs it expands to",
-        description="Validate SPEC and list its runs: params and command line. Nothing runs.",
+        description=(
+            "Validate SPEC and list its runs: params and command line. Nothing runs. An "
+            "adaptive search (hyperband, bayes, hyperopt, tpe, iterative) decides its runs from "
+            "results: plan says how many it makes and shows one example run."
+        ),
     )
     plan.add_argument("spec", metavar="SPEC", help="polyaxonfile (operation or component)")
     param_option(plan, "override an input (repeatable); the value is coerced to its type")
     plan.add_argument(
         "--json",
         action="store_true",
-        help='print one JSON object: {"runs": [{"index", "params", "argv"}]}',
+        help='print one JSON object: {"runs": [{"index", "params", "argv"}]} (an adaptive '
+        'search: {"search": {"kind", "total", "seed"}, "example": {"params", "argv"}})',
     )
     plan.add_argument(
         "--limit",
