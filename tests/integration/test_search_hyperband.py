@@ -63,3 +63,28 @@ def test_hyperband_runs_the_schedule_with_concurrency_held_throughout(
         alive += step
         peak = max(peak, alive)
     assert peak <= 2
+
+
+def test_early_stopping_ends_a_hyperband_search_when_its_target_is_reached(
+    tmp_path: Path, cli: Callable[..., CliResult]
+) -> None:
+    """A metric target works with an adaptive search as with a grid: the first run to reach it
+    stops the sweep (succeeded), and the search suggests nothing more."""
+    spec = tmp_path / "hb.yaml"
+    spec.write_text(
+        SPEC.format(python=sys.executable, component=COMPONENT, events=tmp_path / "none").replace(
+            "  seed: 11\n",
+            "  seed: 11\n  earlyStopping:\n    - {kind: metric_early_stopping, metric: loss, "
+            "value: 0.2, optimization: minimize}\n",
+        )
+    )
+    result = cli("run", str(spec), "--home", str(tmp_path / "home"), "--json")
+    assert result.code == 0, result.err
+    summary = json.loads(result.out)
+    assert summary["state"] == "succeeded"
+    assert "loss" in (summary["reason"] or "")
+    runs = summary["runs"]
+    # Only a run at the full resource (9 epochs) can get under 0.2: the search got that far,
+    # then stopped before its 22 runs.
+    assert any(r["params"]["epochs"] == 9 and r["metrics"]["loss"] <= 0.2 for r in runs)
+    assert len(runs) < 22
