@@ -32,6 +32,7 @@ from orchestrator.engine.events import (
     SweepStarted,
     SweepStopping,
 )
+from orchestrator.engine.feedback import Feedback
 from orchestrator.engine.jobs import base_environment, job_for
 from orchestrator.engine.open_mapping import OpenMapping
 from orchestrator.engine.outcome import (
@@ -130,9 +131,16 @@ class SweepController:
         self.adaptive = plan.expansion is not None and plan.expansion.adaptive
         #: Runs the sweep makes, as far as known before it starts (0: unknown).
         self._total = self.searcher.total or 0
-        #: Set (and replaced) each time a run's result is told to the searcher: a searcher
-        #: that waits is asked again then.
-        self._observed = anyio.Event()
+        #: How results reach the searcher: as runs end, or in run order where the
+        #: searcher's suggestions depend on which results came first and the file gives a
+        #: seed (then the same seed gives the same runs).
+        matrix = plan.spec.operation.matrix
+        self.feedback = Feedback(
+            self.searcher,
+            ordered=getattr(self.searcher, "order_sensitive", False)
+            and getattr(matrix, "seed", None) is not None,
+            lag=settings.concurrency,
+        )
         #: An adaptive sweep's run ids by index (a hyperband promotion resumes from one).
         self._run_at: dict[int, str] = {}
         #: The machine's GPUs, CPUs and memory (shared by a daemon's sweeps): runs that ask
@@ -469,24 +477,23 @@ class SweepController:
 
     async def _suggestion(self, index: int) -> Suggestion | Done:
         """The searcher's next configuration; while it waits for results, wait for the next
-        run to end and ask again (a stop ends the wait: the feed is cancelled)."""
+        one to be told and ask again (a stop ends the wait: the feed is cancelled)."""
+        await self.feedback.before(index)
         while not self.stopping:
-            self._observed = observed = anyio.Event()
+            self.feedback.armed()
             got = await self.searcher.suggest(index)
             if not isinstance(got, Wait):
                 return got
-            if not self.active:
+            if not await self.feedback.more(index, running=bool(self.active)):
                 raise SpecError("the search waits for results while no run is going")
-            await observed.wait()
         return DONE
 
     def _observe(self, run: RunRecord) -> None:
         """Tell the searcher how a run ended (cached and skipped runs too), then wake a
         feed waiting for it."""
-        self.searcher.observe(
+        self.feedback.ended(
             run.index, Observation(run.state.value, dict(run.metrics), dict(run.outputs))
         )
-        self._observed.set()
 
     def _restore_search(self) -> tuple[list[tuple[int, Suggestion]], int]:
         """Rebuild a resumed adaptive search from its journaled suggestions, and say which to
@@ -520,6 +527,7 @@ class SweepController:
                 replay.append((row.index, suggestion))
             history.append(Past(row.index, suggestion, observation))
         self.searcher.restore(history)
+        self.feedback.restored(history)
         return replay, rows[-1].index + 1 if rows else 0
 
     async def _create(self, spec: RunSpec, suggestion: Suggestion) -> RunRecord:

@@ -109,7 +109,12 @@ class Past:
 
 @runtime_checkable
 class Searcher(Protocol):
-    """What to run next. The engine calls these from one task, never concurrently."""
+    """What to run next. The engine calls these from one task, never concurrently.
+
+    Optional: a class attribute ``order_sensitive = True`` says that its suggestions depend
+    on which results arrived first (a model fitted to them); when the file gives a ``seed``,
+    the engine then tells it results in run order, the suggestion for run ``i`` seeing
+    exactly those of runs ``0 .. i - concurrency``, so the same seed gives the same runs."""
 
     @property
     def total(self) -> int | None:

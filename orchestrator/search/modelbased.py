@@ -47,6 +47,10 @@ Proposal = tuple[dict[str, Any], dict[str, Any]] | Wait
 class ModelSearcher(abc.ABC):
     """Suggest, observe and restore for a searcher driven by a model."""
 
+    #: Its suggestions depend on which results came in first: with a seed, the engine tells
+    #: it results in run order (see :mod:`orchestrator.engine.feedback`).
+    order_sensitive = True
+
     def __init__(
         self,
         metric: m.OptimizationMetric,
