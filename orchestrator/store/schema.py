@@ -1,8 +1,14 @@
-"""The journal's tables, and how a connection to its SQLite file is opened.
+"""The journal's tables, its version, and how a connection to its SQLite file is opened.
 
 Kept apart from :class:`~orchestrator.store.journal.Journal` so that the shape of the file
-(every table and index) and the settings every connection needs (WAL, ``synchronous=NORMAL``,
-a busy timeout) are read in one place, not between the writer's and the readers' code.
+(every table and index), its version and migrations, and the settings every connection needs
+(WAL, ``synchronous=NORMAL``, a busy timeout) are read in one place, not between the writer's
+and the readers' code.
+
+The version is SQLite's ``PRAGMA user_version``. A new journal gets :data:`SCHEMA` and
+:data:`SCHEMA_VERSION`; an older one is brought up by :data:`MIGRATIONS`, in order, in one
+transaction with the version bump (a crash leaves it as it was); a journal written by a newer
+orchestrator is refused, never read with a schema this code does not know.
 """
 
 from __future__ import annotations
@@ -11,7 +17,9 @@ import sqlite3
 import time
 from pathlib import Path
 
-__all__ = ["SCHEMA", "connect"]
+from orchestrator.exceptions import StoreError
+
+__all__ = ["MIGRATIONS", "SCHEMA", "SCHEMA_VERSION", "connect"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sweeps (
@@ -68,23 +76,85 @@ CREATE TABLE IF NOT EXISTS suggestions (
 CREATE TABLE IF NOT EXISTS writer_probe (id INTEGER PRIMARY KEY, at REAL);
 """
 
+#: The journal version this code writes and reads.
+SCHEMA_VERSION = 1
+
+#: What brings a journal of version ``v - 1`` to version ``v``, by ``v``. Version 1 is the
+#: schema as first versioned: a journal from before (``user_version`` 0) gets the tables and
+#: indexes it lacks, as every earlier release created them (``IF NOT EXISTS``). A later change
+#: adds ``2: "ALTER TABLE ..."`` here and to :data:`SCHEMA`, and bumps :data:`SCHEMA_VERSION`.
+MIGRATIONS: dict[int, str] = {1: SCHEMA}
+
 
 def connect(path: Path, schema: bool = False) -> sqlite3.Connection:
-    """Open with WAL (``schema``: and create the tables if missing); retried while another
-    process is creating the same journal (switching to WAL and creating tables take locks that
-    SQLite's busy handler does not always wait on)."""
+    """Open with WAL (``schema``: and create or migrate the tables, see :data:`MIGRATIONS`);
+    retried while another process is creating the same journal (switching to WAL and creating
+    tables take locks that SQLite's busy handler does not always wait on)."""
     deadline = time.monotonic() + 30
     while True:
         conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
         try:
             conn.execute("PRAGMA busy_timeout=30000")
+            if schema:  # before switching it to WAL: a newer journal is left as it is
+                _refuse_newer(_version(conn), path)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             if schema:
-                conn.executescript(SCHEMA)
+                _bring_up(conn, path)
             return conn
-        except sqlite3.OperationalError as exc:
+        except BaseException as exc:
             conn.close()
-            if "locked" not in str(exc) or time.monotonic() > deadline:
+            locked = isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+            if not locked or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def _version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _refuse_newer(version: int, path: Path) -> None:
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} was written by a newer orchestrator (journal version {version}; this one "
+            f"reads up to {SCHEMA_VERSION}): upgrade orchestrator to use this home"
+        )
+
+
+def _bring_up(conn: sqlite3.Connection, path: Path) -> None:
+    """Create a new journal, or migrate an older one to :data:`SCHEMA_VERSION` (in one
+    transaction, taken with the write lock so two processes never both migrate); refuse one
+    written by a newer orchestrator."""
+    if _version(conn) == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _version(conn)  # another process may have migrated it meanwhile
+        _refuse_newer(version, path)
+        fresh = not conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone()
+        steps = (
+            {SCHEMA_VERSION: SCHEMA}
+            if fresh
+            else {v: MIGRATIONS[v] for v in range(version + 1, SCHEMA_VERSION + 1)}
+        )
+        for target, script in steps.items():
+            for statement in _statements(script):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {target:d}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _statements(script: str) -> list[str]:
+    """``script`` split into whole SQL statements (``executescript`` would commit the open
+    transaction first)."""
+    statements, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    return [statement for statement in statements if statement]
