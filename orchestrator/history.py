@@ -20,16 +20,19 @@ from orchestrator.spec import LoadedSpec, Plan, compile_plan, load_spec, load_te
 from orchestrator.spec import models as m
 from orchestrator.spec.load import fetch_url
 from orchestrator.store.journal import Journal
-from orchestrator.store.layout import run_paths
+from orchestrator.store.layout import RunLayout, run_paths
 from orchestrator.store.rows import RunRow, SweepRow
 
 __all__ = [
+    "DIFFERED",
     "ResumePlan",
     "find_run",
     "find_sweep",
     "latest_records",
     "not_started",
     "prepare_resume",
+    "run_detail",
+    "run_diff",
     "run_finished",
     "run_row",
     "sweep_detail",
@@ -327,3 +330,74 @@ def prepare_resume(
     if added is not None and not added.closed and isinstance(matrix, m.Mapping):
         open_from = len(matrix.values)
     return ResumePlan(row, loaded, plan, merged, Resume(sweep_id, previous, only), open_from)
+
+
+def run_detail(journal: Journal, ref: str) -> dict[str, Any]:
+    """One run in full (``show SWEEP:INDEX``, ``show --run RUN``, ``GET /api/v1/runs/RUN``):
+    what it ran, how it ended, its metrics summarised, every state it went through with the
+    reason, what it was given, where it sits in a search, and where its files are."""
+    run = find_run(journal, ref)
+    run_dir = Path(run.run_dir) if run.run_dir else RunLayout(journal.path.parent, run.id).run_dir
+    end = run.finished_at or (time.time() if run.started_at is not None else None)
+    return {
+        "run": run.id,
+        "sweep": run.sweep_id,
+        "index": run.idx,
+        "attempt": run.attempt,
+        "state": run.state,
+        "reason": run.reason,
+        "exit_code": run.exit_code,
+        "params": run.params,
+        "argv": run.argv,
+        "outputs": journal.outputs_of([run.id]).get(run.id, {}),
+        "metrics": journal.metric_summary(run.id),
+        "states": [
+            {"from": was, "to": to, "reason": why, "at": at}
+            for was, to, why, at in journal.transitions_of(run.id)
+        ],
+        "resources": journal.resources_of([run.id]).get(run.id),
+        "place": journal.places_of(run.sweep_id).get(run.idx),
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "duration_s": None if end is None or run.started_at is None else end - run.started_at,
+        "paths": {
+            "run": str(run_dir),
+            "stdout": str(run_dir / "stdout.log"),
+            "stderr": str(run_dir / "stderr.log"),
+            "outputs": str(run_dir / "outputs"),
+        },
+    }
+
+
+#: What ``diff`` compares between two runs, in this order: each a mapping of name → value.
+DIFFERED = ("params", "outputs", "metrics", "resources", "place")
+
+
+def run_diff(journal: Journal, left: str, right: str) -> dict[str, Any]:
+    """What differs between two runs: for each of :data:`DIFFERED` (metrics by their last
+    value), the names whose values differ, with both values (None: the run has no such name);
+    ``argv`` when the command lines differ."""
+    a, b = run_detail(journal, left), run_detail(journal, right)
+    changes: dict[str, dict[str, list[Any]]] = {}
+    for part in DIFFERED:
+        mine, theirs = _flat(part, a[part]), _flat(part, b[part])
+        changed = {
+            name: [mine.get(name), theirs.get(name)]
+            for name in sorted(mine.keys() | theirs.keys())
+            if mine.get(name) != theirs.get(name)
+        }
+        if changed:
+            changes[part] = changed
+    body: dict[str, Any] = {"runs": [a["run"], b["run"]], "differs": changes}
+    if a["argv"] != b["argv"]:
+        body["argv"] = [a["argv"], b["argv"]]
+    return body
+
+
+def _flat(part: str, value: Any) -> dict[str, Any]:
+    if not value:
+        return {}
+    if part == "metrics":
+        return {name: summary["last"] for name, summary in value.items()}
+    return dict(value)

@@ -12,7 +12,9 @@ import csv
 import datetime as dt
 import json
 import os
+import shlex
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -23,13 +25,23 @@ import msgspec
 from orchestrator.daemon.client import daemon_client
 from orchestrator.engine.recovery import open_journal
 from orchestrator.exceptions import NotFoundError, UnavailableError
-from orchestrator.history import find_run, not_started, run_finished, sweep_detail, sweep_items
+from orchestrator.history import (
+    DIFFERED,
+    find_run,
+    not_started,
+    run_detail,
+    run_diff,
+    run_finished,
+    sweep_detail,
+    sweep_items,
+)
 from orchestrator.logfollow import follow_log
 from orchestrator.reporting import format_duration, rows_table
 from orchestrator.store.cache import CacheStore
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import RunLayout, existing_journal
 from orchestrator.store.rows import RunRow
+from orchestrator.wording import plural
 
 if TYPE_CHECKING:
     import httpx
@@ -71,17 +83,22 @@ def _answer(response: Any) -> Any:
     raise UnavailableError(message)
 
 
-def list_sweeps(home: Path, out: IO[str], err: IO[str], *, as_json: bool, limit: int) -> int:
+def _ask(home: Path, path: str, params: dict[str, Any], read: Callable[[Journal], Any]) -> Any:
+    """The daemon's answer to ``GET path`` when one runs, else ``read`` of the journal: the
+    same read model either way."""
     client = daemon_client(home)  # None: no daemon, or it is gone (read the journal)
     if client is not None:  # the daemon is running: ask it
         with client:
-            items = _answer(client.get("/api/v1/sweeps", params={"limit": limit}))
-    else:
-        journal = _open(home)
-        try:
-            items = sweep_items(journal, limit)
-        finally:
-            journal.close()
+            return _answer(client.get(path, params=params))
+    journal = _open(home)
+    try:
+        return read(journal)
+    finally:
+        journal.close()
+
+
+def list_sweeps(home: Path, out: IO[str], err: IO[str], *, as_json: bool, limit: int) -> int:
+    items = _ask(home, "/api/v1/sweeps", {"limit": limit}, lambda j: sweep_items(j, limit))
     if as_json:
         out.write(json.dumps(items) + "\n")
         return 0
@@ -121,22 +138,17 @@ def show_sweep(
 ) -> int:
     """``page``: (limit, offset) of the runs shown (None: all of them)."""
     limit, offset = page
-    client = daemon_client(home)  # None: no daemon, or it is gone (read the journal)
-    if client is not None:  # the daemon is running: ask it
-        query = {"sort": sort or "", "all": "1" if every_attempt else ""}
-        if limit is not None or offset:
-            query |= {"limit": "" if limit is None else str(limit), "offset": str(offset)}
-        with client:
-            response = client.get(f"/api/v1/sweeps/{quote(ref, safe=':')}", params=query)
-        body = _answer(response)
-    else:
-        journal = _open(home)
-        try:
-            body = sweep_detail(
-                journal, ref, sort=sort, every_attempt=every_attempt, limit=limit, offset=offset
-            )
-        finally:
-            journal.close()
+    query = {"sort": sort or "", "all": "1" if every_attempt else ""}
+    if limit is not None or offset:
+        query |= {"limit": "" if limit is None else str(limit), "offset": str(offset)}
+    body = _ask(
+        home,
+        f"/api/v1/sweeps/{quote(ref, safe=':')}",
+        query,
+        lambda j: sweep_detail(
+            j, ref, sort=sort, every_attempt=every_attempt, limit=limit, offset=offset
+        ),
+    )
     rows: list[dict[str, Any]] = body["runs"]
     if fmt == "json":
         out.write(msgspec.json.encode(body).decode() + "\n")
@@ -315,3 +327,69 @@ def clear_entries(home: Path, out: IO[str], *, older_than: float | None) -> int:
     store.close()
     out.write(f"removed {removed} cache entr{'y' if removed == 1 else 'ies'}\n")
     return 0
+
+
+def show_run(home: Path, ref: str, out: IO[str], *, as_json: bool) -> int:
+    """``show SWEEP:INDEX`` / ``show --run RUN``: one run in full."""
+    body = _ask(home, f"/api/v1/runs/{quote(ref, safe=':')}", {}, lambda j: run_detail(j, ref))
+    if as_json:
+        out.write(msgspec.json.encode(body).decode() + "\n")
+        return 0
+    reason = f" ({body['reason']})" if body["reason"] else ""
+    out.write(
+        f"run {body['run']} (sweep {body['sweep'][:12]}, #{body['index']}, "
+        f"attempt {body['attempt']}) {body['state']}{reason}\n"
+    )
+    rows = [["command", shlex.join(body["argv"])], ["params", _pairs_of(body["params"])]]
+    rows.append(["outputs", _pairs_of(body["outputs"]) or "-"])
+    for name, summary in body["metrics"].items():
+        rows.append(
+            [
+                f"metric {name}",
+                f"last {_cell(summary['last'])}, min {_cell(summary['min'])}, "
+                f"max {_cell(summary['max'])} ({plural(summary['reports'], 'report')})",
+            ]
+        )
+    if body["place"]:
+        rows.append(["search", " ".join(f"{k} {v}" for k, v in body["place"].items())])
+    if body["resources"]:
+        rows.append(["resources", json.dumps(body["resources"])])
+    rows.append(["duration", format_duration(body["duration_s"])])
+    for change in body["states"]:
+        why = f" ({change['reason']})" if change["reason"] else ""
+        rows.append([f"{_when(change['at'])}", f"{change['to']}{why}"])
+    labels = {"run": "folder", "outputs": "outputs folder"}
+    rows += [[labels.get(name, name), path] for name, path in body["paths"].items()]
+    width = max(len(label) for label, _ in rows)
+    out.write("".join(f"  {label:<{width}}  {text}\n" for label, text in rows))
+    return 0
+
+
+def diff_runs(home: Path, left: str, right: str, out: IO[str], *, as_json: bool) -> int:
+    """``diff RUN RUN``: what differs between two runs; exit 0 either way (like ``show``)."""
+    body = _ask(
+        home,
+        f"/api/v1/runs/{quote(left, safe=':')}/diff",
+        {"with": right},
+        lambda j: run_diff(j, left, right),
+    )
+    if as_json:
+        out.write(msgspec.json.encode(body).decode() + "\n")
+        return 0
+    a, b = (run[:12] for run in body["runs"])
+    out.write(f"--- run {a}\n+++ run {b}\n")
+    if "argv" in body:
+        out.write(
+            f"command\n  - {shlex.join(body['argv'][0])}\n  + {shlex.join(body['argv'][1])}\n"
+        )
+    for part in DIFFERED:
+        for name, (mine, theirs) in body["differs"].get(part, {}).items():
+            shown = ("-" if value is None else _cell(value) for value in (mine, theirs))
+            out.write("{}.{}: {} → {}\n".format(part, name, *shown))
+    if not body["differs"] and "argv" not in body:
+        out.write("no differences\n")
+    return 0
+
+
+def _pairs_of(values: dict[str, Any]) -> str:
+    return " ".join(f"{k}={_cell(v)}" for k, v in values.items())

@@ -1,4 +1,5 @@
-"""``ls`` and ``show``: the sweeps of the home folder and the runs of one."""
+"""``ls``, ``show`` and ``diff``: the sweeps of the home folder, the runs of one, one run in
+full, and what differs between two runs."""
 
 from __future__ import annotations
 
@@ -21,12 +22,17 @@ def add_parser(commands: Commands) -> None:
 
     show = commands.add_parser(
         "show",
-        help="show the runs of a sweep",
+        help="show the runs of a sweep, or one run in full",
         description="Show the newest run of every configuration of "
-        "SWEEP (an id, a unique prefix, or 'last').",
+        "SWEEP (an id, a unique prefix, or 'last'); with SWEEP:INDEX (last:0) or --run RUN, "
+        "one run in full: command, params, outputs, each metric's last/min/max, every state "
+        "with its reason, what it was given, and where its logs and outputs are.",
     )
     show.__class__ = _ShowParser  # takes ``--sort -METRIC`` (argparse alone would not)
-    show.add_argument("sweep", metavar="SWEEP")
+    show.add_argument("sweep", metavar="SWEEP", nargs="?")
+    show.add_argument(
+        "--run", metavar="RUN", help="one run in full (an id, a unique prefix, or SWEEP:INDEX)"
+    )
     show.add_argument(
         "--sort",
         metavar="METRIC",
@@ -46,6 +52,19 @@ def add_parser(commands: Commands) -> None:
     form.add_argument("--csv", action="store_true", help="print CSV")
     home_option(show)
     show.set_defaults(handler=_cmd_show)
+
+    diff = commands.add_parser(
+        "diff",
+        help="what differs between two runs",
+        description="Print what differs between two runs (each an id, a unique prefix, or "
+        "SWEEP:INDEX such as last:0): command line, params, outputs, last metric values, "
+        "resources, place in a search.",
+    )
+    diff.add_argument("left", metavar="RUN")
+    diff.add_argument("right", metavar="RUN")
+    diff.add_argument("--json", action="store_true", help="print one JSON object")
+    home_option(diff)
+    diff.set_defaults(handler=_cmd_diff)
 
 
 class _ShowParser(Parser):
@@ -87,6 +106,12 @@ def _cmd_show(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
     if (args.limit is not None and args.limit < 0) or args.offset < 0:
         raise UsageError("--limit and --offset must be >= 0")
+    if (args.sweep is None) == (args.run is None):
+        raise UsageError("show needs SWEEP, SWEEP:INDEX or --run RUN (one of them)")
+    if args.run is not None or ":" in args.sweep:
+        if args.csv:
+            raise UsageError("one run has no --csv form; use --json")
+        return views.show_run(home(args), args.run or args.sweep, out, as_json=args.json)
     fmt = "json" if args.json else "csv" if args.csv else "table"
     return views.show_sweep(
         home(args),
@@ -98,3 +123,9 @@ def _cmd_show(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         every_attempt=args.all,
         page=(args.limit, args.offset),
     )
+
+
+def _cmd_diff(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from orchestrator import views
+
+    return views.diff_runs(home(args), args.left, args.right, out, as_json=args.json)

@@ -200,6 +200,8 @@ def build_app(
         Route("/api/v1/sweeps/{sweep}/configurations", api.add_configurations, methods=["POST"]),
         Route("/api/v1/sweeps/{sweep}/close", api.close_sweep, methods=["POST"]),
         Route("/api/v1/sweeps/{sweep}/resume", api.resume_sweep, methods=["POST"]),
+        Route("/api/v1/runs/{run}", api.show_run),
+        Route("/api/v1/runs/{run}/diff", api.diff_runs),
         Route("/api/v1/runs/{run}/stop", api.stop_run, methods=["POST"]),
         Route("/api/v1/runs/{run}/logs", api.logs),
         Route("/api/v1/events", api.events),

@@ -29,7 +29,14 @@ from orchestrator.exceptions import (
     SweepBusyError,
     UnavailableError,
 )
-from orchestrator.history import find_run, find_sweep, sweep_detail, sweep_items
+from orchestrator.history import (
+    find_run,
+    find_sweep,
+    run_detail,
+    run_diff,
+    sweep_detail,
+    sweep_items,
+)
 from orchestrator.store.layout import RunLayout
 from orchestrator.store.rows import RunRow, SweepRow
 
@@ -264,6 +271,21 @@ class Api:
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store"},
         )
+
+    async def show_run(self, request: Request) -> Response:
+        """One run in full (see :func:`~orchestrator.history.run_detail`)."""
+        await self.journal.flush()
+        body = run_detail(self.journal, request.path_params["run"])
+        return Response(msgspec.json.encode(body), media_type="application/json")
+
+    async def diff_runs(self, request: Request) -> Response:
+        """What differs between the run in the path and ``?with=RUN``."""
+        other = request.query_params.get("with")
+        if not other:
+            return _error("with: expected the run to compare with", 400)
+        await self.journal.flush()
+        body = run_diff(self.journal, request.path_params["run"], other)
+        return Response(msgspec.json.encode(body), media_type="application/json")
 
     async def logs(self, request: Request) -> Response:
         """A run's stdout or stderr from an offset: as plain text, or with ``?follow=1`` as

@@ -549,6 +549,28 @@ class Journal(JournalWriter):
             out.setdefault(run_id, {})[name] = value
         return out
 
+    def metric_summary(self, run_id: str) -> dict[str, dict[str, float | int]]:
+        """Each metric of one run: its last value, least, greatest, and how many reports."""
+        rows = self._query(
+            "SELECT name, (SELECT value FROM metrics l WHERE l.run_id = m.run_id AND "
+            "l.name = m.name ORDER BY rowid DESC LIMIT 1), min(value), max(value), count(*) "
+            "FROM metrics m WHERE run_id = ? GROUP BY name ORDER BY name",
+            (run_id,),
+        )
+        return {
+            name: {"last": last, "min": low, "max": high, "reports": count}
+            for name, last, low, high, count in rows
+        }
+
+    def transitions_of(self, run_id: str) -> list[tuple[str | None, str, str | None, float]]:
+        """Every state change of one run, in order: from, to, reason, when."""
+        rows = self._query(
+            "SELECT from_state, to_state, reason, at FROM transitions WHERE run_id = ? "
+            "ORDER BY id",
+            (run_id,),
+        )
+        return [(a, str(b), c, float(d)) for a, b, c, d in rows]
+
     def resources_of(self, run_ids: list[str]) -> dict[str, dict[str, Any]]:
         """What each run was given of the machine, for the runs that were given something."""
         sql = "SELECT run_id, assignment FROM resources WHERE run_id IN ({marks})"
