@@ -357,6 +357,10 @@ def run_detail(journal: Journal, ref: str) -> dict[str, Any]:
         ],
         "resources": journal.resources_of([run.id]).get(run.id),
         "place": journal.places_of(run.sweep_id).get(run.idx),
+        # Where it ran (the sweep's invocation that made it) and what its spec added to the
+        # environment every run of that invocation started from.
+        "provenance": journal.provenance_at(run.sweep_id, run.created_at),
+        "env": journal.run_env_of(run.id),
         "created_at": run.created_at,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
@@ -371,17 +375,29 @@ def run_detail(journal: Journal, ref: str) -> dict[str, Any]:
 
 
 #: What ``diff`` compares between two runs, in this order: each a mapping of name → value.
-DIFFERED = ("params", "outputs", "metrics", "resources", "place")
+DIFFERED = (
+    "params",
+    "outputs",
+    "metrics",
+    "resources",
+    "place",
+    "code",
+    "packages",
+    "environment",
+    "machine",
+)
 
 
 def run_diff(journal: Journal, left: str, right: str) -> dict[str, Any]:
     """What differs between two runs: for each of :data:`DIFFERED` (metrics by their last
-    value), the names whose values differ, with both values (None: the run has no such name);
-    ``argv`` when the command lines differ."""
+    value; code: commit, tree, dirty flag and diff; packages by name; the environment each
+    run received; machine: interpreter, host, user, platform, working folder), the names whose
+    values differ, with both values (None: the run has no such name); ``argv`` when the
+    command lines differ."""
     a, b = run_detail(journal, left), run_detail(journal, right)
     changes: dict[str, dict[str, list[Any]]] = {}
     for part in DIFFERED:
-        mine, theirs = _flat(part, a[part]), _flat(part, b[part])
+        mine, theirs = _flat(part, a), _flat(part, b)
         changed = {
             name: [mine.get(name), theirs.get(name)]
             for name in sorted(mine.keys() | theirs.keys())
@@ -395,9 +411,23 @@ def run_diff(journal: Journal, left: str, right: str) -> dict[str, Any]:
     return body
 
 
-def _flat(part: str, value: Any) -> dict[str, Any]:
-    if not value:
-        return {}
+#: The fields of a provenance record that ``diff`` shows under "code" and "machine".
+_CODE = ("git_commit", "git_tree", "git_dirty", "diff_hash")
+_MACHINE = ("python", "python_version", "host", "user", "platform", "cwd")
+
+
+def _flat(part: str, run: dict[str, Any]) -> dict[str, Any]:
+    """One part of :func:`run_detail`'s answer as a flat name → value mapping."""
+    made = run["provenance"] or {}
     if part == "metrics":
-        return {name: summary["last"] for name, summary in value.items()}
-    return dict(value)
+        return {name: summary["last"] for name, summary in run["metrics"].items()}
+    if part == "code":
+        return {name: made.get(name) for name in _CODE if made}
+    if part == "machine":
+        return {name: made.get(name) for name in _MACHINE if made}
+    if part == "packages":
+        listed = (made.get("packages") or "").splitlines()
+        return dict(line.split("==", 1) for line in listed if "==" in line)
+    if part == "environment":
+        return {**(made.get("environment") or {}), **run["env"]}
+    return dict(run[part] or {})

@@ -354,11 +354,12 @@ def show_run(home: Path, ref: str, out: IO[str], *, as_json: bool) -> int:
         rows.append(["search", " ".join(f"{k} {v}" for k, v in body["place"].items())])
     if body["resources"]:
         rows.append(["resources", json.dumps(body["resources"])])
+    rows += _provenance_rows(body["provenance"], body["env"])
     rows.append(["duration", format_duration(body["duration_s"])])
     for change in body["states"]:
         why = f" ({change['reason']})" if change["reason"] else ""
         rows.append([f"{_when(change['at'])}", f"{change['to']}{why}"])
-    labels = {"run": "folder", "outputs": "outputs folder"}
+    labels = {"run": "run folder", "outputs": "outputs folder"}
     rows += [[labels.get(name, name), path] for name, path in body["paths"].items()]
     width = max(len(label) for label, _ in rows)
     out.write("".join(f"  {label:<{width}}  {text}\n" for label, text in rows))
@@ -389,6 +390,32 @@ def diff_runs(home: Path, left: str, right: str, out: IO[str], *, as_json: bool)
     if not body["differs"] and "argv" not in body:
         out.write("no differences\n")
     return 0
+
+
+def _provenance_rows(made: dict[str, Any] | None, env: dict[str, str]) -> list[list[str]]:
+    """Where a run ran, summarised (``--json`` has it whole: the diff, every package, the
+    environment)."""
+    if made is None:
+        return [["provenance", "not recorded (a sweep from before it was)"]]
+    code = "not a git repository"
+    if made["git_commit"]:
+        dirty = made["diff"] or ""
+        lines = len(dirty.splitlines())
+        code = f"git {made['git_commit'][:12]}" + (f", dirty ({lines} diff lines)" if dirty else "")
+    packages = len((made["packages"] or "").splitlines())
+    environment = made["environment"] or {}
+    return [
+        ["code", code],
+        ["python", f"{made['python']} ({made['python_version']})"],
+        ["machine", f"{made['user'] or '?'}@{made['host']}, {made['platform']}"],
+        ["working folder", made["cwd"]],
+        ["packages", plural(packages, "distribution")],
+        [
+            "environment",
+            f"{plural(len(environment), 'variable')}"
+            + (f", and from its spec: {_pairs_of(env)}" if env else ""),
+        ],
+    ]
 
 
 def _pairs_of(values: dict[str, Any]) -> str:

@@ -54,6 +54,7 @@ from orchestrator.engine.transitions import move_run, move_sweep
 from orchestrator.exceptions import SearchError, SpecError
 from orchestrator.executors.base import Executor, Outcome, StopRequest
 from orchestrator.hooks import Defer, Skip, UseCached
+from orchestrator.provenance import collect, redacted, secret_patterns
 from orchestrator.search.base import DONE, Done, Observation, Past, Searcher, Suggestion, Wait
 from orchestrator.search.expansion import ExpansionSearcher
 from orchestrator.spec.resolve import Plan, RunSpec
@@ -179,6 +180,8 @@ class SweepController:
         self._feed_scope: anyio.CancelScope | None = None
         self._outputs = frozenset(io.name for io in plan.ios if io.is_output)
         self._base_env = base_environment(os.environ)
+        #: Names whose values are never journaled (see :mod:`orchestrator.provenance`).
+        self._secrets = secret_patterns(os.environ)
         self._base_dir = plan.spec.base_dir
         self._background: anyio.abc.TaskGroup | None = None
         #: The observing plugins' subscriptions: they hear the sweep's end before it is final.
@@ -306,6 +309,7 @@ class SweepController:
     async def _drive(self) -> SweepResult:
         if self.state is SweepState.CREATED:  # a resumed sweep is running already
             self._sweep_to(SweepState.RUNNING, None)
+        await self._record_provenance()
         async with anyio.create_task_group() as observers:
             self._background = observers
             self._timers = Timers(observers)
@@ -335,6 +339,16 @@ class SweepController:
             self._timers.cancel()
         self._background, self._observers = None, []
         return result
+
+    async def _record_provenance(self) -> None:
+        """Journal where this invocation runs (code, interpreter, packages, host...), once,
+        before its first run; collected in a thread (git, the installed distributions). What
+        cannot be collected is left out: it never stops the sweep."""
+        try:
+            record = await anyio.to_thread.run_sync(collect, self._base_dir, self._base_env)
+        except Exception:  # a broken distribution's metadata, an odd platform
+            return
+        self.journal.add_provenance(self.sweep_id, record.as_dict())
 
     async def _abandon(self, reason: str) -> SweepResult:
         """End the sweep ``failed`` with ``reason`` after an unexpected error: every run not
@@ -709,6 +723,8 @@ class SweepController:
 
         output = RunOutput(run, self.bus, self.journal, self._outputs)
         job = job_for(run, self.sweep_id, self.home, self._base_dir, self._base_env, devices)
+        if run.spec.env:  # what the spec gave this run (the rest is the sweep's provenance)
+            self.journal.set_run_env(run.id, redacted(run.spec.env, self._secrets))
         try:
             if self.limits.timeout is None:  # the common case needs no watchdog task
                 return await self.executor.execute(job, output, stop, started)

@@ -19,6 +19,7 @@ from typing import Any
 
 from orchestrator.exceptions import AmbiguousRefError, NotFoundError, StoreError
 from orchestrator.procinfo import start_time
+from orchestrator.provenance import content_hash
 from orchestrator.store.rows import (
     RUN_COLUMNS,
     SWEEP_COLUMNS,
@@ -57,6 +58,10 @@ _LATEST = (
 def _qualified(table: str, columns: str) -> str:
     """``a, b`` as ``t.a, t.b`` (a join names every column's table)."""
     return ", ".join(f"{table}.{c.strip()}" for c in columns.split(","))
+
+
+#: The large parts of a provenance record, stored once each in ``blobs``.
+_BLOBS = ("diff", "packages", "environment")
 
 
 def _prefix_pattern(prefix: str) -> str:
@@ -187,6 +192,66 @@ class Journal(JournalWriter):
             sweep=sweep_id,
             retry=f"end:{sweep_id}" if finished else None,
         )
+
+    def add_provenance(self, sweep_id: str, record: Mapping[str, Any]) -> None:
+        """Where this invocation of a sweep runs (:class:`~orchestrator.provenance
+        .Provenance` as a dict): its diff, package list and environment go to ``blobs`` once
+        each by content hash; the runs it creates from now on ran with it."""
+        small = dict(record)
+        statements: list[tuple[str, tuple[Any, ...]]] = []
+        for name in _BLOBS:
+            value = small.pop(name, None)
+            if value is None:
+                small[f"{name}_hash"] = None
+                continue
+            text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+            digest = content_hash(text)
+            small[f"{name}_hash"] = digest
+            statements.append(
+                ("INSERT OR IGNORE INTO blobs (hash, text) VALUES (?, ?)", (digest, text))
+            )
+        statements.append(
+            (
+                "INSERT OR REPLACE INTO provenance (sweep_id, at, record) VALUES (?, ?, ?)",
+                (sweep_id, time.time(), json.dumps(small)),
+            )
+        )
+        self._add(*statements, sweep=sweep_id)
+
+    def provenance_at(self, sweep_id: str, when: float | None) -> dict[str, Any] | None:
+        """The provenance a run of ``sweep_id`` created at ``when`` ran with (the sweep's
+        invocation that started last before it; the newest when ``when`` is None), with its
+        diff, package list and environment read back; None when none was recorded."""
+        rows = self._query(
+            "SELECT record FROM provenance WHERE sweep_id = ? AND at <= ? ORDER BY at DESC LIMIT 1",
+            (sweep_id, float("inf") if when is None else when),
+        )
+        if not rows:
+            return None
+        record: dict[str, Any] = json.loads(rows[0][0])
+        for name in _BLOBS:
+            digest = record.pop(f"{name}_hash", None)
+            text = None
+            if digest is not None:
+                found = self._query("SELECT text FROM blobs WHERE hash = ?", (digest,))
+                text = str(found[0][0]) if found else None
+            record[name] = json.loads(text) if name == "environment" and text else text
+            record[f"{name}_hash"] = digest
+        return record
+
+    def set_run_env(self, run_id: str, env: Mapping[str, str]) -> None:
+        """The environment a run's spec gave it (recorded only when it gave one)."""
+        self._add(
+            (
+                "INSERT OR REPLACE INTO run_env (run_id, env) VALUES (?, ?)",
+                (run_id, json.dumps(env)),
+            ),
+            sweep=self._owners.get(run_id),
+        )
+
+    def run_env_of(self, run_id: str) -> dict[str, str]:
+        rows = self._query("SELECT env FROM run_env WHERE run_id = ?", (run_id,))
+        return dict(json.loads(rows[0][0])) if rows else {}
 
     def set_sweep_total(self, sweep_id: str, total: int) -> None:
         """How many runs the sweep makes, once an adaptive search knows better (a hyperband
@@ -565,8 +630,7 @@ class Journal(JournalWriter):
     def transitions_of(self, run_id: str) -> list[tuple[str | None, str, str | None, float]]:
         """Every state change of one run, in order: from, to, reason, when."""
         rows = self._query(
-            "SELECT from_state, to_state, reason, at FROM transitions WHERE run_id = ? "
-            "ORDER BY id",
+            "SELECT from_state, to_state, reason, at FROM transitions WHERE run_id = ? ORDER BY id",
             (run_id,),
         )
         return [(a, str(b), c, float(d)) for a, b, c, d in rows]

@@ -21,7 +21,7 @@ from orchestrator.exceptions import StoreError
 
 __all__ = ["MIGRATIONS", "SCHEMA", "SCHEMA_VERSION", "connect"]
 
-SCHEMA = """
+_V1 = """
 CREATE TABLE IF NOT EXISTS sweeps (
     id TEXT PRIMARY KEY, name TEXT, description TEXT, tags TEXT, spec_path TEXT,
     kind TEXT, total INTEGER, concurrency INTEGER, state TEXT NOT NULL, reason TEXT,
@@ -76,14 +76,29 @@ CREATE TABLE IF NOT EXISTS suggestions (
 CREATE TABLE IF NOT EXISTS writer_probe (id INTEGER PRIMARY KEY, at REAL);
 """
 
+_V2 = """
+-- Where each invocation of a sweep ran (code, interpreter, packages, host...), and the large
+-- texts it refers to (a diff, a package list, an environment), stored once by content hash.
+CREATE TABLE IF NOT EXISTS blobs (hash TEXT PRIMARY KEY, text TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS provenance (
+    sweep_id TEXT NOT NULL, at REAL NOT NULL, record TEXT NOT NULL, PRIMARY KEY (sweep_id, at)
+);
+-- The environment a run's spec gave it (its rendered ``env``), when it gave one.
+CREATE TABLE IF NOT EXISTS run_env (run_id TEXT PRIMARY KEY, env TEXT NOT NULL);
+"""
+
+#: Every table and index of a new journal.
+SCHEMA = _V1 + _V2
+
 #: The journal version this code writes and reads.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: What brings a journal of version ``v - 1`` to version ``v``, by ``v``. Version 1 is the
 #: schema as first versioned: a journal from before (``user_version`` 0) gets the tables and
-#: indexes it lacks, as every earlier release created them (``IF NOT EXISTS``). A later change
-#: adds ``2: "ALTER TABLE ..."`` here and to :data:`SCHEMA`, and bumps :data:`SCHEMA_VERSION`.
-MIGRATIONS: dict[int, str] = {1: SCHEMA}
+#: indexes it lacks, as every earlier release created them (``IF NOT EXISTS``). Version 2 adds
+#: provenance. A later change adds its statements here and to :data:`SCHEMA`, and bumps
+#: :data:`SCHEMA_VERSION`.
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
 
 
 def connect(path: Path, schema: bool = False) -> sqlite3.Connection:

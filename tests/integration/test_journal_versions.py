@@ -46,6 +46,9 @@ def test_a_journal_from_before_versioning_is_migrated_and_keeps_its_history(
     ]
     assert [r["outputs"]["loss"] for r in runs] == [1.0, 0.5, 1 / 3]
     assert _version(home / "journal.sqlite") == SCHEMA_VERSION
+    one = json.loads(cli("show", "last:2", "--home", str(home), "--json").out)
+    assert one["state"] == "failed" and one["provenance"] is None  # recorded before it was
+    assert "not recorded" in cli("show", "last:2", "--home", str(home)).out
 
     # What this version added works in the migrated home: an adaptive search journals its
     # suggestions there.
