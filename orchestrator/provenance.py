@@ -137,12 +137,38 @@ def _git(folder: Path, *args: str, limit: int = 1 << 20) -> str | None:
 
 
 def _packages() -> str:
+    """Every installed distribution, ``name==version``, sorted; read again only when a folder
+    on ``sys.path`` changed (installing, upgrading or removing a distribution adds or removes
+    an entry there): the scan costs ~0.1 s, and a daemon starts many sweeps."""
+    global _listed
+    seen = _path_state()
+    if _listed is not None and _listed[0] == seen:
+        return _listed[1]
     found = {
         f"{dist.metadata['Name']}=={dist.version}"
         for dist in importlib.metadata.distributions()
         if dist.metadata["Name"]
     }
-    return "\n".join(sorted(found, key=str.lower))
+    text = "\n".join(sorted(found, key=str.lower))
+    _listed = (seen, text)
+    return text
+
+
+#: The last package list, with the state of ``sys.path`` it was read in.
+_listed: tuple[tuple[tuple[str, int, int], ...], str] | None = None
+
+
+def _path_state() -> tuple[tuple[str, int, int], ...]:
+    """Each ``sys.path`` folder's modification time and link count (a new ``*.dist-info``
+    folder adds a link even within one tick of a coarse clock)."""
+    state = []
+    for entry in sys.path:
+        try:
+            info = os.stat(entry or ".")
+            state.append((entry, info.st_mtime_ns, info.st_nlink))
+        except OSError:
+            state.append((entry, -1, -1))
+    return tuple(state)
 
 
 def _user() -> str | None:

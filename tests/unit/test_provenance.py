@@ -1,0 +1,45 @@
+"""What provenance collects, without a sweep: redaction, the package list and its refresh."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.provenance import REDACTED, _packages, redacted, secret_patterns
+
+
+def test_secret_looking_names_are_redacted_whatever_their_case() -> None:
+    env = {"GITHUB_TOKEN": "a", "aws_secret_access_key": "b", "DB_Password": "c", "PATH": "/bin"}
+    assert redacted(env) == {
+        "GITHUB_TOKEN": REDACTED,
+        "aws_secret_access_key": REDACTED,
+        "DB_Password": REDACTED,
+        "PATH": "/bin",
+    }
+
+
+def test_the_patterns_are_configurable() -> None:
+    patterns = secret_patterns({"ORCHESTRATOR_SECRET_NAMES": "MY_*, *_PIN"})
+    assert patterns == ("MY_*", "*_PIN")
+    assert redacted({"MY_VAR": "x", "CARD_PIN": "1", "API_TOKEN": "t"}, patterns) == {
+        "MY_VAR": REDACTED,
+        "CARD_PIN": REDACTED,
+        "API_TOKEN": "t",
+    }
+
+
+def test_a_distribution_installed_meanwhile_is_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The list is read again when a folder on sys.path changes (a pip install adds an entry),
+    not on every sweep."""
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    before = _packages()
+    assert _packages() is before  # nothing changed: the same list, not read again
+    dist = site / "newpkg-3.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: newpkg\nVersion: 3.1\n")
+    assert "newpkg==3.1" in _packages().splitlines()
