@@ -91,7 +91,8 @@ def test_a_journal_from_before_the_index_gets_it_when_opened(tmp_path: Path) -> 
     path = journal_path(tmp_path)
     Journal(path).close()
     with sqlite3.connect(path) as conn:
-        conn.execute("DROP INDEX runs_latest")  # as an older version left it
+        conn.execute("DROP INDEX runs_latest")  # as an older version left it: one with no
+        conn.execute("PRAGMA user_version = 0")  # journal version either
     Journal(path).close()
     with sqlite3.connect(path) as conn:
         (columns,) = conn.execute(
