@@ -72,7 +72,8 @@ class _Log:
     scanned: at most one write in flight, so memory stays bounded and bytes in order. A
     write's error is raised by the next ``write`` or by ``close``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Callable[[], Path]) -> None:
+        #: The file's path, asked for at the first byte (a silent run makes no path either).
         self.path = path
         self.fd: int | None = None
         self.in_flight: asyncio.Future[None] | None = None
@@ -105,7 +106,7 @@ class _Log:
     def _write(self, view: memoryview | bytes) -> None:
         if self.fd is None:
             flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-            self.fd = os.open(self.path, flags, 0o666)
+            self.fd = os.open(self.path(), flags, 0o666)
         while view:
             view = view[os.write(self.fd, view) :]
 
@@ -315,8 +316,8 @@ class LocalExecutor:
         watch = _Watch(process, stop)
         out, err = process.pipes
         streams = (
-            _Stream(out, "stdout", _Log(layout.stdout)),
-            _Stream(err, "stderr", _Log(layout.stderr)),
+            _Stream(out, "stdout", _Log(lambda: layout.stdout)),
+            _Stream(err, "stderr", _Log(lambda: layout.stderr)),
         )
         try:
             # The run is RUNNING before its first line is handled (the pipes hold output

@@ -6,11 +6,12 @@ on first use, once per orchestrator process, in a session of its own (Ctrl-C on 
 reaches the orchestrator, which stops the runs gracefully, not the supervisor); it is replaced
 if it ever dies, and a forked child of this process forgets it (so the child cannot keep it
 from noticing our death). All runs share one control socket to it: a run is a number in each
-message, its request goes out in one ``sendmsg`` with this process's exit-status file, and
-one reader on the event loop (``add_reader``: asyncio, the only backend the orchestrator runs
-on) hands each answer to its run: the pid, start time and output pipes (made by the
-supervisor: their system calls are not ours), then the exit code. A run costs no socket,
-task or poll registration of its own.
+message, its request goes out in one ``sendmsg`` with this process's exit-status file (its
+environment as what differs from a base the supervisor was sent once), and one reader on
+the event loop (``add_reader``: asyncio, the only backend the orchestrator runs on) hands
+each answer to its run: the pid, start time and output pipes (made by the supervisor: their
+system calls are not ours), then the exit code. A run costs no socket, task or poll
+registration of its own.
 
 The reader belongs to one event loop at a time: a later loop (another ``anyio.run`` in the
 same process) takes it over once the earlier one is over; a loop running at the same time as
@@ -29,7 +30,9 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from orchestrator.executors import supervisor
 from orchestrator.procinfo import signal_group
@@ -40,6 +43,9 @@ _SCRIPT = str(Path(supervisor.__file__).resolve())
 _COMMANDS = {signal.SIGTERM: b"T", signal.SIGKILL: b"K"}
 #: Room for the two pipes that come with a ``P`` answer.
 _PIPES_SPACE = socket.CMSG_SPACE(2 * array.array("i").itemsize)
+#: Most names a run's environment may differ in from the supervisor's base before the run's
+#: whole environment is sent as the new base.
+_MOST_DIFFERENCES = 16
 #: Received descriptors close on exec (Linux); nothing waits on the control socket.
 _RECEIVE_FLAGS = socket.MSG_DONTWAIT | getattr(socket, "MSG_CMSG_CLOEXEC", 0)
 
@@ -63,6 +69,8 @@ class _Handle:
         #: The runs it holds, by number: started or starting, not yet ended or let go.
         self._runs: dict[int, SupervisedProcess] = {}
         self._numbers = itertools.count(1)
+        #: The environment the supervisor holds as its base (None: none yet).
+        self._base: dict[str, str] | None = None
 
     def idle(self) -> bool:
         """No running event loop reads it (none yet, or its loop is over)."""
@@ -81,21 +89,50 @@ class _Handle:
             loop.add_reader(self._control.fileno(), self._on_readable)
         self._runs.clear()
 
-    def hand_over(self, process: SupervisedProcess, request: bytes, fds: list[int]) -> None:
-        """Send a new run's request and descriptors (short, atomic, blocking sends: the
+    def hand_over(
+        self,
+        process: SupervisedProcess,
+        request: dict[str, Any],
+        env: Mapping[str, str],
+        fds: list[int],
+    ) -> None:
+        """Send a new run's request (``env`` as what differs from the supervisor's base,
+        see :meth:`_environment`) and descriptors (short, atomic, blocking sends: the
         supervisor never blocks on us); its answers come on this handle's loop."""
         for _ in range(2):
             control = self._control if self._control is not None else self._start()
             number = next(self._numbers)
+            base = self._environment(env, request)
             try:
-                self._send(control, number, request, fds)
+                self._send(control, number, json.dumps(request).encode(), fds)
             except (BrokenPipeError, ConnectionResetError):
                 self._lost()  # it died: the next turn starts a fresh one
                 continue
+            self._base = base  # the supervisor has it now
             process.number = number
             self._runs[number] = process
             return
         raise SupervisorLost("the run supervisor exits as soon as it starts")
+
+    def _environment(self, env: Mapping[str, str], request: dict[str, Any]) -> dict[str, str]:
+        """Say in ``request`` what the run's environment is: the names whose value differs
+        from the base the supervisor holds (``env``) and those to take out of it (``unset``);
+        or, when they would be many (the first run, another sweep's environment), ``env``
+        itself as the new ``base``. Returns the base the supervisor holds once it has the
+        request. Runs of one sweep differ in a few names (their ids and folders, their GPUs):
+        sent whole, ~40 names would be encoded and decoded for every run."""
+        base = self._base
+        if base is not None:
+            extra = {k: v for k, v in env.items() if base.get(k) != v}
+            if len(extra) <= _MOST_DIFFERENCES:
+                kept = len(env) - sum(1 for k in extra if k not in base)  # base names it has
+                if len(base) - kept <= _MOST_DIFFERENCES:
+                    unset = [k for k in base if k not in env] if kept < len(base) else []
+                    request.update(env=extra, base=None, unset=unset)
+                    return base
+        fresh = dict(env)
+        request.update(env={}, base=fresh, unset=[])
+        return fresh
 
     @staticmethod
     def _send(control: socket.socket, number: int, request: bytes, fds: list[int]) -> None:
@@ -136,6 +173,7 @@ class _Handle:
         finally:
             theirs.close()
         self._control = ours
+        self._base = None  # a new supervisor holds no base environment yet
         if self._loop is not None:
             self._loop.add_reader(ours.fileno(), self._on_readable)
         return ours
@@ -241,7 +279,7 @@ class SupervisedProcess:
         cls,
         run_id: str,
         argv: list[str],
-        env: dict[str, str],
+        env: Mapping[str, str],
         cwd: str,
         folders: list[str],
         status: int,
@@ -254,8 +292,8 @@ class SupervisedProcess:
         loop = asyncio.get_running_loop()
         handle = _HANDLES.for_loop(loop)
         process = cls(handle, loop)
-        request = {"run": run_id, "argv": argv, "env": env, "cwd": cwd, "folders": folders}
-        handle.hand_over(process, json.dumps(request).encode(), [status])
+        request: dict[str, Any] = {"run": run_id, "argv": argv, "cwd": cwd, "folders": folders}
+        handle.hand_over(process, request, env, [status])
         try:
             process.pid = await process._started
         except BaseException as exc:

@@ -14,7 +14,9 @@ The conversation (see :mod:`orchestrator.executors.supervised` for the other sid
 named by a number the orchestrator chooses; one message is one word:
 
 - ``R`` with the run's number and its request's size (:data:`START`), the request's first
-  part (JSON: ``run``, ``argv``, ``env``, ``cwd``, ``folders``) and one descriptor
+  part (JSON: ``run``, ``argv``, ``env``, ``cwd``, ``folders``; ``env`` holds only what
+  differs from a base environment that a request sends as ``base`` once, for this and every
+  later request, with ``unset`` naming what the run must not have of it) and one descriptor
   (``SCM_RIGHTS``): the orchestrator's exit-status file, which it holds open and locked
   (``flock``) while it lives (:mod:`orchestrator.executors.exit_status`); a long request's
   other parts follow as ``C`` (:data:`WORD`, then the part).
@@ -22,10 +24,10 @@ named by a number the orchestrator chooses; one message is one word:
   lets go of the run (cancelled): SIGKILL its group, and it counts as orphaned.
 - From the supervisor, text: ``P <number> <pid> <start time>`` once it started the run,
   with the read ends of the run's stdout and stderr pipes (non-blocking). It makes the
-  pipes, the ``folders`` if missing (the run folder and its working folder) and reads the
-  run's start time (``/proc``, 0 where unknown; read before the run can be reaped, so even
-  a run that is already over has it): their kernel time is spent here, not in the
-  orchestrator. Or ``F <number> <errno> <message>`` if it could not make a folder,
+  pipes, the ``folders`` if missing (the run folder and its working folder) and finds the
+  run's start time (0 where unknown; found before the run can be reaped, so even a run
+  that is already over has it; see :class:`_SpawnClock`): their kernel time is spent here,
+  not in the orchestrator. Or ``F <number> <errno> <message>`` if it could not make a folder,
   ``E <number> <errno> <message>`` if it could not start it; finally ``X <number> <exit
   code>`` (negative: killed by that signal). Answers wait in a queue here while the
   orchestrator is not reading: the supervisor never blocks on it.
@@ -184,6 +186,44 @@ def _enter(folder: str) -> None:
         os.chdir(folder)
 
 
+class _SpawnClock:
+    """A child's start time without reading ``/proc`` for most runs.
+
+    The kernel stamps a child with the boot-time clock when it is made, and ``/proc`` shows
+    that stamp in clock ticks (Linux 5.3 and later). Read the same clock before and after the
+    spawn: when both fall in one tick, that tick is the child's start time. Otherwise (one
+    spawn in ten or so) it is read from ``/proc``, and so is every :data:`CHECK_EVERY`-th
+    one the clock answered, to check it: one disagreement and ``/proc`` answers from then
+    on."""
+
+    #: Every this many start times the clock gave, one is read from ``/proc`` as well.
+    CHECK_EVERY = 256
+
+    def __init__(self) -> None:
+        ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0
+        self.per_tick = 10**9 // ticks if ticks > 0 and 10**9 % ticks == 0 else 0
+        self.trusted = self.per_tick > 0 and hasattr(time, "CLOCK_BOOTTIME")
+        self.answered = 0
+
+    def now(self) -> int:
+        """The boot-time clock's tick now (0 when the clock is not used)."""
+        return time.clock_gettime_ns(time.CLOCK_BOOTTIME) // self.per_tick if self.trusted else 0
+
+    def start_time(self, pid: int, before: int) -> int:
+        """The start time of ``pid``, spawned between tick ``before`` (:meth:`now`) and now;
+        0 where unknown."""
+        if self.trusted and before and before == self.now():
+            self.answered += 1
+            if (self.answered - 1) % self.CHECK_EVERY:  # the first, then one in CHECK_EVERY
+                return before
+            read = _start_time(pid)
+            if read in (0, before):  # 0: /proc cannot say; the clock still can
+                return before
+            self.trusted = False
+            return read
+        return _start_time(pid)
+
+
 def _start_time(pid: int) -> int:
     """The process's start time (``/proc/<pid>/stat`` field 22, clock ticks since boot; see
     ``orchestrator.procinfo``), 0 where unknown. The caller is its parent and has not reaped
@@ -254,6 +294,9 @@ class Supervisor:
         #: Answers the orchestrator has not taken yet (its socket buffer was full).
         self.outbox: collections.deque[tuple[bytes, list[int]]] = collections.deque()
         self.devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        #: The environment runs' requests name only their differences from (``base``).
+        self.base_env: dict[str, str] = {}
+        self.clock = _SpawnClock()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -378,6 +421,7 @@ class Supervisor:
         except ValueError:
             request = {}
         run.request = bytearray()
+        self._take_base(request)
         self._start(run, request)
 
     def _start(self, run: _Run, request: dict[str, Any]) -> None:
@@ -403,7 +447,9 @@ class Supervisor:
             raise
         try:
             run.run_id = str(request["run"])
-            run.pid = _spawn(request["argv"], request["env"], self.devnull, out_w, err_w)
+            env = self._environment(request)
+            before = self.clock.now()
+            run.pid = _spawn(request["argv"], env, self.devnull, out_w, err_w)
         except (OSError, ValueError, TypeError, KeyError) as exc:
             close_all([out_r, err_r])
             code = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EINVAL
@@ -417,10 +463,24 @@ class Supervisor:
         self.alive[run.pid] = run
         for fd in (out_r, err_r):  # the flag goes with the descriptor to the orchestrator
             fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)  # a read end has no other flag
-        started = _start_time(run.pid)
+        started = self.clock.start_time(run.pid, before)
         self.answer(b"P %d %d %d" % (run.number, run.pid, started), [out_r, err_r])
         if self.control is None:  # the orchestrator went while this request was arriving
             self._orphan(run)
+
+    def _take_base(self, request: dict[str, Any]) -> None:
+        """A request that brings a base environment: it is the base from now on (taken as
+        soon as the request is read, whatever becomes of its run)."""
+        base = request.get("base")
+        if isinstance(base, dict):
+            self.base_env = base
+
+    def _environment(self, request: dict[str, Any]) -> dict[str, str]:
+        """The run's environment: its ``env`` over the base, its ``unset`` names taken out."""
+        env = {**self.base_env, **request["env"]}
+        for name in request.get("unset", ()):
+            env.pop(name, None)
+        return env
 
     # ------------------------------------------------------------------ endings
     def _reap(self) -> None:
