@@ -5,8 +5,10 @@ configurations first (its random search, capped at the size of an all-discrete s
 ``maxIterations`` suggestions, each the argmax of the utility function (``ucb``: mean +
 kappa·std; ``ei`` / ``poi`` with ``eps``) over a scikit-learn Gaussian process (``matern``
 with ``nu`` or ``rbf``, ``lengthScale``, ``numRestartsOptimizer``), found from ``numWarmup``
-random points (default 5) and ``numIterations`` L-BFGS-B restarts (default 10). Discrete
-numbers are one axis snapped to the nearest value, other choices one-hot, keys sorted.
+random points (default 5; at least 2000 here, scored in one vectorised pass) and
+``numIterations`` L-BFGS-B restarts (default 10; here with exact gradients, from as many random
+starts and as many of the best first-pass points). Discrete numbers are one axis snapped to the
+nearest value, other choices one-hot, keys sorted.
 
 Unlike Polyaxon, which waits for a whole iteration, the model is refit at each suggestion with
 every result so far, and each run still going joins it as a *constant liar* at the worst
@@ -100,6 +102,92 @@ def _feature(key: str, dim: Dimension) -> _Feature:
     return _Feature(key, dim, False, dim.low, dim.high)
 
 
+#: The acquisition is scored at least at this many random points, in one vectorised pass,
+#: before L-BFGS-B starts from the best of them (Polyaxon's ``numWarmup`` when larger).
+WARM_POINTS = 2000
+
+#: What the model needs, imported when a searcher is built (never at import time).
+_LIBRARIES = ("numpy", "scipy.linalg", "scipy.spatial.distance", "scipy.special", "scipy.optimize")
+
+
+@dataclass(frozen=True)
+class _Libraries:
+    np: ModuleType
+    linalg: ModuleType
+    distance: ModuleType
+    special: ModuleType
+    optimize: ModuleType
+
+
+class _Posterior:
+    """The fitted process's mean and standard deviation, and their gradients, from its
+    arrays: the numbers ``predict(x, return_std=True)`` gives, without scikit-learn's checks
+    on every call (they cost more than the prediction), and exact gradients for L-BFGS-B
+    (finite differences cost one prediction per axis a step)."""
+
+    def __init__(self, gp: Any, lib: _Libraries) -> None:
+        np = lib.np
+        self._lib = lib
+        # ConstantKernel * (Matern | RBF), as :meth:`BayesSearcher._process` builds it.
+        self._signal = float(gp.kernel_.k1.constant_value)
+        inner = gp.kernel_.k2
+        self._nu = float(getattr(inner, "nu", math.inf))
+        self._scale = np.asarray(inner.length_scale, dtype=float)
+        self._train = gp.X_train_ / self._scale
+        self._alpha = np.ravel(gp.alpha_)
+        self._chol = gp.L_
+        self._y_mean = float(np.ravel(gp._y_train_mean)[0])
+        self._y_std = float(np.ravel(gp._y_train_std)[0])
+
+    def _kernel(self, r: Any) -> tuple[Any, Any]:
+        """k(r) as scikit-learn computes it, and k'(r) / r (0 where r is 0: no direction)."""
+        np, nu = self._lib.np, self._nu
+        if nu == 0.5:
+            k = np.exp(-r)
+            slope = -k / np.where(r > 0, r, 1.0)
+        elif nu == 1.5:
+            s = math.sqrt(3.0) * r
+            k, slope = (1.0 + s) * np.exp(-s), -3.0 * np.exp(-s)
+        elif nu == 2.5:
+            s = math.sqrt(5.0) * r
+            k = (1.0 + s + s * s / 3.0) * np.exp(-s)
+            slope = -5.0 / 3.0 * (1.0 + s) * np.exp(-s)
+        elif math.isinf(nu):
+            k = np.exp(-0.5 * r * r)
+            slope = -k
+        else:  # d/dz (z^nu K_nu(z)) = -z^nu K_(nu-1)(z)
+            kv, gamma = self._lib.special.kv, self._lib.special.gamma
+            z = math.sqrt(2.0 * nu) * np.where(r == 0.0, np.finfo(float).eps, r)
+            front = 2.0 ** (1.0 - nu) / gamma(nu)
+            k = front * z**nu * kv(nu, z)
+            slope = -front * 2.0 * nu * z ** (nu - 1.0) * kv(nu - 1.0, z)
+        return self._signal * k, self._signal * np.where(r > 0, slope, 0.0)
+
+    def predict(self, x: Any) -> tuple[Any, Any]:
+        """Mean and std at each row of ``x``, in one pass."""
+        np, solve = self._lib.np, self._lib.linalg.solve_triangular
+        k = self._kernel(self._lib.distance.cdist(x / self._scale, self._train))[0]
+        mean = self._y_std * (k @ self._alpha) + self._y_mean
+        v = solve(self._chol, k.T, lower=True, check_finite=False)
+        var = np.maximum(self._signal - np.einsum("ij,ij->j", v, v), 0.0)
+        return mean, np.sqrt(var * self._y_std**2)
+
+    def predict_gradient(self, point: Any) -> tuple[float, float, Any, Any]:
+        """Mean and std at one point, and their gradients."""
+        np, solve = self._lib.np, self._lib.linalg.solve_triangular
+        diff = point / self._scale - self._train
+        k, slope = self._kernel(np.sqrt(np.einsum("ij,ij->i", diff, diff)))
+        d_k = slope[:, None] * diff / self._scale
+        mean = self._y_std * float(k @ self._alpha) + self._y_mean
+        d_mean = self._y_std * (self._alpha @ d_k)
+        v = solve(self._chol, k, lower=True, check_finite=False)
+        var = max(self._signal - float(v @ v), 0.0)
+        if var == 0.0:
+            return mean, 0.0, d_mean, np.zeros_like(d_mean)
+        w = solve(self._chol, v, lower=True, trans="T", check_finite=False)
+        return mean, self._y_std * math.sqrt(var), d_mean, -self._y_std * (w @ d_k) / math.sqrt(var)
+
+
 @dataclass(frozen=True)
 class _Utility:
     """The file's utility function, with Polyaxon's defaults."""
@@ -113,6 +201,20 @@ class _Utility:
     restarts: int
     warmup: int
     iterations: int
+
+    def acquire(self, lib: _Libraries, mean: Any, std: Any, best: float) -> tuple[Any, Any, Any]:
+        """The utility (Polyaxon's formulas) and its derivatives by the mean and the std."""
+        if self.acquisition == "ucb":
+            return mean + self.kappa * std, 1.0, self.kappa
+        std = lib.np.maximum(std, 1e-12)
+        gap = mean - best - self.eps
+        z = gap / std
+        # What norm.cdf and norm.pdf compute, without scipy.stats' overhead on each call.
+        cdf = lib.special.ndtr(z)
+        pdf = lib.np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+        if self.acquisition == "ei":
+            return gap * cdf + std * pdf, cdf, pdf
+        return cdf, pdf / std, -z * pdf / std
 
 
 def _utility(config: m.UtilityFunction | None) -> _Utility:
@@ -150,12 +252,12 @@ class BayesSearcher(ModelSearcher):
         initial = matrix.num_initial_runs
         self._initial = min(initial, space) if all_discrete else initial
         super().__init__(matrix.metric, dimensions, seed, self._initial + matrix.max_iterations)
-        self._np: ModuleType = load("numpy", "bayes", "scikit-learn")
+        self._lib = _Libraries(*(load(name, "bayes", "scikit-learn") for name in _LIBRARIES))
         self._sklearn: ModuleType = load("sklearn.gaussian_process", "bayes", "scikit-learn")
-        self._scipy_stats = load("scipy.stats", "bayes", "scikit-learn")
-        self._scipy_optimize = load("scipy.optimize", "bayes", "scikit-learn")
-        self._sklearn_base = load("sklearn", "bayes", "scikit-learn")
         exceptions = load("sklearn.exceptions", "bayes", "scikit-learn")
+        # Made once the libraries are loaded: it finds their BLAS (threadpoolctl comes with
+        # scikit-learn).
+        self._blas = load("threadpoolctl", "bayes", "scikit-learn").ThreadpoolController()
         # A kernel fit that stops at its iteration limit is still a usable model.
         warnings.filterwarnings("ignore", category=exceptions.ConvergenceWarning)
         self._features = [_feature(key, dimensions[key]) for key in sorted(dimensions)]
@@ -202,7 +304,7 @@ class BayesSearcher(ModelSearcher):
         return {key: decoded[key] for key in self._dimensions}
 
     def _maximize_utility(self, index: int, observed: list[int]) -> dict[str, Any]:
-        np = self._np
+        np = self._lib.np
         sign = 1.0 if self._maximize else -1.0
         ys = [sign * v for i in observed if (v := self._results[i]) is not None]
         lie = min(ys)
@@ -210,12 +312,11 @@ class BayesSearcher(ModelSearcher):
         x = np.array([self._encode(self._made[i].params) for i in [*observed, *pending]])
         y = np.array([*ys, *([lie] * len(pending))])
         rng = np.random.RandomState(derive_seed(self._seed, index))
-        gp = self._process(rng)
-        # The acquisition is evaluated thousands of times on points made here: checking
-        # each input costs scikit-learn more than the prediction (the setting is per thread).
-        with self._sklearn_base.config_context(assume_finite=True, skip_parameter_validation=True):
-            gp.fit(x, y)
-            candidates = self._candidates(gp, max(ys), rng, x.shape[1])
+        # Matrices of a few hundred rows at most: BLAS threads gain nothing on them and, on
+        # busy cores, spin against each other and the runs (5-15x slower, measured with 2).
+        with self._blas.limit(limits=1, user_api="blas"):
+            posterior = _Posterior(self._process(rng).fit(x, y), self._lib)
+            candidates = self._candidates(posterior, max(ys), rng, x.shape[1])
         for candidate in candidates:
             params = self._decode(candidate)
             if self.is_new(params):
@@ -241,37 +342,37 @@ class BayesSearcher(ModelSearcher):
             random_state=rng,
         )
 
-    def _acquisition(self, gp: Any, x: Any, y_max: float) -> Any:
-        np, norm = self._np, self._scipy_stats.norm
-        mean, std = gp.predict(x, return_std=True)
-        u = self._utility
-        if u.acquisition == "ucb":
-            return mean + u.kappa * std
-        std = np.maximum(std, 1e-12)
-        z = (mean - y_max - u.eps) / std
-        if u.acquisition == "ei":
-            return (mean - y_max - u.eps) * norm.cdf(z) + std * norm.pdf(z)
-        return norm.cdf(z)
+    def _negative(self, point: Any, posterior: _Posterior, y_max: float) -> tuple[float, Any]:
+        """Minus the utility at one point and its gradient, for L-BFGS-B."""
+        mean, std, d_mean, d_std = posterior.predict_gradient(point)
+        value, by_mean, by_std = self._utility.acquire(self._lib, mean, std, y_max)
+        return -float(value), -(by_mean * d_mean + by_std * d_std)
 
-    def _candidates(self, gp: Any, y_max: float, rng: Any, width: int) -> list[Any]:
-        """Polyaxon's ``max_compute``: the best of ``numWarmup`` random points, then
-        L-BFGS-B from ``numIterations`` random starts; every point found, best first (the
-        first that is not a configuration already run wins)."""
-        np, minimize = self._np, self._scipy_optimize.minimize
+    def _candidates(self, posterior: _Posterior, y_max: float, rng: Any, width: int) -> Any:
+        """Polyaxon's ``max_compute``, vectorised: the utility at ``numWarmup`` random points
+        (at least :data:`WARM_POINTS`) in one pass, then L-BFGS-B with exact gradients from
+        ``numIterations`` random starts, as Polyaxon, and from the ``numIterations`` best
+        points of the first pass; every point scored, best first (the first that is not a
+        configuration already run wins)."""
+        np, minimize = self._lib.np, self._lib.optimize.minimize
         u = self._utility
-        bounds = np.array([(0.0, 1.0)] * width)
-        warm = rng.uniform(0.0, 1.0, size=(u.warmup, width))
-        scores = self._acquisition(gp, warm, y_max)
-        found = [(float(a), tuple(p)) for a, p in zip(scores, warm, strict=True)]
-        for start in rng.uniform(0.0, 1.0, size=(u.iterations, width)):
+        warm = rng.uniform(0.0, 1.0, size=(max(u.warmup, WARM_POINTS), width))
+        mean, std = posterior.predict(warm)
+        scores = u.acquire(self._lib, mean, std, y_max)[0]
+        best = warm[np.argsort(-scores, kind="stable")[: u.iterations]]
+        starts = np.concatenate([best, rng.uniform(0.0, 1.0, size=(u.iterations, width))])
+        points, values = [warm], [scores]
+        for start in starts:
             result = minimize(
-                lambda p: -self._acquisition(gp, p.reshape(1, -1), y_max)[0],
+                self._negative,
                 start,
-                bounds=bounds,
+                args=(posterior, y_max),
+                jac=True,
+                bounds=[(0.0, 1.0)] * width,
                 method="L-BFGS-B",
             )
             if result.success:
-                point = np.clip(result.x, 0.0, 1.0)
-                found.append((float(-np.ravel(result.fun)[0]), tuple(point)))
-        found.sort(key=lambda item: -item[0])
-        return [np.array(point) for _, point in found]
+                points.append(np.clip(result.x, 0.0, 1.0)[None, :])
+                values.append(np.array([-float(result.fun)]))
+        order = np.argsort(-np.concatenate(values), kind="stable")
+        return np.concatenate(points)[order]
