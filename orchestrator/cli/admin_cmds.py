@@ -58,6 +58,11 @@ def _cmd_plugins(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         out.write("no plugins loaded\n")
     for item in [] if args.json else items:
         out.write(f"{item['name']}  {item['source']}\n    hooks: {', '.join(item['hooks'])}\n")
+    for name, source in [] if args.json else sorted(host.opt_in_off.items()):
+        out.write(
+            f"{name}  {source}\n    off: ORCHESTRATOR_ENABLE_PLUGINS={name} turns it on besides "
+            f"the others (--plugin {name} loads it alone)\n"
+        )
     return EXIT_OK
 
 

@@ -2,7 +2,9 @@
 code for one sweep (:class:`PluginScope`, one per sweep; pluggy itself is synchronous).
 
 Discovery reads the ``orchestrator.plugins`` entry-point group (built-in plugins included),
-honouring allow (``--plugin``) and deny (``--no-plugin``) lists and the API-version fence.
+honouring allow (``--plugin``) and deny (``--no-plugin``) lists and the API-version fence. A
+plugin that sets ``ORCHESTRATOR_PLUGIN_OPT_IN = True`` (the trackers: they write elsewhere) is
+off unless named, by ``--plugin`` or in ``ORCHESTRATOR_ENABLE_PLUGINS`` (comma-separated).
 Calls follow pluggy's order (last registered first), pass each implementation only the
 arguments it names, enforce ``firstresult`` for decisions, bound every call (every batch of
 events an observer handles at once) with a timeout,
@@ -17,6 +19,7 @@ import asyncio
 import contextlib
 import importlib.metadata
 import inspect
+import os
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
@@ -38,6 +41,14 @@ ENTRY_POINT_GROUP = "orchestrator.plugins"
 DEFAULT_TIMEOUT_S = 30.0
 #: Most events one observer handles in one batch (under one timeout).
 MAX_BATCH = 256
+#: Opt-in plugins to load besides the default ones (comma-separated entry-point names): the
+#: configuration that reaches every process (CLI and daemon) without a flag.
+ENABLE_ENV = "ORCHESTRATOR_ENABLE_PLUGINS"
+
+
+def enabled_from_env() -> set[str]:
+    """The opt-in plugins :data:`ENABLE_ENV` names."""
+    return {name.strip() for name in os.environ.get(ENABLE_ENV, "").split(",") if name.strip()}
 
 
 @dataclass
@@ -58,11 +69,16 @@ class PluginHost:
         strict: bool = False,
         timeout: float = DEFAULT_TIMEOUT_S,
         report: Callable[[str], None] | None = None,
+        enable: Iterable[str] | None = None,
     ) -> None:
         self.pm = pluggy.PluginManager("orchestrator")
         self.pm.add_hookspecs(OrchestratorHooks)
         self.allow = set(allow) if allow is not None else None
         self.deny = set(deny)
+        #: Opt-in plugins switched on (besides any ``allow`` names); default: the environment.
+        self.enable = set(enable) if enable is not None else enabled_from_env()
+        #: Opt-in plugins installed but not switched on: name -> source.
+        self.opt_in_off: dict[str, str] = {}
         self.strict = strict
         self.timeout = timeout
         self.report = report or (lambda message: None)
@@ -102,10 +118,21 @@ class PluginHost:
             except Exception as exc:  # a broken plugin must not take the orchestrator down
                 self._problem(entry.name, f"cannot be imported: {type(exc).__name__}: {exc}")
                 continue
+            if not self._switched_on(plugin, entry.name):
+                self.opt_in_off[entry.name] = where
+                continue
             self.register(plugin, entry.name, where)
-        if self.allow:
-            for missing in sorted(self.allow - set(self.loaded) - self.rejected):
-                self._problem(missing, "is not installed (no such entry point)")
+        wanted = set(self.allow or ()) | (self.enable - self.deny)
+        if self.allow is not None:
+            wanted &= self.allow
+        for missing in sorted(wanted - set(self.loaded) - self.rejected):
+            self._problem(missing, "is not installed (no such entry point)")
+
+    def _switched_on(self, plugin: object, name: str) -> bool:
+        """Default plugins always; an opt-in one only when named (``--plugin``, ``enable``)."""
+        if getattr(plugin, "ORCHESTRATOR_PLUGIN_OPT_IN", False) is not True:
+            return True
+        return name in self.enable or (self.allow is not None and name in self.allow)
 
     def register(self, plugin: object, name: str, source: str = "") -> bool:
         """Register ``plugin``; on a bad declaration report it (or raise when strict)."""
