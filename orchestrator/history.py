@@ -54,6 +54,8 @@ def run_row(r: RunRecord) -> dict[str, Any]:
         "duration_s": None if r.duration is None else round(r.duration, 3),
         "resources": r.resources,
         "place": r.place,
+        "cpu_s": r.cpu_s,
+        "max_rss": r.max_rss,
     }
 
 
@@ -94,10 +96,12 @@ def _detail_rows(journal: Journal, rows: list[RunRow]) -> list[dict[str, Any]]:
     metrics = journal.last_metrics(ids)
     given = journal.resources_of(ids)
     places = journal.places_of(rows[0].sweep_id) if rows else {}
+    usage = journal.usage_of(ids)
     now = time.time()
     out = []
     for r in rows:
         duration = None if r.started_at is None else (r.finished_at or now) - r.started_at
+        used = usage.get(r.id, (None, None))
         out.append(
             {
                 "index": r.idx,
@@ -111,6 +115,8 @@ def _detail_rows(journal: Journal, rows: list[RunRow]) -> list[dict[str, Any]]:
                 "duration_s": None if duration is None else round(duration, 3),
                 "resources": given.get(r.id),
                 "place": places.get(r.idx),
+                "cpu_s": used[0],
+                "max_rss": used[1],
                 "attempt": r.attempt,
             }
         )
@@ -339,6 +345,7 @@ def run_detail(journal: Journal, ref: str) -> dict[str, Any]:
     run = find_run(journal, ref)
     run_dir = Path(run.run_dir) if run.run_dir else RunLayout(journal.path.parent, run.id).run_dir
     end = run.finished_at or (time.time() if run.started_at is not None else None)
+    cpu_s, max_rss = journal.usage_of([run.id]).get(run.id, (None, None))
     return {
         "run": run.id,
         "sweep": run.sweep_id,
@@ -357,6 +364,8 @@ def run_detail(journal: Journal, ref: str) -> dict[str, Any]:
         ],
         "resources": journal.resources_of([run.id]).get(run.id),
         "place": journal.places_of(run.sweep_id).get(run.idx),
+        "cpu_s": cpu_s,
+        "max_rss": max_rss,
         # Where it ran (the sweep's invocation that made it) and what its spec added to the
         # environment every run of that invocation started from.
         "provenance": journal.provenance_at(run.sweep_id, run.created_at),

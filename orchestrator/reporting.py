@@ -474,7 +474,12 @@ def _best(rows: Sequence[dict[str, Any]], objective: Objective, keys: list[str])
 
 
 def _cells(
-    r: dict[str, Any], keys: list[str], attempts: bool, devices: bool = False, places: bool = False
+    r: dict[str, Any],
+    keys: list[str],
+    attempts: bool,
+    devices: bool = False,
+    places: bool = False,
+    usage: bool = False,
 ) -> tuple[list[str], str | None]:
     """One row of the table, and its full reason when the state column holds a short one."""
     state, reason = _state_text(r)
@@ -484,6 +489,7 @@ def _cells(
         *([str(r.get("attempt", 1))] if attempts else []),
         state,
         format_duration(r["duration_s"]),
+        *([_cpu(r.get("cpu_s")), _bytes(r.get("max_rss"))] if usage else []),
         *([_place(r.get("place"))] if places else []),
         *([_devices(r.get("resources"))] if devices else []),
         _pairs(outputs) or "-",
@@ -492,17 +498,36 @@ def _cells(
     return cells, reason
 
 
-def _head(attempts: bool, devices: bool = False, places: bool = False) -> list[str]:
+def _head(
+    attempts: bool, devices: bool = False, places: bool = False, usage: bool = False
+) -> list[str]:
     return [
         "#",
         *(["attempt"] if attempts else []),
         "state",
         "duration",
+        *(["cpu_s", "max_rss"] if usage else []),
         *(["search"] if places else []),
         *(["resources"] if devices else []),
         "outputs",
         "params",
     ]
+
+
+def _cpu(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.2f}"
+
+
+def _bytes(size: int | None) -> str:
+    """``212M``: binary units, as ``ls -h`` prints them."""
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("", "K", "M", "G"):
+        if value < 1024 or unit == "G":
+            return f"{value:.0f}{unit}" if unit == "" or value >= 10 else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{value:.0f}G"
 
 
 def _place(place: dict[str, Any] | None) -> str:
@@ -527,10 +552,11 @@ def rows_table(
     keys, same = _shown_params(rows)
     devices = any(r.get("resources") for r in rows)
     places = any(r.get("place") for r in rows)
-    lines = [_head(attempts, devices, places)]
+    usage = any(r.get("cpu_s") is not None for r in rows)
+    lines = [_head(attempts, devices, places, usage)]
     reasons: dict[str, list[int]] = {}
     for r in rows:
-        cells, reason = _cells(r, keys, attempts, devices, places)
+        cells, reason = _cells(r, keys, attempts, devices, places, usage)
         if reason is not None:
             reasons.setdefault(reason, []).append(r["index"])
         lines.append(cells)

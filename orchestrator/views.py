@@ -156,7 +156,8 @@ def show_sweep(
         params = sorted({k for r in rows for k in r["params"]})
         values = sorted({k for r in rows for k in {**r["metrics"], **r["outputs"]}})
         writer = csv.writer(out)
-        writer.writerow(["index", "id", "state", "reason", "duration_s", *params, *values])
+        head = ["index", "id", "state", "reason", "duration_s", "cpu_s", "max_rss"]
+        writer.writerow([*head, *params, *values])
         for r in rows:
             merged = {**r["metrics"], **r["outputs"]}
             writer.writerow(
@@ -166,6 +167,8 @@ def show_sweep(
                     r["state"],
                     r["reason"] or "",
                     "" if r["duration_s"] is None else r["duration_s"],
+                    _cell(r.get("cpu_s")),
+                    _cell(r.get("max_rss")),
                     *[_cell(r["params"].get(p)) for p in params],
                     *[_cell(merged.get(v)) for v in values],
                 ]

@@ -61,6 +61,9 @@ class RunRecord:
     place: dict[str, Any] | None = None
     #: The run whose outputs it continues from (hyperband's ``resume``).
     resumes_from: str | None = None
+    #: The kernel's accounting of its process: CPU seconds (user + system), peak RSS bytes.
+    cpu_s: float | None = None
+    max_rss: int | None = None
 
     @property
     def duration(self) -> float | None:
@@ -217,7 +220,8 @@ def records_from_rows(journal: Journal, rows: list[RunRow]) -> list[RunRecord]:
     outputs, metrics = journal.outputs_of(ids), journal.last_metrics(ids)
     given = journal.resources_of(ids)
     places = {sweep: journal.places_of(sweep) for sweep in {row.sweep_id for row in rows}}
-    return [
+    usage = journal.usage_of(ids)
+    records = [
         record_from_row(
             r,
             outputs.get(r.id),
@@ -227,6 +231,9 @@ def records_from_rows(journal: Journal, rows: list[RunRow]) -> list[RunRecord]:
         )
         for r in rows
     ]
+    for record in records:
+        record.cpu_s, record.max_rss = usage.get(record.id, (None, None))
+    return records
 
 
 def record_from_row(

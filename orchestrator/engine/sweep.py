@@ -769,6 +769,9 @@ class SweepController:
     async def _finish(self, run: RunRecord, outcome: Outcome) -> None:
         for name, value in run.outputs.items():
             self.journal.set_output(run.id, name, value)
+        if outcome.cpu_s is not None:
+            run.cpu_s, run.max_rss = outcome.cpu_s, outcome.max_rss
+            self.journal.set_usage(run.id, outcome.cpu_s, outcome.max_rss)
         moves = run_ending(
             outcome,
             state=run.state,

@@ -73,6 +73,11 @@ class Outcome:
     error: str | None = None
     #: True when it ended because a stop was requested.
     stopped: bool = False
+    #: The kernel's accounting of the process (``wait4``): user + system CPU seconds and peak
+    #: resident memory in bytes, its waited-for children's included; None when unknown.
+    #: Measurements, not part of how it ended: two outcomes compare equal without them.
+    cpu_s: float | None = field(default=None, compare=False)
+    max_rss: int | None = field(default=None, compare=False)
 
 
 class StopRequest:

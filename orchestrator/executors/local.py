@@ -337,7 +337,8 @@ class LocalExecutor:
             raise
         watch.close()
         await _end_all(streams)
-        return Outcome(code, stopped=stop.is_requested)
+        cpu_s, max_rss = process.usage or (None, None)
+        return Outcome(code, stopped=stop.is_requested, cpu_s=cpu_s, max_rss=max_rss)
 
 
 async def _end_all(streams: tuple[_Stream, ...]) -> None:

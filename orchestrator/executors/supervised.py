@@ -273,6 +273,9 @@ class SupervisedProcess:
         self.exit_code: int | None = None
         self._started: asyncio.Future[int] = loop.create_future()
         self.exited: asyncio.Future[int] = loop.create_future()
+        #: The kernel's accounting once it exited: (CPU seconds, user and system, peak RSS
+        #: bytes), its own and its waited-for children's; None before, or unknown.
+        self.usage: tuple[float, int] | None = None
 
     @classmethod
     async def start(
@@ -322,7 +325,10 @@ class SupervisedProcess:
             if not self._started.done():
                 self._started.set_exception(error)
         elif kind == "X":
-            self.exit_code = int(rest)
+            code, *usage = rest.split()
+            self.exit_code = int(code)
+            if len(usage) == 2:  # CPU microseconds, peak RSS KiB (wait4's accounting)
+                self.usage = (int(usage[0]) / 1e6, int(usage[1]) * 1024)
             self._handle.let_go(self.number)
             if not self.exited.done():
                 self.exited.set_result(self.exit_code)

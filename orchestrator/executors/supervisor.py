@@ -498,9 +498,12 @@ class Supervisor:
             if run is not None:
                 run.close_status(status_record(run.run_id, code, run.orphaned))
             _signal_group(pid, signal.SIGKILL)  # daemonised leftovers die with their run
-            os.waitpid(pid, 0)
+            # The kernel's accounting of the run: its CPU time and peak RSS, its own and its
+            # children's that it waited for.
+            _, _, usage = os.wait4(pid, 0)
             if run is not None:
-                self.answer(b"X %d %d" % (run.number, code))
+                cpu_us = round((usage.ru_utime + usage.ru_stime) * 1e6)
+                self.answer(b"X %d %d %d %d" % (run.number, code, cpu_us, usage.ru_maxrss))
                 self._forget(run)
 
     def _orchestrator_gone(self) -> None:

@@ -635,6 +635,21 @@ class Journal(JournalWriter):
         )
         return [(a, str(b), c, float(d)) for a, b, c, d in rows]
 
+    def set_usage(self, run_id: str, cpu_s: float, max_rss: int | None) -> None:
+        """What the kernel accounted to the run's process (its last attempt's)."""
+        self._add(
+            (
+                "INSERT OR REPLACE INTO usage (run_id, cpu_s, max_rss) VALUES (?, ?, ?)",
+                (run_id, cpu_s, max_rss),
+            ),
+            sweep=self._owners.get(run_id),
+        )
+
+    def usage_of(self, run_ids: list[str]) -> dict[str, tuple[float, int | None]]:
+        """CPU seconds and peak RSS bytes of each run that has them."""
+        sql = "SELECT run_id, cpu_s, max_rss FROM usage WHERE run_id IN ({marks})"
+        return {run_id: (cpu, rss) for run_id, cpu, rss in self._of_runs(sql, run_ids)}
+
     def resources_of(self, run_ids: list[str]) -> dict[str, dict[str, Any]]:
         """What each run was given of the machine, for the runs that were given something."""
         sql = "SELECT run_id, assignment FROM resources WHERE run_id IN ({marks})"

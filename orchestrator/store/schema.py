@@ -87,18 +87,23 @@ CREATE TABLE IF NOT EXISTS provenance (
 CREATE TABLE IF NOT EXISTS run_env (run_id TEXT PRIMARY KEY, env TEXT NOT NULL);
 """
 
+_V3 = """
+-- The kernel's accounting of each run's process (wait4): CPU seconds, peak RSS in bytes.
+CREATE TABLE IF NOT EXISTS usage (run_id TEXT PRIMARY KEY, cpu_s REAL, max_rss INTEGER);
+"""
+
 #: Every table and index of a new journal.
-SCHEMA = _V1 + _V2
+SCHEMA = _V1 + _V2 + _V3
 
 #: The journal version this code writes and reads.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: What brings a journal of version ``v - 1`` to version ``v``, by ``v``. Version 1 is the
 #: schema as first versioned: a journal from before (``user_version`` 0) gets the tables and
 #: indexes it lacks, as every earlier release created them (``IF NOT EXISTS``). Version 2 adds
-#: provenance. A later change adds its statements here and to :data:`SCHEMA`, and bumps
-#: :data:`SCHEMA_VERSION`.
-MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
+#: provenance, version 3 each run's resource usage. A later change adds its statements here
+#: and to :data:`SCHEMA`, and bumps :data:`SCHEMA_VERSION`.
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
 
 
 def connect(path: Path, schema: bool = False) -> sqlite3.Connection:

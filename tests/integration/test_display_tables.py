@@ -103,7 +103,7 @@ def test_best_run_and_runs_never_started(early: tuple[str, CliResult]) -> None:
 def test_run_and_show_print_the_same_outputs_and_params(early: tuple[str, CliResult]) -> None:
     home, ran = early
     run_rows = table_rows(ran.out)
-    assert run_rows["2"][3:] == ["accuracy=0.95 loss=3", "i=2"]  # outputs by name
+    assert run_rows["2"][5:] == ["accuracy=0.95 loss=3", "i=2"]  # outputs by name
     assert "\nsame in every run: fixed=7\n" in below_table(ran.out)
     shown = in_process("show", "last", "--home", home)
     assert shown.code == 0, shown.err

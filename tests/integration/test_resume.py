@@ -229,8 +229,8 @@ def test_history_commands(
     shown = json.loads(cli("show", "last", "--json", "--sort=-score", "--home", str(home)).out)
     assert [r["outputs"]["score"] for r in shown["runs"]] == [3.0, 2.0, 1.0]
     csv_text = cli("show", sweep[:6], "--csv", "--sort", "score", "--home", str(home)).out
-    assert csv_text.splitlines()[0] == "index,id,state,reason,duration_s,x,score"
-    assert [line.split(",")[5] for line in csv_text.splitlines()[1:]] == ["1", "2", "3"]
+    assert csv_text.splitlines()[0] == "index,id,state,reason,duration_s,cpu_s,max_rss,x,score"
+    assert [line.split(",")[7] for line in csv_text.splitlines()[1:]] == ["1", "2", "3"]
     logs = cli("logs", "last:0", "--home", str(home))
     assert logs.out.splitlines()[:2] == ["a", "b"]
     assert cli("logs", "last:0", "--tail", "1", "--home", str(home)).out.startswith('{"metrics"')
