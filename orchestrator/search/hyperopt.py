@@ -13,32 +13,26 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from orchestrator.search.modelbased import ATTEMPTS, ModelSearcher, Proposal
+from orchestrator.search.modelbased import ATTEMPTS, Proposal
 from orchestrator.search.space import (
-    LIBRARY_KINDS,
-    check_kinds,
     derive_seed,
     hyperopt_raw,
     hyperopt_space,
     hyperopt_value,
     load,
 )
-from orchestrator.search.tpe import iterations_total
+from orchestrator.search.tpe import IterationsSearcher
 from orchestrator.spec import models as m
 from orchestrator.spec.hyperparams import Dimension
 
 __all__ = ["HyperoptSearcher"]
 
 
-class HyperoptSearcher(ModelSearcher):
+class HyperoptSearcher(IterationsSearcher):
     """One hyperopt algorithm (``tpe`` unless the file says ``rand`` or ``anneal``)."""
 
     def __init__(self, matrix: m.Hyperopt, dimensions: Mapping[str, Dimension], seed: int) -> None:
-        total = iterations_total(matrix.num_runs, matrix.max_iterations, "hyperopt", dimensions)
-        check_kinds(dimensions, LIBRARY_KINDS, "hyperopt")
-        super().__init__(matrix.metric, dimensions, seed, total)
-        assert matrix.num_runs is not None
-        self._num_runs = matrix.num_runs
+        super().__init__(matrix, dimensions, seed)
         hyperopt = load("hyperopt", "hyperopt", "hyperopt")
         # tpe.suggest logs every call at INFO.
         logging.getLogger("hyperopt").setLevel(logging.WARNING)
@@ -57,10 +51,10 @@ class HyperoptSearcher(ModelSearcher):
             params = {k: hyperopt_value(dim, vals[k][0]) for k, dim in self._dimensions.items()}
             if self.is_new(params):
                 self._insert(index, docs)
-                return params, {"iteration": index // self._num_runs}
+                return params, self.place(index)
         params = self.unseen(index) or params
         self._replay(index, params)
-        return params, {"iteration": index // self._num_runs}
+        return params, self.place(index)
 
     def _replay(self, index: int, params: Mapping[str, Any]) -> None:
         raws = {key: hyperopt_raw(dim, params.get(key)) for key, dim in self._dimensions.items()}

@@ -19,9 +19,9 @@ from orchestrator.search.modelbased import ATTEMPTS, ModelSearcher, Proposal
 from orchestrator.search.space import LIBRARY_KINDS, check_kinds, derive_seed, load, optuna_axes
 from orchestrator.spec import models as m
 from orchestrator.spec.hyperparams import Dimension
-from orchestrator.spec.matrix import discrete_size
+from orchestrator.spec.matrix import discrete_size, matrix_kind
 
-__all__ = ["TpeSearcher", "iterations_total"]
+__all__ = ["IterationsSearcher", "TpeSearcher", "iterations_total"]
 
 
 def iterations_total(
@@ -42,15 +42,29 @@ def iterations_total(
     return total
 
 
-class TpeSearcher(ModelSearcher):
-    """Optuna's TPE sampler, asked one configuration at a time."""
+class IterationsSearcher(ModelSearcher):
+    """A search Polyaxon runs in iterations of ``numRuns`` (tpe, hyperopt): its total, the
+    parameter kinds its library takes, and the iteration a run index falls in."""
 
-    def __init__(self, matrix: m.Tpe, dimensions: Mapping[str, Dimension], seed: int) -> None:
-        total = iterations_total(matrix.num_runs, matrix.max_iterations, "tpe", dimensions)
-        check_kinds(dimensions, LIBRARY_KINDS, "tpe")
+    def __init__(
+        self, matrix: m.Tpe | m.Hyperopt, dimensions: Mapping[str, Dimension], seed: int
+    ) -> None:
+        kind = matrix_kind(matrix)
+        total = iterations_total(matrix.num_runs, matrix.max_iterations, kind, dimensions)
+        check_kinds(dimensions, LIBRARY_KINDS, kind)
         super().__init__(matrix.metric, dimensions, seed, total)
         assert matrix.num_runs is not None
         self._num_runs = matrix.num_runs
+
+    def place(self, index: int) -> dict[str, Any]:
+        return {"iteration": index // self._num_runs}
+
+
+class TpeSearcher(IterationsSearcher):
+    """Optuna's TPE sampler, asked one configuration at a time."""
+
+    def __init__(self, matrix: m.Tpe, dimensions: Mapping[str, Dimension], seed: int) -> None:
+        super().__init__(matrix, dimensions, seed)
         optuna = load("optuna", "tpe", "optuna")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._optuna = optuna
@@ -68,7 +82,7 @@ class TpeSearcher(ModelSearcher):
         )
 
     def _propose(self, index: int) -> Proposal:
-        place = {"iteration": index // self._num_runs}
+        place = self.place(index)
         for attempt in range(ATTEMPTS):
             self._study.sampler = self._sampler(index * ATTEMPTS + attempt)
             trial = self._study.ask(self._distributions)
