@@ -95,7 +95,7 @@ def _detail_rows(journal: Journal, rows: list[RunRow]) -> list[dict[str, Any]]:
     outputs = journal.outputs_of(ids)
     metrics = journal.last_metrics(ids)
     given = journal.resources_of(ids)
-    places = journal.places_of(rows[0].sweep_id) if rows else {}
+    places = journal.places_of(rows[0].sweep_id, (r.idx for r in rows)) if rows else {}
     usage = journal.usage_of(ids)
     now = time.time()
     out = []
@@ -363,7 +363,7 @@ def run_detail(journal: Journal, ref: str) -> dict[str, Any]:
             for was, to, why, at in journal.transitions_of(run.id)
         ],
         "resources": journal.resources_of([run.id]).get(run.id),
-        "place": journal.places_of(run.sweep_id).get(run.idx),
+        "place": journal.places_of(run.sweep_id, [run.idx]).get(run.idx),
         "cpu_s": cpu_s,
         "max_rss": max_rss,
         # Where it ran (the sweep's invocation that made it) and what its spec added to the

@@ -219,7 +219,10 @@ def records_from_rows(journal: Journal, rows: list[RunRow]) -> list[RunRecord]:
     ids = [row.id for row in rows]
     outputs, metrics = journal.outputs_of(ids), journal.last_metrics(ids)
     given = journal.resources_of(ids)
-    places = {sweep: journal.places_of(sweep) for sweep in {row.sweep_id for row in rows}}
+    places = {
+        sweep: journal.places_of(sweep, (r.idx for r in rows if r.sweep_id == sweep))
+        for sweep in {row.sweep_id for row in rows}
+    }
     usage = journal.usage_of(ids)
     records = [
         record_from_row(

@@ -519,13 +519,14 @@ class SweepController:
         if not self.adaptive or self.resume is None:
             return [], 0
         rows = self.journal.suggestions_of(self.sweep_id)
+        runs = {run.id: run for run in self.journal.runs_of(self.sweep_id)}  # one read, not N
         ids = [row.run_id for row in rows if row.run_id is not None]
         metrics, outputs = self.journal.last_metrics(ids), self.journal.outputs_of(ids)
         history: list[Past] = []
         replay: list[tuple[int, Suggestion]] = []
         for row in rows:
             suggestion = Suggestion(row.params, row.place, row.resumes)
-            run = self.journal.find_run(row.run_id) if row.run_id is not None else None
+            run = runs.get(row.run_id) if row.run_id is not None else None
             observation = None
             if run is not None:
                 self._run_at[row.index] = run.id

@@ -537,10 +537,17 @@ class Journal(JournalWriter):
             for idx, params, place, resumes, run_id in rows
         ]
 
-    def places_of(self, sweep_id: str) -> dict[int, dict[str, Any]]:
-        """Where each run index sits in an adaptive search (empty for other kinds)."""
-        rows = self._query("SELECT idx, place FROM suggestions WHERE sweep_id = ?", (sweep_id,))
-        return {int(idx): json.loads(place) for idx, place in rows}
+    def places_of(self, sweep_id: str, indexes: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """Where these run indexes sit in an adaptive search (none for other kinds): read for
+        the span they cover, not the whole search (a page of runs asks for its own)."""
+        wanted = set(indexes)
+        if not wanted:
+            return {}
+        rows = self._query(
+            "SELECT idx, place FROM suggestions WHERE sweep_id = ? AND idx BETWEEN ? AND ?",
+            (sweep_id, min(wanted), max(wanted)),
+        )
+        return {int(idx): json.loads(place) for idx, place in rows if idx in wanted}
 
     def run_state(self, run_id: str) -> str | None:
         """The state of one run (None: no such run)."""
