@@ -14,6 +14,10 @@ Rows:
   home on disk or tmpfs: what a run that keeps its output costs on that file system.
 - ``ours, plugins on|off (HOME)``: ``orchestrator run`` with the built-in plugins (cache and
   early stopping) or ``--no-plugin`` for both; a fresh home each time.
+- ``ours, no provenance/usage (HOME)``: plugins on, with the sweep's provenance record (git,
+  the installed distributions; once per invocation, in a worker thread) and each run's usage
+  INSERT patched out: what issue 17's records cost. Below the table, the time ``collect``
+  itself takes in this checkout.
 
 Targets (issue 14): at 2,000 runs, plugins on, home on disk: <= 1.5x xargs (stretch 1.2x),
 ahead of GNU parallel in every round (or, where the disk's file creation makes that
@@ -97,6 +101,19 @@ FLOOR = textwrap.dedent("""
             os.close(fd)
 """)
 
+#: ``orchestrator`` with the provenance record and the per-run usage row patched out.
+WITHOUT_RECORDS = textwrap.dedent("""
+    import runpy, sys
+    from orchestrator.engine.sweep import SweepController
+    from orchestrator.store.journal import Journal
+    async def no_provenance(self):
+        return None
+    SweepController._record_provenance = no_provenance
+    Journal.set_usage = lambda self, *args, **kwargs: None
+    sys.argv[0] = "orchestrator"
+    runpy.run_module("orchestrator", run_name="__main__", alter_sys=True)
+""")
+
 
 def _peers(n: int, true: str) -> dict[str, Callable[[], Measure]]:
     py = sys.executable
@@ -134,14 +151,15 @@ def _in_place(base: Path, n: int, true: str, place: str) -> dict[str, Callable[[
         finally:
             shutil.rmtree(home, ignore_errors=True)
 
-    def ours(plugins: bool) -> Callable[[], Measure]:
+    def ours(plugins: bool, records: bool = True) -> Callable[[], Measure]:
         off = [] if plugins else ["--no-plugin", "cache", "--no-plugin", "early_stopping"]
+        launch = ["-m", "orchestrator"] if records else ["-c", WITHOUT_RECORDS]
 
         def once() -> Measure:
             home = fresh("home")
             try:
                 return run_measured(
-                    [py, "-m", "orchestrator", "run", str(spec), "--concurrency",
+                    [py, *launch, "run", str(spec), "--concurrency",
                      str(CONCURRENCY), "--home", str(home), "--json", *off],
                     cwd=base,
                 )  # fmt: skip
@@ -154,7 +172,25 @@ def _in_place(base: Path, n: int, true: str, place: str) -> dict[str, Callable[[
         f"floor + folder & 2 logs ({place})": floor_files,
         f"ours, plugins on ({place})": ours(True),
         f"ours, plugins off ({place})": ours(False),
+        f"ours, no provenance/usage ({place})": ours(True, records=False),
     }
+
+
+def provenance_ms(rounds: int = 5) -> float:
+    """Median milliseconds of one provenance record of this checkout (git status, diff and
+    the installed distributions), as a sweep collects it once per invocation."""
+    import os
+    import time
+
+    from orchestrator.provenance import collect
+
+    folder = Path(__file__).resolve().parent
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        collect(folder, dict(os.environ))
+        times.append(time.perf_counter() - start)
+    return median(times) * 1000
 
 
 #: The rows run above BIG by default: what the "ms/run at 50,000 vs 2,000" target needs.
@@ -196,6 +232,10 @@ def bench(
             f"{median([m.rss_kib for m in measures]) / 1024:.1f}",
         )
     table.print()
+    print(
+        f"provenance record, once per sweep invocation in a worker thread: "
+        f"{provenance_ms():.0f} ms (median of 5, this checkout)"
+    )
     return results
 
 

@@ -84,11 +84,44 @@ class _Sweep:
     #: Whether the parent existed already (a resumed sweep): look runs up before creating.
     resumed: bool = False
     children: dict[str, str] = field(default_factory=dict)
+    #: Where this invocation runs (:func:`provenance_tags`): on the parent and every run made.
+    provenance: dict[str, str] = field(default_factory=dict)
     #: A run's reports without a step get 0, 1, 2... per run.
     counters: dict[str, int] = field(default_factory=dict)
 
 
 _STOP = object()
+
+#: Provenance fields (as ``ctx.provenance()`` gives them) and the tags they become.
+_PROVENANCE_TAGS = {
+    "git_commit": "orchestrator.git.commit",
+    "git_tree": "orchestrator.git.tree",
+    "git_dirty": "orchestrator.git.dirty",
+    "diff_hash": "orchestrator.git.diff_hash",
+    "python": "orchestrator.python",
+    "python_version": "orchestrator.python_version",
+    "packages_hash": "orchestrator.packages_hash",
+    "host": "orchestrator.host",
+    "user": "orchestrator.user",
+    "platform": "orchestrator.platform",
+    "cwd": "orchestrator.cwd",
+}
+
+
+def provenance_tags(record: dict[str, Any] | None) -> dict[str, str]:
+    """The tags that tell which code, interpreter, packages and machine a run ran with; the
+    commit also as MLflow's own ``mlflow.source.git.commit``, which its UI shows. The large
+    parts (diff, package list, environment) go by hash: ``show`` prints them in full."""
+    if not record:
+        return {}
+    tags = {
+        tag: str(record[name]).lower() if isinstance(record[name], bool) else str(record[name])
+        for name, tag in _PROVENANCE_TAGS.items()
+        if record.get(name) is not None
+    }
+    if "orchestrator.git.commit" in tags:
+        tags["mlflow.source.git.commit"] = tags["orchestrator.git.commit"]
+    return tags
 
 
 class _Worker:
@@ -186,10 +219,12 @@ class _Worker:
                 "orchestrator.spec": self.sweep.spec_source,
                 "orchestrator.total": str(event.total),
                 "orchestrator.concurrency": str(event.concurrency),
+                **self.sweep.provenance,
             }
             parent = self.client.create_run(str(self.sweep.experiment), tags=tags).info.run_id
         else:
             self.client.update_run(parent, status="RUNNING")
+            self.tags(parent, self.sweep.provenance)  # this invocation's: the code may differ
         self.sweep.parent = parent
 
     def lookup(self, clause: str) -> str | None:
@@ -203,6 +238,8 @@ class _Worker:
         known = self.sweep.children.get(run_id)
         if known is None and self.sweep.resumed:
             known = self.lookup(f"tags.`{RUN_TAG}` = '{run_id}'")
+            if known is not None and self.sweep.provenance:
+                self.tags(known, self.sweep.provenance)  # it runs again, with this code
         if known is None:
             tags = {
                 "mlflow.parentRunId": str(self.sweep.parent),
@@ -210,6 +247,7 @@ class _Worker:
                 SWEEP_TAG: self.sweep_id,
                 RUN_TAG: run_id,
                 KIND_TAG: "run",
+                **self.sweep.provenance,
             }
             if index is not None:
                 tags["orchestrator.index"] = str(index)
@@ -273,6 +311,7 @@ class MlflowTracker:
     @hookimpl
     async def on_sweep_started(self, event: SweepStarted, ctx: PluginContext) -> None:
         sweep = self._sweep(ctx)
+        sweep.provenance = provenance_tags(await ctx.provenance())
         # Importing mlflow takes a second or more: in a thread, not on the loop.
         worker = await anyio.to_thread.run_sync(_Worker, sweep, ctx.sweep_id)
         sweep.thread = threading.Thread(target=worker.run, name="mlflow-tracker", daemon=True)

@@ -161,6 +161,16 @@ class PluginContext:
         journal.flush_sync(timeout, check=False)
         return journal.lost(self.sweep_id) is None
 
+    async def provenance(self) -> dict[str, Any] | None:
+        """Where this invocation of the sweep runs, as the journal (and ``show``) keeps it:
+        ``git_commit``, ``git_tree``, ``git_dirty``, ``diff``, ``python``,
+        ``python_version``, ``packages``, ``host``, ``user``, ``platform``, ``cwd``,
+        ``environment`` (secret-looking values redacted) and each large part's ``*_hash``.
+        Runs created from now on ran with it. None when it could not be collected."""
+        journal = self._sweep.journal
+        await journal.flush()
+        return journal.provenance_at(self.sweep_id, None)
+
     async def journaled_state(self, run_id: str) -> str | None:
         """The state the journal holds for any run of the home folder (None: unknown)."""
         journal = self._sweep.journal

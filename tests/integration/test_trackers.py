@@ -6,6 +6,9 @@ from __future__ import annotations
 import importlib.metadata
 import io
 import json
+import shutil
+import socket
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -149,6 +152,48 @@ def test_mlflow_tracker_writes_a_parent_and_a_child_per_configuration(
         (1, 0.8),
         (2, 0.6),
     ]
+
+
+def test_mlflow_runs_carry_the_provenance_show_prints(
+    trackers: None,
+    cli: Callable[..., CliResult],
+    write: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The code (commit, dirty), interpreter, packages and machine a run ran with are tags of
+    the sweep's MLflow run and of each configuration's, the same values ``show`` reads."""
+    mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    spec = sweep_spec(write)
+    git = ["git", "-C", str(spec.parent), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", spec.name], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "spec"], check=True)
+    (spec.parent / "notes.txt").write_text("uncommitted\n")  # the folder is now dirty
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True)
+    home = tmp_path / "home"
+    summary = run(cli, spec, home, "--plugin", "mlflow")
+    shown = cli("show", f"{summary['sweep']}:0", "--json", "--home", str(home))
+    provenance = json.loads(shown.out)["provenance"]
+    assert provenance["git_commit"] == commit.stdout.strip()
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (home / "mlruns").as_uri())
+    runs = mlflow.search_runs(experiment_names=["trk"], output_format="list")
+    assert len(runs) == 3
+    for tracked in runs:
+        tags = tracked.data.tags
+        assert tags["orchestrator.git.commit"] == provenance["git_commit"]
+        assert tags["mlflow.source.git.commit"] == provenance["git_commit"]
+        assert tags["orchestrator.git.dirty"] == "true"
+        assert tags["orchestrator.git.diff_hash"] == provenance["diff_hash"]
+        assert tags["orchestrator.packages_hash"] == provenance["packages_hash"]
+        assert tags["orchestrator.host"] == provenance["host"] == socket.gethostname()
+        assert tags["orchestrator.python_version"] == provenance["python_version"]
+        assert tags["orchestrator.cwd"] == provenance["cwd"]
 
 
 def test_an_unreachable_tracking_server_is_reported_and_the_sweep_goes_on(

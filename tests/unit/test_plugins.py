@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +17,7 @@ from orchestrator.engine.plugin_host import PluginHost
 from orchestrator.engine.states import RunState, SweepState
 from orchestrator.exceptions import PluginError
 from orchestrator.hooks import Skip, UseCached, hookimpl
+from orchestrator.store.journal import Journal
 from orchestrator.testing import FakeRun, run_fake_sweep
 
 SPEC = """
@@ -207,3 +210,27 @@ def test_ctx_can_stop_the_sweep_and_a_run(spec: Path) -> None:
     assert [(r.index, r.state, r.reason) for r in result.runs] == [
         (0, RunState.STOPPED, "stop that one")
     ]
+
+
+def test_a_plugin_reads_where_the_sweep_runs_as_the_journal_keeps_it(
+    spec: Path, tmp_path: Path
+) -> None:
+    seen: list[dict[str, Any] | None] = []
+
+    class Provenance:
+        @hookimpl
+        async def on_sweep_started(self, ctx: Any) -> None:
+            seen.append(await ctx.provenance())
+
+    home = tmp_path / "home"
+    run_fake_sweep(spec, ok, plugins=[Provenance()], home=home)
+    [record] = seen
+    assert record is not None
+    assert record["python"] == sys.executable
+    assert record["host"] == socket.gethostname()
+    assert record["packages_hash"] and "msgspec==" in record["packages"]
+    journal = Journal(home / "journal.sqlite")
+    try:
+        assert journal.provenance_at(journal.find_sweep("last").id, None) == record
+    finally:
+        journal.close()
