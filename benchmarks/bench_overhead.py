@@ -136,7 +136,10 @@ def _peers(n: int, true: str) -> dict[str, Callable[[], Measure]]:
 
 
 def _in_place(base: Path, n: int, true: str, place: str) -> dict[str, Callable[[], Measure]]:
-    """The rows that need a home: the floor with files, ours with plugins on and off."""
+    """The rows that need a home: the floor with files, ours with plugins on and off. Homes
+    stay until every round is done (``scratch`` removes them): on an ext4 without a journal,
+    creating a folder right after thousands were deleted is slower, and a round's ``rm -rf``
+    would be measured in the next round's ``mkdir``."""
     spec = base / "noop.yaml"
     spec.write_text(noop_spec(n))
     py = sys.executable
@@ -146,25 +149,18 @@ def _in_place(base: Path, n: int, true: str, place: str) -> dict[str, Callable[[
 
     def floor_files() -> Measure:
         home = fresh("floor")
-        try:
-            return run_measured([py, "-c", FLOOR, str(n), true, str(CONCURRENCY), str(home)])
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
+        return run_measured([py, "-c", FLOOR, str(n), true, str(CONCURRENCY), str(home)])
 
     def ours(plugins: bool, records: bool = True) -> Callable[[], Measure]:
         off = [] if plugins else ["--no-plugin", "cache", "--no-plugin", "early_stopping"]
         launch = ["-m", "orchestrator"] if records else ["-c", WITHOUT_RECORDS]
 
         def once() -> Measure:
-            home = fresh("home")
-            try:
-                return run_measured(
-                    [py, *launch, "run", str(spec), "--concurrency",
-                     str(CONCURRENCY), "--home", str(home), "--json", *off],
-                    cwd=base,
-                )  # fmt: skip
-            finally:
-                shutil.rmtree(home, ignore_errors=True)
+            return run_measured(
+                [py, *launch, "run", str(spec), "--concurrency",
+                 str(CONCURRENCY), "--home", str(fresh("home")), "--json", *off],
+                cwd=base,
+            )  # fmt: skip
 
         return once
 
