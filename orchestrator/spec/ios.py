@@ -2,13 +2,15 @@
 
 :func:`resolve_ios` reads the ``inputs`` and ``outputs`` sections once: names unique and not
 reserved, type expressions parsed (``isList`` wraps the type), ``isFlag`` only on ``bool``,
-``value`` and ``isOptional`` consistent, defaults coerced. :func:`typed_value` then turns any
+``value`` and ``isOptional`` consistent, defaults checked (and kept as written, as Polyaxon
+keeps them). :func:`typed_value` then turns any
 value given to an IO (param, ``-P``, matrix suggestion, rendered template) into the IO's type
 and checks its ``validation`` rules. A value written as a template is typed only once rendered.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +36,7 @@ class ResolvedIO:
     type: IOType
     is_output: bool
     required: bool
-    #: Coerced default; ``m.UNSET``-like absence is ``has_default=False``.
+    #: The default as written (:func:`as_written`); absence is ``has_default=False``.
     default: Any
     has_default: bool
 
@@ -60,6 +62,22 @@ def typed_value(value: Any, io: ResolvedIO, where: str) -> Any:
     if problem:
         raise SpecError(problem, field=where)
     return typed
+
+
+#: Types whose default given as text Polyaxon reads as JSON (``"4"`` is 4, ``"[1, 2]"`` a list).
+_READ_AS_JSON = frozenset({"int", "float", "list", "dict", "object", "any"})
+
+
+def as_written(default: Any, tp: IOType) -> Any:
+    """A declared default as Polyaxon keeps it: checked against the type but not converted
+    to it (``value: 3`` for a ``float`` stays 3, renders ``3``; ``"yes"`` for a ``bool`` stays
+    ``"yes"``), except that text for a number, list, dict or ``any`` is read as JSON."""
+    if isinstance(default, str) and tp.base.name in _READ_AS_JSON:
+        try:
+            return json.loads(default)
+        except ValueError:
+            return default
+    return default
 
 
 def is_template(value: Any) -> bool:
@@ -101,6 +119,7 @@ def resolve_ios(component: m.Component) -> list[ResolvedIO]:
             resolved = ResolvedIO(io, tp, section == "outputs", not optional, None, has_default)
             default = io.value if io.value is not msgspec.UNSET else None
             if has_default and default is not None and not is_template(default):
-                default = typed_value(default, resolved, f"{where}.value")
+                typed_value(default, resolved, f"{where}.value")  # it must fit the type
+                default = as_written(default, tp)
             out.append(ResolvedIO(io, tp, section == "outputs", not optional, default, has_default))
     return out

@@ -95,16 +95,23 @@ def _check_top(data: Any, source: str) -> None:
     if not isinstance(data, dict):
         shown = "an empty file" if data is None else type(data).__name__
         raise SpecError(f"expected a mapping at the top level, got {shown}", file=source)
+    for key in data:
+        if isinstance(key, str) and to_camel(key) != key:
+            # Polyaxon's reader refuses a top-level section not written as it writes it
+            # (``path_ref``) before anything else; nested keys may be snake_case.
+            raise SpecError(
+                f"unexpected section; the top level is written in camelCase: {to_camel(key)!r}",
+                field=key,
+                file=source,
+            )
     if "version" not in data:
         raise SpecError("required key missing; expected 1.1", field="version", file=source)
     version = data["version"]
-    if isinstance(version, bool) or not isinstance(version, int | float | str):
-        raise SpecError(f"expected 1.1, got {version!r}", field="version", file=source)
-    try:
-        number = float(version)
-    except ValueError:
-        raise SpecError(f"expected 1.1, got {version!r}", field="version", file=source) from None
-    if number != 1.1:
+    if isinstance(version, str):  # Polyaxon 2.16 refuses it (2.18 reads it as a number)
+        raise SpecError(
+            f"expected the number 1.1, got the string {version!r}", field="version", file=source
+        )
+    if isinstance(version, bool) or not isinstance(version, int | float) or version != 1.1:
         raise SpecError(f"expected 1.1, got {version!r}", field="version", file=source)
     if "kind" not in data:
         raise SpecError(

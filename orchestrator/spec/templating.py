@@ -277,8 +277,9 @@ class Renderer:
         """Render ``command`` or ``args`` into argv items (Polyaxon 2.18 rules).
 
         List items render as text (no literal_eval), non-strings become ``str(x)``, and
-        ``None`` and ``""`` are dropped, as is an item that renders ``None`` (an optional
-        input with no value), as Polyaxon 2.18 does. A plain string is one item, unless it
+        ``None`` and ``""`` are dropped, as is a template that renders ``None`` (an optional
+        input with no value), as Polyaxon 2.18 does; an item written ``"None"`` stays an
+        argument. A plain string is one item, unless it
         renders to a Python list literal (``"{{ params.as_args }}"``), which spreads into items.
         """
         if items is None:
@@ -299,8 +300,10 @@ class Renderer:
                 continue
             if isinstance(item, str):
                 text = self.render(item, context, field=f"{field}[{index}]")
+                if text == "None" and text != item:
+                    continue  # a template rendering None: an optional input left unset
             else:
                 text = str(item)
-            if text not in _DROPPED:
+            if text != "":
                 out.append(no_nul(text, f"{field}[{index}]"))
         return out

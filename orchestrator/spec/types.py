@@ -172,7 +172,7 @@ def coerce(value: Any, tp: IOType) -> Any:
     name = tp.name
     if isinstance(value, str) and name in _LOADABLE:
         try:
-            value = json.loads(value)
+            value = json.loads(value, parse_constant=_no_constant)
         except ValueError:
             if name in {"dict", "object", "list"}:
                 raise _fail(tp, value) from None
@@ -181,6 +181,34 @@ def coerce(value: Any, tp: IOType) -> Any:
     except KeyError:
         raise _fail(tp, value) from None
     return converter(value, tp)
+
+
+def _no_constant(name: str) -> Any:
+    """``NaN`` and ``Infinity`` are not JSON, and Polyaxon refuses them as numbers."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _json_number(text: str) -> int | float | None:
+    """``text`` as a JSON number (Polyaxon reads a number given as text, a ``-P`` value
+    included, as JSON: ``010``, ``.5``, ``+1``, ``1_000`` and ``nan`` are not numbers)."""
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except ValueError:
+        return None
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _not_json_number(tp: IOType, value: Any) -> CoercionError:
+    """The refusal of a text that Python would read as a number but JSON does not (``010``,
+    ``.5``, ``+1``, ``nan``): say why, or "expected int, got "010"" reads as a bug."""
+    error = _fail(tp, value)
+    if not isinstance(value, str):
+        return error
+    try:
+        float(value)
+    except ValueError:
+        return error
+    return CoercionError(f"{error}: a number given as text is read as JSON, as Polyaxon does")
 
 
 def _to_any(value: Any, tp: IOType) -> Any:
@@ -194,20 +222,19 @@ def _to_int(value: Any, tp: IOType) -> int:
         return value
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
-        return int(value)
-    raise _fail(tp, value)
+    number = _json_number(value) if isinstance(value, str) else None
+    if number is not None and float(number).is_integer():
+        return int(number)
+    raise _not_json_number(tp, value)
 
 
 def _to_float(value: Any, tp: IOType) -> float:
-    if isinstance(value, int | float):
+    if isinstance(value, int | float):  # YAML's .nan and .inf are floats, as Polyaxon keeps them
         return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    raise _fail(tp, value)
+    number = _json_number(value) if isinstance(value, str) else None
+    if number is not None:
+        return float(number)
+    raise _not_json_number(tp, value)
 
 
 def _to_bool(value: Any, tp: IOType) -> bool:

@@ -64,6 +64,8 @@ ERROR_FRAGMENTS: dict[str, tuple[str | tuple[str, str], ...]] = {
         ("input epochs is required", "matrix.values.1: input 'epochs' is required"),
         "no param was passed",
     ),
+    "params_cli_leading_zero": ("epochs", "010", ("to 'int'", "expected int")),
+    "params_text_not_json_number": ("lr", ".5", ("to 'float'", "expected float")),
     "random_missing_num_runs": ("matrix.", "numruns", "required"),
     "random_pchoice_sum_over_one": ("epochs", "pchoice", "sum to"),
     "required_input_missing": (
@@ -99,8 +101,15 @@ ERROR_FRAGMENTS: dict[str, tuple[str | tuple[str, str], ...]] = {
         ".numrun",
         ("extra inputs are not permitted", "unknown key"),
     ),
+    "struct_snake_top_section": (("unexpected section 'pathref'", "pathref: unexpected section"),),
     "struct_unknown_top_key": (("unexpected section 'foo'", "foo: unknown key"),),
     "struct_version_10": ("1.1", ("version specified is not supported", "expected 1.1, got 1.0")),
+    "struct_version_string": (
+        (
+            "not supported between instances of 'float' and 'str'",
+            "expected the number 1.1, got the string '1.1'",
+        ),
+    ),
     "types_bool_rejects_text": (
         ("for 'a'", "params.a.value"),
         ("to 'bool'", 'expected bool, got "maybe"'),

@@ -1,4 +1,5 @@
 import datetime as dt
+import math
 from typing import Any
 
 import pytest
@@ -6,6 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestrator.spec.types import CoercionError, coerce, parse_type
+
+AS_JSON = ": a number given as text is read as JSON, as Polyaxon does"
 
 
 def c(value: Any, tp: str) -> Any:
@@ -49,6 +52,10 @@ def c(value: Any, tp: str) -> Any:
         ({"url": "https://x"}, "git", {"url": "https://x"}),
         ("whatever", "any", "whatever"),
         ("a@b.co", "email", "a@b.co"),
+        (" 3 ", "int", 3),
+        ("1e3", "int", 1000),
+        ("true", "int", 1),
+        (" 2.5 ", "float", 2.5),
     ],
 )
 def test_coercion_matches_polyaxon(value: Any, tp: str, expected: Any) -> None:
@@ -72,6 +79,15 @@ def test_coercion_matches_polyaxon(value: Any, tp: str, expected: Any) -> None:
         ("2019-13-01", "date", 'expected date, got "2019-13-01"'),
         ("nope", "uuid", 'expected uuid, got "nope"'),
         ("nope", "email", 'expected email, got "nope"'),
+        # A number given as text is read as JSON, as Polyaxon reads it (-P values included).
+        ("010", "int", f'expected int, got "010"{AS_JSON}'),
+        ("+1", "int", f'expected int, got "+1"{AS_JSON}'),
+        ("1_000", "int", f'expected int, got "1_000"{AS_JSON}'),
+        (".5", "float", f'expected float, got ".5"{AS_JSON}'),
+        ("1.", "float", f'expected float, got "1."{AS_JSON}'),
+        ("nan", "float", f'expected float, got "nan"{AS_JSON}'),
+        ("Infinity", "float", f'expected float, got "Infinity"{AS_JSON}'),
+        ("07", "Optional[int]", f'expected int, got "07"{AS_JSON}'),
     ],
 )
 def test_coercion_errors_say_what_was_expected(value: Any, tp: str, message: str) -> None:
@@ -145,3 +161,8 @@ def test_list_of_float_coerces_every_item(items: list[float]) -> None:
 def test_int_rejects_fractions(x: float) -> None:
     with pytest.raises(CoercionError):
         c(x, "int")
+
+
+def test_yaml_nan_and_infinity_stay_floats_as_polyaxon_keeps_them() -> None:
+    assert math.isnan(c(float("nan"), "float"))
+    assert c(float("-inf"), "float") == float("-inf")
