@@ -25,18 +25,22 @@ from orchestrator.store.rows import RunRow, SweepRow
 
 __all__ = [
     "DIFFERED",
+    "Objective",
     "ResumePlan",
     "find_run",
     "find_sweep",
     "latest_records",
     "not_started",
+    "objective_of",
     "prepare_resume",
     "run_detail",
     "run_diff",
     "run_finished",
     "run_row",
     "sweep_detail",
+    "sweep_item",
     "sweep_items",
+    "sweep_source",
 ]
 
 
@@ -59,6 +63,30 @@ def run_row(r: RunRecord) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Objective:
+    """The metric a sweep optimises, and which way."""
+
+    metric: str
+    optimization: str  # "maximize" or "minimize"
+
+
+def objective_of(matrix: m.Matrix | None) -> Objective | None:
+    """What the matrix optimises (the CLI's "best run" line, the web page's sweep list): its
+    first ``metric_early_stopping`` rule, else its own ``metric`` (bayes, hyperopt, hyperband)
+    when that says which way; else None."""
+    if matrix is None:
+        return None
+    for rule in matrix.early_stopping or []:
+        if isinstance(rule, m.MetricEarlyStopping):
+            return Objective(rule.metric, rule.optimization)
+    metric = getattr(matrix, "metric", None)
+    if isinstance(metric, m.OptimizationMetric):
+        # Polyaxon's searches minimise a metric that does not say which way.
+        return Objective(metric.name, metric.optimization or "minimize")
+    return None
+
+
 def latest_records(journal: Journal, sweep_id: str) -> list[RunRecord]:
     """The newest run of every configuration of a sweep, with outputs and last metrics."""
     return records_from_rows(journal, journal.latest_runs(sweep_id))
@@ -66,26 +94,24 @@ def latest_records(journal: Journal, sweep_id: str) -> list[RunRecord]:
 
 def sweep_items(journal: Journal, limit: int) -> list[dict[str, Any]]:
     """The newest ``limit`` sweeps with their counts by state (``ls --json``, the API)."""
-    items = []
-    for s in journal.latest_sweeps(limit):
-        counts = journal.latest_state_counts(s.id)  # counted in SQL: no run is read here
-        started, finished = s.started_at, s.finished_at
-        items.append(
-            {
-                "id": s.id,
-                "name": s.name,
-                "spec": s.spec_path,
-                "state": s.state,
-                "reason": s.reason,
-                "counts": counts,
-                "total": s.total,
-                "started": started,
-                "duration_s": None
-                if started is None
-                else round((finished or time.time()) - started, 3),
-            }
-        )
-    return items
+    # Counted in SQL: no run is read here.
+    return [sweep_item(s, journal.latest_state_counts(s.id)) for s in journal.latest_sweeps(limit)]
+
+
+def sweep_item(s: SweepRow, counts: dict[str, int]) -> dict[str, Any]:
+    """One sweep of :func:`sweep_items`, with its configurations' counts by state."""
+    started, finished = s.started_at, s.finished_at
+    return {
+        "id": s.id,
+        "name": s.name,
+        "spec": s.spec_path,
+        "state": s.state,
+        "reason": s.reason,
+        "counts": counts,
+        "total": s.total,
+        "started": started,
+        "duration_s": None if started is None else round((finished or time.time()) - started, 3),
+    }
 
 
 def _detail_rows(journal: Journal, rows: list[RunRow]) -> list[dict[str, Any]]:
@@ -262,7 +288,7 @@ class ResumePlan:
     open_from: int | None = None
 
 
-def _sweep_source(row: SweepRow) -> LoadedSpec:
+def sweep_source(row: SweepRow) -> LoadedSpec:
     """The spec a sweep ran: the text a daemon journaled, or its file or URL again."""
     spec_path = row.spec_path or "<submitted>"
     if row.spec_text is not None:
@@ -298,7 +324,7 @@ def prepare_resume(
             f"sweep {sweep_id[:12]} is still running (pid {row.pid}); stop it first"
         )
     if loaded is None:
-        loaded = _sweep_source(row)
+        loaded = sweep_source(row)
     added = journal.open_mapping_of(sweep_id)
     matrix = loaded.operation.matrix
     if added is not None and isinstance(matrix, m.Mapping):

@@ -18,7 +18,6 @@ import sys
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
 import anyio
@@ -36,9 +35,8 @@ from orchestrator.engine.events import (
 )
 from orchestrator.engine.resources import given_text
 from orchestrator.engine.states import TERMINAL, RunState
-from orchestrator.history import run_row
+from orchestrator.history import Objective, objective_of, run_row
 from orchestrator.hooks import CACHE_HIT_REASON
-from orchestrator.spec import models as m
 from orchestrator.wording import plural
 
 __all__ = [
@@ -379,29 +377,6 @@ def short_reason(reason: str) -> str:
             break
         words.append(word)
     return (" ".join(words) or reason[: _SHORT - 1]) + "…"
-
-
-@dataclass(frozen=True)
-class Objective:
-    """The metric a sweep optimises, and which way."""
-
-    metric: str
-    optimization: str  # "maximize" or "minimize"
-
-
-def objective_of(matrix: m.Matrix | None) -> Objective | None:
-    """What the matrix optimises: its first ``metric_early_stopping`` rule, else its own
-    ``metric`` (bayes, hyperopt, hyperband) when that says which way; else None."""
-    if matrix is None:
-        return None
-    for rule in matrix.early_stopping or []:
-        if isinstance(rule, m.MetricEarlyStopping):
-            return Objective(rule.metric, rule.optimization)
-    metric = getattr(matrix, "metric", None)
-    if isinstance(metric, m.OptimizationMetric):
-        # Polyaxon's searches minimise a metric that does not say which way.
-        return Objective(metric.name, metric.optimization or "minimize")
-    return None
 
 
 def _number(row: dict[str, Any], name: str) -> float | None:

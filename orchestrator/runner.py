@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -22,6 +23,7 @@ from orchestrator.engine.recovery import open_journal
 from orchestrator.engine.states import SWEEP_TERMINAL, SweepState
 from orchestrator.engine.sweep import SweepController
 from orchestrator.exceptions import StoreError
+from orchestrator.executors.base import Executor
 from orchestrator.history import prepare_resume
 from orchestrator.output_guard import GuardedOutput
 from orchestrator.reporting import (
@@ -132,7 +134,8 @@ async def _main(
                     tg.start_soon(reporter.tick)
                 await tg.start(_watch_signals, controller, err, grace, outputs)
                 try:
-                    result = await controller.run()
+                    async with _opened(controller.executor):
+                        result = await controller.run()
                 finally:
                     with anyio.CancelScope(shield=True):
                         await controller.bus.close()
@@ -141,6 +144,13 @@ async def _main(
         finally:
             reporter.close()  # the last status line stays; what follows goes below it
     return result
+
+
+def _opened(executor: Executor) -> contextlib.AbstractAsyncContextManager[object]:
+    """An executor that holds a connection (Dask) is opened around the sweep."""
+    if isinstance(executor, contextlib.AbstractAsyncContextManager):
+        return executor
+    return contextlib.nullcontext()
 
 
 def _open_event_log(target: str | None, err: IO[str]) -> EventLog | None:
@@ -216,6 +226,8 @@ class RunOptions:
     gpus: str | None = None
     cpus: str | None = None
     memory: str | None = None
+    #: ``--executor dask --scheduler ADDRESS``: runs go to this Dask scheduler's workers.
+    scheduler: str | None = None
 
 
 def machine_pool(
@@ -385,6 +397,19 @@ def _home_arg(home: Path) -> str | None:
     return None if home == default_home(argparse.Namespace()) else str(home)
 
 
+def _where_runs_go(plan: Plan, options: RunOptions) -> tuple[ResourcePool | None, Executor | None]:
+    """This machine's resource pool (local runs), or a Dask executor for the plan's runs
+    (the cluster's workers hold the resources: no local pool), checked before anything is
+    journaled."""
+    if options.scheduler is None:
+        return machine_pool(options.gpus, options.cpus, options.memory, options.err), None
+    from orchestrator.executors.dask_executor import DaskCluster
+
+    cluster = DaskCluster(options.scheduler, grace=options.grace)
+    cluster.check()
+    return None, cluster.executor(plan.request)
+
+
 def _build(
     journal: Journal,
     plan: Plan,
@@ -415,9 +440,15 @@ def _build(
         overrides=overrides,
         max_time=options.max_time,
     )
-    pool = machine_pool(options.gpus, options.cpus, options.memory, err)
+    pool, executor = _where_runs_go(plan, options)
     controller = build_sweep(
-        plan, settings, journal=journal, plugins=plugins, resume=resume, resources=pool
+        plan,
+        settings,
+        journal=journal,
+        plugins=plugins,
+        resume=resume,
+        resources=pool,
+        executor=executor,
     )
     what = "sweep"
     if resume is not None:

@@ -21,6 +21,7 @@ from orchestrator.cli import (
     history_cmds,
     logs_cmd,
     plan_cmd,
+    report_cmd,
     run_cmds,
 )
 from orchestrator.cli.base import EXIT_FAILED, EXIT_USAGE, Commands, Handler, Parser, UsageError
@@ -29,7 +30,7 @@ from orchestrator.cli.options import home_option, version_option
 __all__ = ["main"]
 
 #: In the order ``--help`` lists their subcommands.
-_GROUPS = (plan_cmd, run_cmds, history_cmds, daemon_cmds, admin_cmds, logs_cmd)
+_GROUPS = (plan_cmd, run_cmds, history_cmds, report_cmd, daemon_cmds, admin_cmds, logs_cmd)
 
 
 def _build() -> tuple[Parser, Commands]:

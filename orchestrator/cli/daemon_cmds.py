@@ -1,4 +1,5 @@
-"""``daemon``, ``submit`` and ``stop``: serve the engine, and talk to the one serving."""
+"""``daemon``, ``submit``, ``stop`` and ``web``: serve the engine, and talk to the one
+serving."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from orchestrator.cli.base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Commands, UsageError
-from orchestrator.cli.options import home, home_option, overrides, param_option, resource_options
+from orchestrator.cli.options import (
+    dask_scheduler,
+    executor_options,
+    home,
+    home_option,
+    overrides,
+    param_option,
+    resource_options,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -18,6 +27,8 @@ def add_parser(commands: Commands) -> None:
     _add_daemon(commands)
     _add_submit(commands)
     _add_stop(commands)
+    _add_web(commands)
+    _add_dask_local(commands)
 
 
 def _add_daemon(commands: Commands) -> None:
@@ -48,8 +59,79 @@ def _add_daemon(commands: Commands) -> None:
         help="on SIGTERM, how long runs may finish before they are stopped",
     )
     resource_options(daemon)
+    executor_options(daemon)
     home_option(daemon)
     daemon.set_defaults(handler=_cmd_daemon)
+
+
+def _add_dask_local(commands: Commands) -> None:
+    local = commands.add_parser(
+        "dask-local",
+        help="start a Dask cluster on this machine for --executor dask",
+        description="Start a Dask LocalCluster of N worker processes bound to loopback, print "
+        "its scheduler address (the first line), and serve until Ctrl-C or SIGTERM. Needs the "
+        "dask extra.",
+    )
+    local.add_argument("workers", metavar="N", type=int, help="worker processes")
+    local.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="threads per worker: the most runs one worker holds at once (default 1)",
+    )
+    local.add_argument(
+        "--port", type=int, default=0, help="the scheduler's port (default 0: any free port)"
+    )
+    local.add_argument(
+        "--resources",
+        metavar="NAME=AMOUNT,...",
+        help="what each worker advertises, such as GPU=1 or GPU=1,MEM=16e9 (runs asking "
+        "nvidia.com/gpu, cpu or memory take GPU, CPU or MEM)",
+    )
+    local.add_argument(
+        "--dashboard", action="store_true", help="serve the dashboard on 127.0.0.1:8787"
+    )
+    local.set_defaults(handler=_cmd_dask_local)
+
+
+def _resources(text: str | None) -> dict[str, float] | None:
+    """``GPU=1,MEM=16e9`` as Dask worker resources."""
+    if not text:
+        return None
+    out: dict[str, float] = {}
+    for pair in text.split(","):
+        name, sep, amount = pair.partition("=")
+        try:
+            out[name.strip()] = float(amount)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise UsageError(f"--resources: expected NAME=AMOUNT[,...], got {text!r}")
+    return out
+
+
+def _cmd_dask_local(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    import importlib.util
+
+    from orchestrator.executors.dask_local import serve_local_cluster
+
+    if args.workers < 1 or args.threads < 1:
+        raise UsageError("dask-local needs N >= 1 workers and --threads >= 1")
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: expected 0 to 65535")
+    resources = _resources(args.resources)
+    if importlib.util.find_spec("distributed") is None:
+        err.write("orchestrator: dask-local needs distributed: pip install 'orchestrator[dask]'\n")
+        return EXIT_FAILED
+    return serve_local_cluster(
+        args.workers,
+        threads=args.threads,
+        port=args.port,
+        resources=resources,
+        dashboard=args.dashboard,
+        out=out,
+    )
 
 
 def _add_submit(commands: Commands) -> None:
@@ -86,12 +168,48 @@ def _add_stop(commands: Commands) -> None:
     stop.set_defaults(handler=_cmd_stop)
 
 
+def _add_web(commands: Commands) -> None:
+    web = commands.add_parser(
+        "web",
+        help="print a one-time sign-in link to the daemon's web page",
+        description="Ask the daemon of the home folder for a new sign-in link to its web page "
+        "(the daemon must listen on TCP: start it with --port). Each link works once, for 10 "
+        "minutes, and signs the browser in until the daemon stops.",
+    )
+    web.add_argument("--open", action="store_true", help="open the link in a browser too")
+    home_option(web)
+    web.set_defaults(handler=_cmd_web)
+
+
+def _cmd_web(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    with _daemon(args) as client:
+        response = client.post("/api/v1/web-login")
+    answer = response.json()
+    if response.status_code != 201:
+        err.write(f"orchestrator: {answer.get('error')}\n")
+        return EXIT_FAILED
+    out.write(f"{answer['url']}\n")
+    out.flush()
+    if args.open:
+        import webbrowser
+
+        if not webbrowser.open(answer["url"]):
+            err.write("orchestrator: no browser could be opened here: open the link yourself\n")
+    return EXIT_OK
+
+
 def _cmd_daemon(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     from orchestrator.daemon.server import serve
     from orchestrator.runner import machine_pool
 
     if args.max_runs < 1:
         raise UsageError("--max-runs must be >= 1")
+    scheduler, cluster = dask_scheduler(args), None
+    if scheduler is not None:
+        from orchestrator.executors.dask_executor import DaskCluster
+
+        cluster = DaskCluster(scheduler, grace=args.grace)
+        cluster.check()
     return serve(
         machine_pool(args.gpus, args.cpus, args.memory, err),
         home(args),
@@ -101,6 +219,7 @@ def _cmd_daemon(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         max_runs=args.max_runs,
         grace=args.grace,
         err=err,
+        cluster=cluster,
     )
 
 

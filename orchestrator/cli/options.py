@@ -161,6 +161,52 @@ def output_options(parser: argparse.ArgumentParser) -> None:
     )
     _cache_options(parser)
     resource_options(parser)
+    executor_options(parser)
+
+
+def executor_options(parser: argparse.ArgumentParser) -> None:
+    """Where runs execute (``run``, ``resume``, ``rerun``, ``daemon``): :func:`dask_scheduler`
+    reads them."""
+    parser.add_argument(
+        "--executor",
+        choices=("local", "dask"),
+        default="local",
+        help="run each run here (local, the default) or on a Dask cluster's workers (dask; "
+        "needs the dask extra and --scheduler)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="the Dask scheduler, such as tcp://127.0.0.1:8786 (default: "
+        "$DASK_SCHEDULER_ADDRESS; see `orchestrator dask-local`)",
+    )
+
+
+def dask_scheduler(args: argparse.Namespace) -> str | None:
+    """The Dask scheduler's address with ``--executor dask``; None for local runs. Bad
+    combinations are a UsageError."""
+    given = getattr(args, "scheduler", None)
+    if getattr(args, "executor", "local") != "dask":
+        if given:
+            raise UsageError("--scheduler goes with --executor dask")
+        return None
+    address = given or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if not address:
+        raise UsageError(
+            "--executor dask needs --scheduler ADDRESS (or DASK_SCHEDULER_ADDRESS); "
+            "`orchestrator dask-local N` starts a cluster on this machine"
+        )
+    if not re.fullmatch(r"(tcp|tls|ws|wss|ucx)://\S+", address):
+        raise UsageError(
+            f"--scheduler: expected tcp://HOST:PORT or tls://HOST:PORT, got {address!r}"
+        )
+    for name in ("gpus", "cpus", "memory"):
+        if getattr(args, name, None) is not None:
+            raise UsageError(
+                f"--{name} applies to local runs; with --executor dask the workers advertise "
+                "their resources (dask worker --resources)"
+            )
+    return address
 
 
 def resource_options(parser: argparse.ArgumentParser) -> None:
@@ -248,4 +294,5 @@ def run_options(args: argparse.Namespace, out: IO[str], err: IO[str]) -> RunOpti
         gpus=args.gpus,
         cpus=args.cpus,
         memory=args.memory,
+        scheduler=dask_scheduler(args),
     )

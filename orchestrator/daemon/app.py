@@ -3,7 +3,9 @@
 Requests over the Unix socket are trusted (the socket is 0600 in a 0700 folder); requests over
 TCP need ``Authorization: Bearer TOKEN``, and on a loopback address a ``Host`` that names it
 (``127.0.0.1:PORT``, ``[::1]:PORT`` or ``localhost:PORT``) and no foreign ``Origin``: a web
-page whose name was rebound to 127.0.0.1 gets 403 before the token is even looked at. Bodies
+page whose name was rebound to 127.0.0.1 gets 403 before the token is even looked at. A
+browser signs in once with the link the daemon prints and then carries a session cookie
+(:mod:`orchestrator.daemon.web_routes`). Bodies
 over 1 MiB get 413, malformed input 400 with a one-line reason. Every error, whoever raises
 it (a handler, Starlette's routing or body limit, an unexpected exception), is
 ``{"error": "one line"}``; an unexpected exception is a 500 and one line in the daemon's log,
@@ -22,6 +24,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -32,6 +35,16 @@ from starlette.routing import Route
 from orchestrator.daemon.hub import Hub
 from orchestrator.daemon.manager import SweepManager
 from orchestrator.daemon.routes import Api, failure, not_found
+from orchestrator.daemon.web_login import WebLogin
+from orchestrator.daemon.web_routes import (
+    ACTION_HEADER,
+    VIA_COOKIE,
+    is_page_path,
+    login,
+    session_of,
+    unauthorised_page,
+    web_routes,
+)
 from orchestrator.exceptions import OrchestratorError
 
 __all__ = ["MAX_BODY", "MAX_HEADERS", "TokenAuth", "build_app"]
@@ -61,8 +74,11 @@ def _header(scope: Scope, name: bytes) -> str | None:
 class TokenAuth:
     """Pure ASGI guard in front of the API: oversized headers get 431; TCP requests need a
     ``Host`` in ``hosts`` (when given: a loopback socket), an ``Origin`` (if any) that matches
-    it, and the bearer token; Unix-socket requests pass. Every error answer that leaves is
-    JSON, and an exception escaping the app is reported (one line) and answered 500."""
+    it, and the bearer token, or the web page's session cookie (set by a one-time sign-in link
+    ``GET /?login=CODE``; a POST with it also needs ``X-Orchestrator-Request: 1``);
+    Unix-socket requests pass. Every
+    error answer that leaves is JSON (but the 401 page a browser gets without the cookie), and
+    an exception escaping the app is reported (one line) and answered 500."""
 
     def __init__(
         self,
@@ -71,11 +87,13 @@ class TokenAuth:
         *,
         hosts: frozenset[str] = frozenset(),
         report: Callable[[str], None] | None = None,
+        web: WebLogin | None = None,
     ) -> None:
         self.app = app
         self.token = token
         self.hosts = hosts
         self.report = report
+        self.web = web
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -103,9 +121,27 @@ class TokenAuth:
         if origin is not None and origin.lower() != f"http://{host}":
             return _refuse(403, f"cross-origin request from {origin!r} refused")
         given = _header(scope, b"authorization") or ""
-        if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+        if hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+            return None
+        return self._browser_refusal(scope)
+
+    def _browser_refusal(self, scope: Scope) -> Response | None:
+        """A browser's request (no bearer token): ``GET /?login=CODE`` signs in; the session
+        cookie passes reads, and actions that carry the action header; without it, a page
+        path gets the HTML 401 page, an API path the JSON one."""
+        method, path, web = scope["method"], scope["path"], self.web
+        query = parse_qs(bytes(scope.get("query_string") or b"").decode("latin-1"))
+        if web is not None and method in ("GET", "HEAD") and path == "/" and "login" in query:
+            return login(query["login"][0], web)
+        cookie = session_of(_header(scope, b"cookie"), web.cookie) if web is not None else None
+        if web is None or not web.signed_in(cookie):
+            if is_page_path(path):
+                return unauthorised_page()
             return _refuse(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
-        return None
+        scope[VIA_COOKIE] = True
+        if method in ("GET", "HEAD") or _header(scope, ACTION_HEADER.lower().encode()) == "1":
+            return None  # a foreign Origin was refused above
+        return _refuse(403, f"an action from the web page needs the header {ACTION_HEADER}: 1")
 
     async def _answer(self, scope: Scope, receive: Any, send: Any) -> None:
         """Run the app; a non-JSON error answer (Starlette's plain-text 405/413/500) is sent
@@ -184,10 +220,13 @@ def build_app(
     *,
     hosts: frozenset[str] = frozenset(),
     report: Callable[[str], None] | None = None,
+    web: WebLogin | None = None,
+    url: str | None = None,
 ) -> TokenAuth:
     """The API over ``manager``'s sweeps and ``hub``'s events, guarded by :class:`TokenAuth`
     (``token`` None: no bearer check, the Unix socket only; ``hosts``: the ``Host`` values the
-    TCP socket answers to, empty for any; ``report``: where unexpected exceptions are told)."""
+    TCP socket answers to, empty for any; ``report``: where unexpected exceptions are told;
+    ``web``, ``url``: the browser sign-in and the TCP address, when there is one)."""
     api = Api(manager, hub, home)
     routes = [
         Route("/api/v1/health", api.health),
@@ -200,11 +239,15 @@ def build_app(
         Route("/api/v1/sweeps/{sweep}/configurations", api.add_configurations, methods=["POST"]),
         Route("/api/v1/sweeps/{sweep}/close", api.close_sweep, methods=["POST"]),
         Route("/api/v1/sweeps/{sweep}/resume", api.resume_sweep, methods=["POST"]),
+        Route("/api/v1/sweeps/{sweep}/metrics", api.sweep_metrics, methods=["GET"]),
+        Route("/api/v1/sweeps/{sweep}/metrics/names", api.sweep_metric_names, methods=["GET"]),
         Route("/api/v1/runs/{run}", api.show_run),
         Route("/api/v1/runs/{run}/diff", api.diff_runs),
+        Route("/api/v1/runs/{run}/metrics", api.run_metrics, methods=["GET"]),
         Route("/api/v1/runs/{run}/stop", api.stop_run, methods=["POST"]),
         Route("/api/v1/runs/{run}/logs", api.logs),
         Route("/api/v1/events", api.events),
+        *web_routes(web, url),  # the web page: its paths, /static/, sign-in links
     ]
     app = Starlette(
         routes=routes,
@@ -216,4 +259,4 @@ def build_app(
             Exception: failure,  # the 500 answer; TokenAuth reports the exception
         },
     )
-    return TokenAuth(app, token, hosts=hosts, report=report)
+    return TokenAuth(app, token, hosts=hosts, report=report, web=web)

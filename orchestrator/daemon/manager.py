@@ -8,12 +8,14 @@ the sweep). A journal that cannot write makes those calls fail with UnavailableE
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
 
+from orchestrator.daemon.journal_watch import JournalWatch
 from orchestrator.daemon.specs import SUBMIT_TIMEOUT_S, Compile, SpecMemo
 from orchestrator.engine.build import SweepSettings, build_sweep
 from orchestrator.engine.events import EVENT_TYPES, Event
@@ -31,8 +33,10 @@ from orchestrator.exceptions import (
     SweepBusyError,
     UnavailableError,
 )
+from orchestrator.executors.base import Executor
 from orchestrator.history import find_sweep, prepare_resume
 from orchestrator.spec import models as m
+from orchestrator.spec.resources import ResourceRequest
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import run_paths
 
@@ -78,12 +82,15 @@ class SweepManager:
         report: Any = None,
         inform: Any = None,
         resources: ResourcePool | None = None,
+        executors: Callable[[ResourceRequest], Executor] | None = None,
     ) -> None:
         self.home = home
         self.journal = journal
         self.slots = PrioritySlots(max_runs)
         #: The machine's GPUs, CPUs and memory, one inventory shared by every sweep.
         self.resources = resources
+        #: Where runs go when not here: a sweep's executor for its runs' request (Dask).
+        self.executors = executors
         self.grace = grace
         self.publish = publish
         self.plugins = plugins
@@ -118,6 +125,13 @@ class SweepManager:
     ) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            # Other processes' sweeps, live on the daemon's events; what recovery wrote
+            # before is history (flushed first, so the watch starts past it).
+            await self.journal.flush()
+            watch = JournalWatch(
+                self.journal.path, self.publish, self.sweeps.__contains__, report=self.report
+            )
+            await tg.start(watch.run)
             task_status.started()
             await anyio.sleep_forever()
 
@@ -249,6 +263,7 @@ class SweepManager:
             plugins=self.plugins,
             shared_slots=self.slots,
             resources=self.resources,
+            executor=self.executors(plan.request) if self.executors is not None else None,
             **services,
         )
 

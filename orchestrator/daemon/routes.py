@@ -13,12 +13,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from orchestrator.daemon.hub import Hub
 from orchestrator.daemon.manager import Submission, SweepManager
+from orchestrator.daemon.page_reads import PageReads
 from orchestrator.daemon.sse import event_frames, log_frames, log_range
 from orchestrator.engine.events import Event, LogLine, RunStateChanged
 from orchestrator.exceptions import (
@@ -35,10 +37,11 @@ from orchestrator.history import (
     run_detail,
     run_diff,
     sweep_detail,
-    sweep_items,
 )
 from orchestrator.store.layout import RunLayout
 from orchestrator.store.rows import RunRow, SweepRow
+from orchestrator.store.series import SeriesReader
+from orchestrator.sweep_board import Board
 
 __all__ = ["Api", "failure", "not_found"]
 
@@ -108,6 +111,14 @@ async def failure(request: Request, exc: Exception) -> Response:
     return _error(str(exc), status)
 
 
+def _size_of(path: Path) -> int:
+    """A log's size now (0 while it does not exist)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def _page(request: Request) -> tuple[int | None, int] | Response:
     """``?limit=&offset=`` (whole numbers; no limit: every run from ``offset``), or a 400."""
     values: list[int | None] = []
@@ -119,6 +130,32 @@ def _page(request: Request) -> tuple[int | None, int] | Response:
     return values[0], values[1] or 0
 
 
+#: Points per run and metric name a series answer gives by default, and at most.
+MAX_POINTS = (1000, 10_000)
+
+
+def _max_points(request: Request) -> int | Response:
+    """``?max_points=N`` (2 to 10,000; default 1,000), or a 400."""
+    text = request.query_params.get("max_points")
+    if text is None:
+        return MAX_POINTS[0]
+    digits = text.isascii() and text.isdigit() and len(text) <= 6  # int() of 5,000 raises
+    if not (digits and 2 <= int(text) <= MAX_POINTS[1]):
+        limit = MAX_POINTS[1]
+        return _error(f"max_points must be a whole number from 2 to {limit}, got {text!r}", 400)
+    return int(text)
+
+
+def _names(request: Request) -> list[str] | None:
+    """``?names=a,b`` as a list; None (every name) when absent or empty."""
+    names = [n for n in request.query_params.get("names", "").split(",") if n]
+    return names or None
+
+
+def _json(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
+
+
 class Api:
     """The handlers that need the daemon's state, bound to it once when the app is built."""
 
@@ -127,6 +164,9 @@ class Api:
         self.hub = hub
         self.home = home
         self.journal = manager.journal
+        #: The web page's heavy reads, off the event loop (see :mod:`.page_reads`).
+        self.page = PageReads(self.journal.path)
+        self.board = Board()
 
     async def _sweep(self, request: Request) -> SweepRow:
         """The sweep the path names, read after a journal flush (a sweep just accepted is
@@ -183,8 +223,51 @@ class Api:
         sweep just submitted is listed."""
         await self.journal.flush()
         limit_text = request.query_params.get("limit", "200")
-        limit = int(limit_text) if limit_text.isdigit() else 200
-        return JSONResponse(sweep_items(self.journal, min(limit, 10_000)))
+        digits = limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 6
+        limit = int(limit_text) if digits else 200
+        rows = self.journal.latest_sweeps(min(limit, 10_000))
+        here, board = frozenset(self.manager.sweeps), self.board
+
+        def items(reader: SeriesReader) -> list[dict[str, Any]]:
+            return [board.item(reader, row, here) for row in rows]
+
+        return JSONResponse(await self.page.run(items))
+
+    async def sweep_metrics(self, request: Request) -> Response:
+        """Each metric's series of the newest run of each configuration, thinned to
+        ``max_points`` per run and name (``names``: only those)."""
+        k = _max_points(request)
+        if isinstance(k, Response):
+            return k
+        names = _names(request)
+        sweep = await self._sweep(request)
+
+        def read(reader: SeriesReader) -> bytes:
+            series = reader.sweep_series(sweep.id, names, k)
+            return msgspec.json.encode({"sweep": sweep.id, "metrics": series})
+
+        return _json(await self.page.run(read))
+
+    async def sweep_metric_names(self, request: Request) -> Response:
+        """Every metric name the sweep's runs reported (for the page's metric chooser)."""
+        sweep = await self._sweep(request)
+        names = await self.page.run(lambda reader: reader.metric_names(sweep.id))
+        return JSONResponse({"names": names})
+
+    async def run_metrics(self, request: Request) -> Response:
+        """One run's series, thinned to ``max_points`` per name (``names``: only those)."""
+        k = _max_points(request)
+        if isinstance(k, Response):
+            return k
+        names = _names(request)
+        run = await self._run(request)
+
+        def read(reader: SeriesReader) -> bytes:
+            series = reader.run_series(run.id, run.idx, names, k)
+            flat = {name: by_index[run.idx] for name, by_index in series.items()}
+            return msgspec.json.encode({"run": run.id, "metrics": flat})
+
+        return _json(await self.page.run(read))
 
     async def show_sweep(self, request: Request) -> Response:
         """One sweep and its runs (``?limit=&offset=``: one page of them, with ``runs_total``
@@ -299,6 +382,10 @@ class Api:
         offset = int(offset_text) if offset_text and digits else 0
         path = RunLayout(self.home, row.id).run_dir / f"{stream}.log"
         if request.query_params.get("follow") not in ("1", "true"):
+            if request.method == "HEAD":  # the size only (the page asks where the end is)
+                size = await anyio.to_thread.run_sync(_size_of, path)
+                left = str(max(0, size - offset))
+                return Response(media_type="text/plain", headers={"Content-Length": left})
             # Sent one chunk at a time, from ``offset`` to the size it has now: a log may be
             # gigabytes, and several clients may read it at once.
             chunks, length = await log_range(path, offset)

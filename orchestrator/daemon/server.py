@@ -46,7 +46,7 @@ import socket
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 import h11
@@ -56,6 +56,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from orchestrator.daemon.app import MAX_HEADERS, build_app
 from orchestrator.daemon.hub import Hub
 from orchestrator.daemon.manager import SweepManager
+from orchestrator.daemon.web_login import WebLogin
 from orchestrator.diagnostics import LineLogger
 from orchestrator.diagnostics import configure as configure_diagnostics
 from orchestrator.engine.plugin_host import PluginHost
@@ -69,6 +70,9 @@ from orchestrator.store.layout import (
     journal_path,
     private_dir,
 )
+
+if TYPE_CHECKING:
+    from orchestrator.executors.dask_executor import DaskCluster
 
 __all__ = [
     "BODY_TIMEOUT",
@@ -320,9 +324,10 @@ def _url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _announce(log: Any, home: Path, sockets: list[socket.socket]) -> None:
-    """Say where the daemon listens and how to reach it, then "ready" (the last line of a
-    start: scripts wait for it with ``is_ready_record()``, which needs the event ``ready``)."""
+def _announce(log: Any, home: Path, sockets: list[socket.socket], web: WebLogin | None) -> None:
+    """Say where the daemon listens and how to reach it (over TCP, a one-time sign-in link
+    for the web page), then "ready" (the last line of a start: scripts wait for it with
+    ``is_ready_record()``, which needs the event ``ready``)."""
     unix = str(sockets[0].getsockname())
     where = {"socket": unix}
     listening = f"listening on {unix}"
@@ -330,6 +335,10 @@ def _announce(log: Any, home: Path, sockets: list[socket.socket]) -> None:
         where["url"] = _url(sockets[1])
         listening += f" and {where['url']} (bearer token in {daemon_info_path(home)})"
     log.info(listening)
+    if len(sockets) > 1 and web is not None:
+        # Usable once, with no time limit: the daemon may be opened hours after it started.
+        log.info(f"web page: {where['url']}/?login={web.issue(ttl=None)}")
+        log.info(f"another sign-in link: orchestrator web --home {home}")
     log.info(
         f"submit sweeps with `orchestrator submit SPEC --home {home}`; the HTTP API "
         f"(docs/api.md): curl --unix-socket {unix} http://daemon/api/v1/sweeps"
@@ -346,10 +355,13 @@ async def _main(
     grace: float,
     err: IO[str],
     resources: ResourcePool,
+    cluster: DaskCluster | None = None,
 ) -> None:
     log = configure_diagnostics(err)
     warnings = LineLogger(log, "warning").as_stream()  # for the functions that take ``err``
     hub = Hub()  # first, so that followers also see what recovery did
+    # The browser sign-in lives as long as this process: a restart signs every page out.
+    web = WebLogin(sockets[1].getsockname()[1]) if len(sockets) > 1 else None
     journal = open_journal(journal_path(home), warnings, announce=hub.publish)
     try:
 
@@ -365,10 +377,20 @@ async def _main(
             publish=hub.publish,
             plugins=plugins,
             report=report,
-            resources=resources,
+            resources=resources if cluster is None else None,  # the workers hold them
+            executors=cluster.executor if cluster is not None else None,
         )
         config = uvicorn.Config(
-            build_app(manager, hub, home, token, hosts=hosts, report=report),
+            build_app(
+                manager,
+                hub,
+                home,
+                token,
+                hosts=hosts,
+                report=report,
+                web=web,
+                url=_url(sockets[1]) if len(sockets) > 1 else None,
+            ),
             http=GuardedH11,
             log_config=None,
             access_log=False,
@@ -378,13 +400,14 @@ async def _main(
             h11_max_incomplete_event_size=MAX_HEADERS + 4096,
         )
         server = _EmbeddedServer(config)
-        async with _uvicorn_logs_to(log), anyio.create_task_group() as tg:
+        opened = cluster if cluster is not None else contextlib.nullcontext()
+        async with _uvicorn_logs_to(log), opened, anyio.create_task_group() as tg:
             await tg.start(manager.run)
             for sweep_id in manager.resume_lost():
                 log.info(f"resuming sweep {sweep_id[:12]} (its daemon was lost)", sweep_id=sweep_id)
             tg.start_soon(server.serve, sockets)
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                _announce(log, home, sockets)
+                _announce(log, home, sockets, web)
                 async for signum in signals:
                     name = signal.Signals(signum).name
                     log.info(
@@ -408,8 +431,10 @@ def serve(
     max_runs: int,
     grace: float,
     err: IO[str],
+    cluster: DaskCluster | None = None,
 ) -> int:
-    """Run the daemon in the foreground until SIGTERM/SIGINT; returns the exit code."""
+    """Run the daemon in the foreground until SIGTERM/SIGINT; returns the exit code. With
+    ``cluster``, every sweep's runs go to that Dask cluster's workers."""
     if port is not None and not 0 <= port <= 65535:
         raise StoreError(f"--port {port}: expected 0 to 65535")
     tcp_host = (host or "127.0.0.1") if host is not None or port is not None else None
@@ -438,7 +463,7 @@ def serve(
             hosts = _allowed_hosts(tcp)
             info.update(host=tcp.getsockname()[0], port=tcp.getsockname()[1], token=token)
         _write_private(info_path, json.dumps(info))
-        anyio.run(_main, home, sockets, token, hosts, max_runs, grace, err, resources)
+        anyio.run(_main, home, sockets, token, hosts, max_runs, grace, err, resources, cluster)
     finally:
         for sock in sockets:
             sock.close()

