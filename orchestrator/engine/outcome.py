@@ -121,8 +121,11 @@ def sweep_ending_counted(
     stop: SweepState | None,
     stop_reason: str | None,
     feed_error: str | None,
+    unrun: int = 0,
 ) -> tuple[SweepState, str | None]:
-    """:func:`sweep_ending` from the runs counted by state (a million runs need no list)."""
+    """:func:`sweep_ending` from the runs counted by state (a million runs need no list).
+    ``unrun``: configurations of the sweep that have no run and that this invocation was not
+    asked to run (a ``rerun --failed`` of a sweep stopped early): the sweep is not done."""
     if stop is not None:
         return stop, stop_reason
     total = sum(counts.values())
@@ -135,6 +138,10 @@ def sweep_ending_counted(
         return SweepState.STOPPED, "all runs were stopped"
     if feed_error is not None:
         return SweepState.FAILED, feed_error
+    if unrun > 0:
+        return SweepState.STOPPED, (
+            f"{unrun} of {total + unrun} configurations never ran (resume runs them)"
+        )
     return SweepState.SUCCEEDED, None
 
 

@@ -441,8 +441,14 @@ class SweepController:
         )
 
     def _ending(self, states: Counter[RunState]) -> tuple[SweepState, str | None]:
+        # A rerun of some configurations (``only``) leaves those that never ran unrun.
+        partial = self.resume is not None and self.resume.only is not None
         return sweep_ending_counted(
-            states, stop=self._stop_state, stop_reason=self.reason, feed_error=self._feed_error
+            states,
+            stop=self._stop_state,
+            stop_reason=self.reason,
+            feed_error=self._feed_error,
+            unrun=max(0, self.total - sum(states.values())) if partial else 0,
         )
 
     def _result_runs(self) -> Sequence[RunRecord]:

@@ -349,3 +349,43 @@ def test_journal_failure_mid_sweep_is_one_line(
         "failed (journal write failed: database or disk is full)"
     )
     assert "Traceback" not in result.err
+
+
+def test_a_rerun_of_the_failed_runs_of_a_sweep_stopped_early_does_not_end_it_succeeded(
+    write: Callable[..., Path], tmp_path: Path, cli: Callable[..., CliResult]
+) -> None:
+    """Early stopping ended the sweep after its first run failed; ``rerun --failed`` runs that
+    one again and it succeeds, but three configurations never ran: the sweep is not done,
+    and says so, until ``resume`` runs them."""
+    home, flag = tmp_path / "home", tmp_path / "fail"
+    flag.write_text("x")
+    code = f"import os, sys; sys.exit(1 if os.path.exists({str(flag)!r}) else 0)"
+    spec = write(f"""
+        version: 1.1
+        kind: operation
+        matrix:
+          kind: mapping
+          concurrency: 1
+          values: [{{i: 0}}, {{i: 1}}, {{i: 2}}, {{i: 3}}]
+          earlyStopping: [{{kind: failure_early_stopping, percent: 10}}]
+        component:
+          inputs: [{{name: i, type: int}}]
+          run: {{kind: job, container: {{command: ["{PY}", -c, "{code}", "{{{{ i }}}}"]}}}}
+    """)
+    first = cli(str(spec), "--json", "--home", str(home))
+    assert first.code == 1, first.err
+    assert [r["state"] for r in json.loads(first.out)["runs"]] == ["failed"]
+    flag.unlink()
+    again = cli("rerun", "last", "--failed", "--json", "--home", str(home))
+    summary = json.loads(again.out)
+    assert [r["state"] for r in summary["runs"]] == ["succeeded"]
+    assert (summary["state"], summary["reason"]) == (
+        "stopped",
+        "3 of 4 configurations never ran (resume runs them)",
+    )
+    assert again.code == 1
+    rest = cli("resume", "last", "--json", "--home", str(home))
+    assert rest.code == 0, rest.err
+    done = json.loads(rest.out)
+    assert done["state"] == "succeeded"
+    assert [r["state"] for r in done["runs"]] == ["succeeded"] * 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from orchestrator.engine.outcome import (
     retry_reason,
     run_ending,
     sweep_ending,
+    sweep_ending_counted,
 )
 from orchestrator.engine.states import RunState, SweepState, check_transition
 from orchestrator.executors.base import Outcome
@@ -149,3 +151,18 @@ def test_failure_reason_names_the_kind_first() -> None:
         failure_reason(OSError(errno.EIO, "Input/output error")) == "os_error: Input/output error"
     )
     assert failure_reason(KeyError("k")) == "internal_error: KeyError: 'k'"
+
+
+def test_configurations_left_unrun_by_a_partial_rerun_keep_the_sweep_from_succeeding() -> None:
+    done = Counter({RunState.SUCCEEDED: 2})
+    assert sweep_ending_counted(done, stop=None, stop_reason=None, feed_error=None, unrun=3) == (
+        SweepState.STOPPED,
+        "3 of 5 configurations never ran (resume runs them)",
+    )
+    assert sweep_ending_counted(done, stop=None, stop_reason=None, feed_error=None) == (
+        SweepState.SUCCEEDED,
+        None,
+    )
+    failed = Counter({RunState.SUCCEEDED: 1, RunState.FAILED: 1})
+    state, _ = sweep_ending_counted(failed, stop=None, stop_reason=None, feed_error=None, unrun=3)
+    assert state is SweepState.FAILED  # a failure says more than what is left to run
