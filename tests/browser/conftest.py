@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +23,7 @@ from tests.browser.support import (
     chromium,
     start_daemon,
 )
+from tests.daemon_process import daemon_process
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -50,21 +49,8 @@ def gates() -> Iterator[Gates]:
 
 @pytest.fixture
 def daemon() -> Iterator[Daemon]:
-    home = Path(tempfile.mkdtemp(prefix="orch-", dir="/tmp"))  # AF_UNIX paths are short
-    proc = start_daemon(home)
-    assert proc.stderr is not None
-    drain = threading.Thread(target=proc.stderr.read, daemon=True)
-    drain.start()
-    try:
+    with daemon_process(start_daemon, stop_timeout=30) as (home, proc):
         yield Daemon(home, proc)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(timeout=30)
-            assert code == 0, "a SIGTERM ends the daemon cleanly"
-        drain.join(5)
-        proc.stderr.close()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import pytest
 
 from orchestrator.diagnostics import is_ready_record
 from orchestrator.store.layout import daemon_info_path
+from tests.daemon_process import daemon_process
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -78,21 +79,8 @@ def start_daemon(home: Path) -> subprocess.Popen[str]:
 
 @pytest.fixture
 def daemon() -> Iterator[Daemon]:
-    home = Path(tempfile.mkdtemp(prefix="orch-", dir="/tmp"))  # AF_UNIX paths are short
-    proc = start_daemon(home)
-    assert proc.stderr is not None
-    drain = threading.Thread(target=proc.stderr.read, daemon=True)
-    drain.start()
-    try:
+    with daemon_process(start_daemon, stop_timeout=20) as (home, proc):
         yield Daemon(home, proc)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(timeout=20)
-            assert code == 0, "a SIGTERM ends the daemon cleanly"
-        drain.join(5)
-        proc.stderr.close()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def spec(command: list[str], values: list[dict[str, Any]] | None = None) -> str:

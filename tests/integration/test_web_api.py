@@ -5,12 +5,8 @@ the daemon reads back from the journal)."""
 from __future__ import annotations
 
 import json
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.daemon_process import daemon_process
 from tests.integration.test_daemon import ROOT, Daemon, sse, start_daemon
 
 PY = sys.executable
@@ -60,20 +57,8 @@ def sweep_spec(script: str, values: list[dict[str, Any]], *args: str) -> str:
 
 @pytest.fixture
 def daemon() -> Iterator[Daemon]:
-    home = Path(tempfile.mkdtemp(prefix="orch-", dir="/tmp"))  # AF_UNIX paths are short
-    proc = start_daemon(home)
-    assert proc.stderr is not None
-    drain = threading.Thread(target=proc.stderr.read, daemon=True)
-    drain.start()
-    try:
+    with daemon_process(start_daemon, stop_timeout=20) as (home, proc):
         yield Daemon(home, proc)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=20) == 0
-        drain.join(5)
-        proc.stderr.close()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 #: Seconds a test waits for what it expects on a stream (the stream pings every 15 s, so a
