@@ -107,6 +107,13 @@ def test_a_sweep_without_trackers_writes_nothing_of_theirs(
 
 
 # ---------------------------------------------------------------------- MLflow
+def mlflow_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No MLflow settings from the environment: the tracker's defaults (the home's own
+    store); what the plugin sets is restored after the test."""
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def test_mlflow_tracker_writes_a_parent_and_a_child_per_configuration(
     trackers: None,
     cli: Callable[..., CliResult],
@@ -115,8 +122,7 @@ def test_mlflow_tracker_writes_a_parent_and_a_child_per_configuration(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "MLFLOW_EXPERIMENT_NAME"):
-        monkeypatch.delenv(name, raising=False)  # restored after the plugin sets one
+    mlflow_defaults(monkeypatch)
     home = tmp_path / "home"
     summary = run(cli, sweep_spec(write), home, "--plugin", "mlflow")
     assert "plugin" not in summary["err"], summary["err"]
@@ -166,8 +172,7 @@ def test_mlflow_runs_carry_the_provenance_show_prints(
     mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "MLFLOW_EXPERIMENT_NAME"):
-        monkeypatch.delenv(name, raising=False)
+    mlflow_defaults(monkeypatch)
     spec = sweep_spec(write)
     git = ["git", "-C", str(spec.parent), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], check=True)
