@@ -13,6 +13,7 @@ orchestrator is refused, never read with a schema this code does not know.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -92,18 +93,33 @@ _V3 = """
 CREATE TABLE IF NOT EXISTS usage (run_id TEXT PRIMARY KEY, cpu_s REAL, max_rss INTEGER);
 """
 
+_V4 = """
+-- A pipeline (``run.kind: dag``) is a sweep whose nodes are sweeps of their own: each node's
+-- sweep names the pipeline's sweep and its operation's name; a hook's run, the sweep it
+-- followed.
+ALTER TABLE sweeps ADD COLUMN parent_id TEXT;
+ALTER TABLE sweeps ADD COLUMN node TEXT;
+CREATE INDEX IF NOT EXISTS sweeps_by_parent ON sweeps (parent_id);
+-- Where a run was sent when it did not run on this machine (a Dask worker): the worker's
+-- address and host name, per attempt's latest.
+CREATE TABLE IF NOT EXISTS placements (
+    run_id TEXT PRIMARY KEY, worker TEXT NOT NULL, host TEXT
+);
+"""
+
 #: Every table and index of a new journal.
-SCHEMA = _V1 + _V2 + _V3
+SCHEMA = _V1 + _V2 + _V3 + _V4
 
 #: The journal version this code writes and reads.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: What brings a journal of version ``v - 1`` to version ``v``, by ``v``. Version 1 is the
 #: schema as first versioned: a journal from before (``user_version`` 0) gets the tables and
 #: indexes it lacks, as every earlier release created them (``IF NOT EXISTS``). Version 2 adds
-#: provenance, version 3 each run's resource usage. A later change adds its statements here
+#: provenance, version 3 each run's resource usage, version 4 pipelines (a sweep's parent and
+#: node) and where runs were placed. A later change adds its statements here
 #: and to :data:`SCHEMA`, and bumps :data:`SCHEMA_VERSION`.
-MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
 
 
 def connect(path: Path, schema: bool = False) -> sqlite3.Connection:
@@ -160,12 +176,27 @@ def _bring_up(conn: sqlite3.Connection, path: Path) -> None:
         )
         for target, script in steps.items():
             for statement in _statements(script):
-                conn.execute(statement)
+                if not _adds_existing_column(conn, statement):
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {target:d}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+_ADD_COLUMN = re.compile(r"^ALTER TABLE (\w+) ADD COLUMN (\w+)", re.IGNORECASE | re.MULTILINE)
+
+
+def _adds_existing_column(conn: sqlite3.Connection, statement: str) -> bool:
+    """Whether ``statement`` adds a column the table already has (SQLite has no ``ADD COLUMN
+    IF NOT EXISTS``; a journal of version 0 may come from a release that had the column), so
+    every step of a migration can be applied again."""
+    match = _ADD_COLUMN.search(statement)
+    if match is None:
+        return False
+    table, column = match.groups()
+    return any(row[1] == column for row in conn.execute(f"PRAGMA table_info({table})"))
 
 
 def _statements(script: str) -> list[str]:

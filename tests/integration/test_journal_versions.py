@@ -99,3 +99,28 @@ def test_processes_opening_an_old_journal_together_migrate_it_once(tmp_path: Pat
 
 def _version_of(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def test_a_version_3_journal_gains_pipelines_and_placements_keeping_its_rows(
+    tmp_path: Path,
+) -> None:
+    """Version 4 adds columns to ``sweeps``: SQLite's ALTER TABLE runs once, in the migration's
+    transaction, and a journal that already has a column (from a release before versioning)
+    is brought up too."""
+    from orchestrator.store.schema import MIGRATIONS, connect
+
+    path = tmp_path / "journal.sqlite"
+    with sqlite3.connect(path) as db:
+        for version in (1, 2, 3):
+            db.executescript(MIGRATIONS[version])
+        db.execute("INSERT INTO sweeps (id, state) VALUES ('s1', 'succeeded')")
+        db.execute("PRAGMA user_version = 3")
+    connect(path, schema=True).close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT id, parent_id, node FROM sweeps").fetchall() == [
+            ("s1", None, None)
+        ]
+        assert db.execute("SELECT count(*) FROM placements").fetchone() == (0,)
+        db.execute("PRAGMA user_version = 0")  # columns already there, no version
+    connect(path, schema=True).close()
+    assert _version(path) == SCHEMA_VERSION
