@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import anyio
 import msgspec
@@ -33,7 +34,12 @@ class _MetricLine(msgspec.Struct):
     step: int | None = None
 
 
+class _OutputsLine(msgspec.Struct):
+    outputs: dict[str, Any]
+
+
 _decode_metrics = msgspec.json.Decoder(_MetricLine).decode
+_decode_outputs = msgspec.json.Decoder(_OutputsLine).decode
 
 
 class RunOutput:
@@ -52,8 +58,8 @@ class RunOutput:
     async def line(self, stream: str, text: str) -> None:
         if stream == "stderr":
             self.run.stderr_tail.append(text)
-        elif text.startswith("{") and '"metrics"' in text:
-            await self._metric_line(text)
+        elif text.startswith("{"):
+            await self._report_line(text)
         if self.want_lines:
             run = self.run
             await self.bus.emit(LogLine, run_id=run.id, index=run.index, stream=stream, line=text)
@@ -93,12 +99,27 @@ class RunOutput:
             stop = data.find(b"\n", at, end)
             if stop < 0:
                 stop = end
-            text = data[at:stop].decode(errors="replace")
-            if '"metrics"' in text:
-                await self._metric_line(text)
+            await self._report_line(data[at:stop].decode(errors="replace"))
             at = data.find(b"\n{", stop, end) + 1
             if not at:
                 return
+
+    async def _report_line(self, text: str) -> None:
+        """A line starting with ``{``: a metrics report (``log_metrics``), an outputs report
+        (``log_outputs``), or anything else the run printed."""
+        if '"metrics"' in text:
+            await self._metric_line(text)
+        elif '"outputs"' in text:
+            self._outputs_line(text)
+
+    def _outputs_line(self, text: str) -> None:
+        """``{"outputs": {...}}``: the run's outputs, key by key, later lines winning (as
+        Polyaxon's ``log_outputs``); journaled with the run's end, like outputs set by metrics."""
+        try:
+            record = _decode_outputs(text)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return
+        self.run.outputs.update(record.outputs)
 
     async def _metric_line(self, text: str) -> None:
         try:

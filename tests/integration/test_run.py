@@ -276,6 +276,24 @@ async def test_metrics_are_parsed_and_outputs_taken_from_them(harness: Harness) 
     ]
 
 
+async def test_outputs_lines_set_outputs_of_any_json_type(harness: Harness, tmp_path: Path) -> None:
+    """``log_outputs`` (``{"outputs": {...}}`` on stdout) sets outputs, later lines winning key
+    by key, and they are journaled with the run: a pipeline passes them downstream."""
+    script = tmp_path / "outputs.py"
+    script.write_text(
+        "from orchestrator.tracking import log_outputs\n"
+        "log_outputs(data='/tmp/x.csv', sizes=[1, 2])\n"
+        "print('{not json')\n"
+        "log_outputs(sizes=[3])\n"
+    )
+    text = spec_text([PY, str(script)], outputs="[{name: data, type: str}]")
+    result = await harness.run(harness.controller(text))
+    (run,) = result.runs
+    assert run.outputs == {"data": "/tmp/x.csv", "sizes": [3]}
+    rows = harness.rows("SELECT name, value FROM outputs WHERE run_id = ? ORDER BY name", run.id)
+    assert rows == [("data", json.dumps("/tmp/x.csv")), ("sizes", json.dumps([3]))]
+
+
 async def test_environment_and_working_dir(harness: Harness, tmp_path: Path) -> None:
     text = spec_text(
         [PY, str(COMPONENTS / "output.py"), "env"],
