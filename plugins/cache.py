@@ -17,8 +17,9 @@ The key (:mod:`orchestrator_plugins.cache_key`) hashes Polyaxon's parts: the com
 inputs and context params; and, per ``cache.sections``, the rendered command, env and working
 folder, the code by content (:mod:`orchestrator_plugins.cache_tree`: the git tree of the
 working folder's repository, without the polyaxonfiles, the home folder and what
-``.orchestratorignore`` names; and the content of every argv item that names a file), ``init``
-and ``connections``. The git tree is read once per sweep and working folder (``ctx.per_sweep``):
+``.orchestratorignore`` names; and the content of every argv item that names a file, which
+:mod:`orchestrator_plugins.cache_argv` tells without a ``stat`` per item and run), ``init`` and
+``connections``. The git tree is read once per sweep and working folder (``ctx.per_sweep``):
 a daemon's next sweep sees an edit made in between.
 """
 
@@ -28,9 +29,11 @@ import asyncio
 import functools
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from stat import S_ISREG
 from typing import IO, Any, NamedTuple
 
 import anyio
@@ -46,6 +49,7 @@ from orchestrator.plugin import (
 from orchestrator.procinfo import is_same_process, start_time
 from orchestrator.store.cache import CacheEntry, CacheStore, Claim, Decision
 
+from .cache_argv import FolderNames, cannot_name_a_file, folded
 from .cache_key import (
     SECTIONS,
     command_parts,
@@ -78,6 +82,8 @@ class _Shape(NamedTuple):
     types: dict[str, str]
     #: The working folder of a run that names none.
     base_dir: str
+    #: The component's hash (the plan hashes it anew at each ask).
+    component: str
 
 
 class _SweepMemo:
@@ -99,6 +105,8 @@ class _SweepMemo:
         #: The path of an argv item that is a file -> its digest, read once per sweep like
         #: the code tree: a sweep's runs see the code as it was when it began.
         self.argv_files: dict[str, str] = {}
+        #: The entries of each working folder that may be files, as the folder is now.
+        self.folders = FolderNames()
         self.shape: _Shape | None = None
 
 
@@ -110,7 +118,9 @@ class RunCache:
     ORCHESTRATOR_PLUGIN_API = 1
 
     def __init__(self) -> None:
-        self._inflight: dict[str, tuple[str, anyio.Event]] = {}
+        self._inflight: dict[str, _Flight] = {}
+        #: Where the writer thread answers claims for the running event loop.
+        self._mailbox: _Mailbox | None = None
         self._stores: dict[Path, CacheStore] = {}
         self._err: IO[str] | None = None
         self._started: tuple[int, int | None] | None = None
@@ -146,16 +156,17 @@ class RunCache:
                 set(cache.sections) if cache is not None and cache.sections else set(SECTIONS),
                 {io.name: str(io.type) for io in plan.ios if not io.is_output},
                 str(plan.spec.base_dir),
+                plan.component_hash,
             )
-        wanted, sections, types, base_dir = memo.shape
-        parts: dict[str, Any] = {"component": plan.component_hash}
+        wanted, sections, types, base_dir, component = memo.shape
+        parts: dict[str, Any] = {"component": component}
         parts.update(param_parts(spec.params, types, wanted))
         mask = masker(ctx.home, run.id)
         if "containers" in sections:
             cwd = spec.working_dir or base_dir
             parts.update(command_parts(spec.argv, spec.env, spec.working_dir or "", mask))
             parts.update(await self._file_parts(spec.argv, cwd, memo))
-            parts["code:tree"] = await self._tree(cwd, ctx)
+            parts["code:tree"] = memo.trees.get(cwd) or await self._tree(cwd, ctx)
         if "init" in sections:
             parts["init"] = mask(msgspec.json.encode(spec.init).decode())
         if "connections" in sections:
@@ -163,13 +174,26 @@ class RunCache:
         return parts
 
     async def _file_parts(self, argv: list[str], cwd: str, memo: _SweepMemo) -> dict[str, str]:
+        """``code:file ITEM`` for each argv item naming a file. A file is read once per sweep;
+        an item naming an entry of the working folder is looked at only if the folder has
+        one by that name that may be a file (:mod:`.cache_argv`)."""
         files = {}
+        listed: frozenset[str] | None = None
+        looked = False  # at the folder, once per run, before any item
+        inside = cwd if not cwd or cwd.endswith("/") else cwd + "/"  # as os.path.join would
         for item in argv:
-            where = item if os.path.isabs(item) else os.path.join(cwd, item)
+            if cannot_name_a_file(item):
+                continue
+            where = item if item.startswith("/") else inside + item
             found = memo.argv_files.get(where)
             if found is None:
+                if "/" not in item:  # an entry of the working folder itself
+                    if not looked:
+                        listed, looked = memo.folders.maybe_files(cwd), True
+                    if listed is not None and folded(item) not in listed:
+                        continue
                 found = await self._file_digest(where, memo.files)
-                if found is not None:  # only files: a param value is looked at again
+                if found is not None:
                     memo.argv_files[where] = found
             if found is not None:
                 files[f"code:file {item}"] = found
@@ -180,6 +204,8 @@ class RunCache:
         try:
             stat = os.stat(where)  # one cheap syscall; the hash is remembered per mtime
         except OSError:
+            return None
+        if not S_ISREG(stat.st_mode):  # a folder: no thread needed to say so
             return None
         known = known_files.get((where, stat.st_mtime_ns, stat.st_size))
         return known or await anyio.to_thread.run_sync(_file_digest, Path(where), known_files)
@@ -231,8 +257,8 @@ class RunCache:
             if isinstance(found, UseCached):
                 return self._hit(run, ctx, found)
             owner = self._inflight.get(key)
-            if owner is not None and owner[0] != run.id:
-                return Defer(owner[1])
+            if owner is not None and owner.run_id != run.id:
+                return Defer(owner.event())
             holder = self._claim(run, ctx, key)
             if holder is None:
                 return await self._claimed_miss(run, ctx, key, ttl, found)
@@ -264,20 +290,28 @@ class RunCache:
         store = self.store(ctx.home)
         claim = self._new_claim(run, ctx, key)
         miss = self._decision(run, ctx, "miss", NO_ENTRY, None)
-        loop = asyncio.get_running_loop()  # the orchestrator runs on asyncio only
-        mine = self._inflight[key] = (run.id, anyio.Event())
-        future: asyncio.Future[bool] = loop.create_future()
+        mailbox = self._mailbox_here()
+        mine = self._inflight[key] = _Flight(run.id)
+        future: asyncio.Future[bool] = mailbox.loop.create_future()
         taken = False
         try:
-            answer = _Answer(loop, future, functools.partial(store.release_later, key, run.id))
+            answer = _Answer(mailbox, future, functools.partial(store.release_later, key, run.id))
             taken = store.claim_unanswered_later(claim, answer, decision=miss) and await future
         finally:
             if taken:
                 self._memo(ctx).claimed[run.id] = key
             elif self._inflight.get(key) is mine:
                 del self._inflight[key]
-                mine[1].set()  # a twin that deferred to this run asks again
+                mine.end()  # a twin that deferred to this run asks again
         return taken
+
+    def _mailbox_here(self) -> _Mailbox:
+        """The mailbox of the running event loop (the orchestrator runs on asyncio only)."""
+        loop = asyncio.get_running_loop()
+        mailbox = self._mailbox
+        if mailbox is None or mailbox.loop is not loop:
+            mailbox = self._mailbox = _Mailbox(loop)
+        return mailbox
 
     def _claim(self, run: Any, ctx: Any, key: str) -> Claim | None:
         """Claim ``key`` for ``run`` in the store; the live holder when another has it."""
@@ -300,7 +334,7 @@ class RunCache:
     def _hold(self, run: Any, ctx: Any, key: str) -> None:
         """The claim is ours. Synchronous from the claim to here: a twin in this process
         sees one or both."""
-        self._inflight[key] = (run.id, anyio.Event())
+        self._inflight[key] = _Flight(run.id)
         self._memo(ctx).claimed[run.id] = key
 
     async def _lookup(self, run: Any, ctx: Any, key: str, ttl: float | None) -> UseCached | str:
@@ -432,9 +466,9 @@ class RunCache:
         if in_store:
             self.store(ctx.home).release_later(key, run_id)
         owner = self._inflight.get(key)
-        if owner is not None and owner[0] == run_id:
+        if owner is not None and owner.run_id == run_id:
             del self._inflight[key]
-            owner[1].set()
+            owner.end()
 
 
 def _file_digest(path: Path, known_files: dict[tuple[str, int, int], str]) -> str | None:
@@ -456,23 +490,85 @@ def _file_digest(path: Path, known_files: dict[tuple[str, int, int], str]) -> st
     return known
 
 
+class _Flight:
+    """A run of this process in flight under a key; its twins here wait for :meth:`end`.
+    The event is made only when a twin asks for it (most runs have none)."""
+
+    __slots__ = ("_ended", "_event", "run_id")
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self._event: anyio.Event | None = None
+        self._ended = False
+
+    def event(self) -> anyio.Event:
+        if self._event is None:
+            self._event = anyio.Event()
+            if self._ended:
+                self._event.set()
+        return self._event
+
+    def end(self) -> None:
+        self._ended = True
+        if self._event is not None:
+            self._event.set()
+
+
+class _Mailbox:
+    """Answers from the store's writer thread to one event loop. Only the first answer since
+    the loop last emptied it wakes the loop; the others ride along, so a transaction that
+    took several claims costs the loop one wake-up, not one each."""
+
+    __slots__ = ("_answers", "_lock", "_woken", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._answers: list[tuple[Callable[[bool], None], bool]] = []
+        self._lock = threading.Lock()
+        self._woken = False
+
+    def post(self, deliver: Callable[[bool], None], taken: bool) -> None:
+        """On the writer thread: ``deliver(taken)`` runs on the loop, soon."""
+        with self._lock:
+            self._answers.append((deliver, taken))
+            if self._woken:
+                return
+            self._woken = True
+        try:
+            self.loop.call_soon_threadsafe(self._empty)
+        except RuntimeError:  # the loop has closed: nobody waits for these answers
+            with self._lock:
+                self._woken = False
+            raise
+
+    def _empty(self) -> None:
+        with self._lock:
+            answers, self._answers = self._answers, []
+            self._woken = False
+        for deliver, taken in answers:
+            try:
+                deliver(taken)
+            except Exception as exc:  # as a handle of its own would: the others still go
+                self.loop.call_exception_handler({"message": "cache answer", "exception": exc})
+
+
 class _Answer:
     """Tells a run waiting on the event loop whether the store's writer thread took its
     claim. A run cancelled meanwhile is not there to hold it: it is let go again."""
 
-    __slots__ = ("_future", "_loop", "_release")
+    __slots__ = ("_future", "_mailbox", "_release")
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
+        mailbox: _Mailbox,
         future: asyncio.Future[bool],
         release: Callable[[], None],
     ) -> None:
-        self._loop, self._future, self._release = loop, future, release
+        self._mailbox, self._future, self._release = mailbox, future, release
 
     def __call__(self, taken: bool) -> None:
         """On the writer thread."""
-        self._loop.call_soon_threadsafe(self._deliver, taken)
+        self._mailbox.post(self._deliver, taken)
 
     def _deliver(self, taken: bool) -> None:
         if not self._future.done():

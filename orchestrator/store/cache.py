@@ -465,19 +465,22 @@ class CacheStore:
         answers: list[tuple[Callable[[bool], None], bool]] = []
         try:
             with self._write() as db:
-                decisions = [w.decision for w in writes if w.decision is not None]
-                if decisions:
-                    _insert_decisions(db, decisions)
+                # The decisions in the order they came, in one go (one trim, not one each).
+                decisions: list[Decision] = []
                 for write in writes:
+                    if write.decision is not None:
+                        decisions.append(write.decision)
                     if write.claim is not None and write.answer is not None:
                         before = db.total_changes
                         db.execute(_CLAIM_UNANSWERED, write.claim)
                         taken = db.total_changes > before
                         if taken and write.decision_if_taken is not None:
-                            _insert_decisions(db, [write.decision_if_taken])
+                            decisions.append(write.decision_if_taken)
                         answers.append((write.answer, taken))
                     if write.release is not None:
                         db.execute("DELETE FROM claims WHERE key = ? AND run_id = ?", write.release)
+                if decisions:
+                    _insert_decisions(db, decisions)
         except BaseException:
             answers = [(w.answer, False) for w in writes if w.answer is not None]
             raise
@@ -553,8 +556,8 @@ def _insert_entry(db: sqlite3.Connection, entry: CacheEntry) -> None:
 
 
 def _insert_decisions(db: sqlite3.Connection, decisions: list[Decision]) -> None:
-    """Keep ``decisions`` (each replacing an earlier one of its run) and drop the oldest
-    beyond :data:`MAX_DECISIONS`."""
+    """Keep ``decisions`` (each replacing an earlier one of its run, in order) and drop the
+    oldest beyond :data:`MAX_DECISIONS`."""
     cursor = db.cursor()
     for decision in decisions:
         cursor.execute(
