@@ -6,8 +6,9 @@ each measure opens its own client (not timed) and drives the executor directly (
 no engine), so the figures are the executors' own:
 
 - ``overhead, 8 in flight``: N runs of ``/bin/true``, 8 at a time; wall / N. Dask adds a task
-  submission, the claim (two scheduler round trips), the run's supervisor (a Python start on
-  the worker) and the messages back.
+  submission, the claim (two scheduler round trips), a message to the worker's supervisor
+  (one per worker process, started by its first run: no Python start per run) and the
+  messages back.
 - ``one run alone, start to end``: M runs of ``/bin/true`` one after the other; wall / M.
 - ``line latency``: a child prints 500 lines 5 ms apart, each carrying ``time.time()``; the
   sink subtracts it on receipt (same machine, same clock): median, p95 and max.

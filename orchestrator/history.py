@@ -10,11 +10,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.engine.records import Resume, RunRecord, records_from_rows
 from orchestrator.engine.states import SWEEP_UNFINISHED, TERMINAL, RunState
 from orchestrator.exceptions import NotFoundError, SpecError, SweepBusyError
+from orchestrator.placement_view import placement_of
 from orchestrator.procinfo import is_same_process
 from orchestrator.spec import LoadedSpec, Plan, compile_plan, load_spec, load_text
 from orchestrator.spec import models as m
@@ -23,15 +24,22 @@ from orchestrator.store.journal import Journal
 from orchestrator.store.layout import RunLayout, run_paths
 from orchestrator.store.rows import RunRow, SweepRow
 
+if TYPE_CHECKING:
+    from orchestrator.engine.dag import DagResume
+    from orchestrator.spec.dag import DagPlan
+
 __all__ = [
     "DIFFERED",
+    "DagResumePlan",
     "Objective",
     "ResumePlan",
     "find_run",
     "find_sweep",
     "latest_records",
+    "node_rows",
     "not_started",
     "objective_of",
+    "prepare_dag_resume",
     "prepare_resume",
     "run_detail",
     "run_diff",
@@ -94,8 +102,24 @@ def latest_records(journal: Journal, sweep_id: str) -> list[RunRecord]:
 
 def sweep_items(journal: Journal, limit: int) -> list[dict[str, Any]]:
     """The newest ``limit`` sweeps with their counts by state (``ls --json``, the API)."""
-    # Counted in SQL: no run is read here.
-    return [sweep_item(s, journal.latest_state_counts(s.id)) for s in journal.latest_sweeps(limit)]
+    # Counted in SQL: no run is read here; a pipeline counts its nodes.
+    return [sweep_item(s, _counts_of(journal, s)) for s in journal.latest_sweeps(limit)]
+
+
+def _counts_of(journal: Journal, s: SweepRow) -> dict[str, int]:
+    """A sweep's configurations by state; a pipeline's nodes by state."""
+    if s.kind == "dag":
+        return journal.child_state_counts(s.id)
+    return journal.latest_state_counts(s.id)
+
+
+def node_rows(journal: Journal, dag_id: str) -> dict[str, SweepRow]:
+    """A pipeline's node sweeps by node name (hooks' runs left out)."""
+    return {
+        row.node: row
+        for row in journal.children_of(dag_id)
+        if row.node is not None and not row.node.startswith("hook:")
+    }
 
 
 def sweep_item(s: SweepRow, counts: dict[str, int]) -> dict[str, Any]:
@@ -104,6 +128,7 @@ def sweep_item(s: SweepRow, counts: dict[str, int]) -> dict[str, Any]:
     return {
         "id": s.id,
         "name": s.name,
+        "kind": s.kind,
         "spec": s.spec_path,
         "state": s.state,
         "reason": s.reason,
@@ -194,7 +219,34 @@ def sweep_detail(
         total = journal.run_count(sweep.id, every_attempt=every_attempt)
         end = offset + len(runs)
         body |= {"runs_total": total, "next_offset": end if end < total else None}
+    if sweep.parent_id is not None:
+        body |= {"parent": sweep.parent_id, "node": sweep.node}
+    if sweep.kind == "dag":
+        body["kind"] = "dag"
+        body["nodes"] = _nodes(journal, sweep.id, every_attempt, sort)
     return body
+
+
+def _nodes(
+    journal: Journal, dag_id: str, every_attempt: bool, sort: str | None
+) -> list[dict[str, Any]]:
+    """A pipeline's nodes in the order they were decided (those never run too), each with
+    its runs (sorted by an output or metric when asked)."""
+    read = journal.runs_of if every_attempt else journal.latest_runs
+    nodes = []
+    for row in node_rows(journal, dag_id).values():
+        runs = _detail_rows(journal, read(row.id))
+        nodes.append(
+            {
+                "name": row.node,
+                "sweep_id": row.id,
+                "kind": row.kind,
+                "state": row.state,
+                "reason": row.reason,
+                "runs": _sorted(runs, sort) if sort else runs,
+            }
+        )
+    return nodes
 
 
 def _sorted(runs: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
@@ -315,13 +367,12 @@ def prepare_resume(
     the configurations to those whose newest run is in one of these states (``rerun``). An
     open mapping's added configurations are part of the sweep, as journaled."""
     sweep_id = row.id
-    unknown = sorted(set(only_states or ()) - {s.value for s in TERMINAL})
-    if unknown:
-        finished = ", ".join(s.value for s in RunState if s in TERMINAL)
-        raise SpecError(f"expected states a run ends in ({finished}), got {unknown}", field="only")
-    if row.state in SWEEP_UNFINISHED:
-        raise SweepBusyError(
-            f"sweep {sweep_id[:12]} is still running (pid {row.pid}); stop it first"
+    if row.parent_id is None or loaded is None:  # a node's own pipeline checked the rest
+        _check_resumable(row, only_states)
+    if row.kind == "dag":  # the command line resumes it with prepare_dag_resume
+        raise SpecError(
+            f"sweep {sweep_id[:12]} is a pipeline; pipelines are not run by the daemon yet: "
+            "use orchestrator resume/rerun"
         )
     if loaded is None:
         loaded = sweep_source(row)
@@ -364,6 +415,59 @@ def prepare_resume(
     return ResumePlan(row, loaded, plan, merged, Resume(sweep_id, previous, only), open_from)
 
 
+@dataclass
+class DagResumePlan:
+    """Everything needed to continue a journaled pipeline."""
+
+    row: SweepRow
+    loaded: LoadedSpec
+    plan: DagPlan
+    overrides: dict[str, str]
+    resume: DagResume
+
+
+def _check_resumable(row: SweepRow, only_states: set[str] | None) -> None:
+    """``only_states`` are states a run ends in, and the sweep is not running now."""
+    unknown = sorted(set(only_states or ()) - {s.value for s in TERMINAL})
+    if unknown:
+        finished = ", ".join(s.value for s in RunState if s in TERMINAL)
+        raise SpecError(f"expected states a run ends in ({finished}), got {unknown}", field="only")
+    if row.state in SWEEP_UNFINISHED:
+        raise SweepBusyError(f"sweep {row.id[:12]} is still running (pid {row.pid}); stop it first")
+    if row.parent_id is not None:
+        raise SpecError(
+            f"sweep {row.id[:12]} is node {row.node!r} of pipeline {row.parent_id[:12]}: "
+            f"resume or re-run the pipeline ({row.parent_id[:12]})"
+        )
+
+
+def prepare_dag_resume(
+    journal: Journal,
+    row: SweepRow,
+    *,
+    home: Path,
+    overrides: dict[str, str] | None = None,
+    loaded: LoadedSpec | None = None,
+    force: bool = False,
+    only_states: set[str] | None = None,
+) -> DagResumePlan:
+    """Check that pipeline ``row`` may continue and compile it again: its nodes that
+    succeeded are kept; ``only_states`` (``rerun``) runs again only the nodes in those states
+    (and, within each, its runs in those states), and the nodes that did not run because of
+    them are decided anew."""
+    from orchestrator.engine.dag import DagResume
+    from orchestrator.spec.dag import compile_dag
+
+    _check_resumable(row, only_states)
+    if loaded is None:
+        loaded = sweep_source(row)
+    merged = {**row.overrides, **(overrides or {})}
+    plan = compile_dag(loaded, merged, paths=run_paths(home))
+    nodes = node_rows(journal, row.id)
+    resume = DagResume(row.id, nodes, only_states, force)
+    return DagResumePlan(row, loaded, plan, merged, resume)
+
+
 def run_detail(journal: Journal, ref: str) -> dict[str, Any]:
     """One run in full (``show SWEEP:INDEX``, ``show --run RUN``, ``GET /api/v1/runs/RUN``):
     what it ran, how it ended, its metrics summarised, every state it went through with the
@@ -389,6 +493,7 @@ def run_detail(journal: Journal, ref: str) -> dict[str, Any]:
             for was, to, why, at in journal.transitions_of(run.id)
         ],
         "resources": journal.resources_of([run.id]).get(run.id),
+        "placement": placement_of(journal, run.id),  # a Dask worker's; None: this machine
         "place": journal.places_of(run.sweep_id, [run.idx]).get(run.idx),
         "cpu_s": cpu_s,
         "max_rss": max_rss,

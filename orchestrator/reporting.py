@@ -44,6 +44,7 @@ __all__ = [
     "Objective",
     "PlainLines",
     "Reporter",
+    "dag_tree",
     "format_duration",
     "objective_of",
     "resume_hint",
@@ -545,6 +546,26 @@ def rows_table(
     if best is not None:
         below.append(best)
     return "\n".join(out + (["", *below] if below else []))
+
+
+def dag_tree(body: dict[str, Any], *, attempts: bool = False) -> str:
+    """A pipeline as ``show`` and ``run`` print it: the pipeline, then each node (state,
+    reason, its sweep) with the table of its runs below it, indented."""
+    reason = f" ({body['reason']})" if body.get("reason") else ""
+    lines = [f"pipeline {body['sweep'][:12]} {body.get('name') or ''} {body['state']}{reason}"]
+    lines.append(f"spec {body.get('spec')}")
+    for node in body.get("nodes", []):
+        why = f" ({node['reason']})" if node.get("reason") else ""
+        runs = node["runs"]
+        count = f", {plural(len(runs), 'run')}" if runs else ""
+        lines.append("")
+        lines.append(
+            f"node {node['name']}: {node['state']}{why}  [sweep {node['sweep_id'][:12]}{count}]"
+        )
+        if runs:
+            table = rows_table(runs, attempts=attempts)
+            lines.extend(f"    {line}".rstrip() for line in table.splitlines())
+    return "\n".join(lines)
 
 
 def _run_rows(runs: Sequence[Any]) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ import msgspec
 
 from orchestrator.engine.build import SweepSettings, build_sweep
 from orchestrator.engine.events import EVENT_TYPES
+from orchestrator.engine.op_hooks import hooks_after_sweep
 from orchestrator.engine.plugin_host import PluginHost
 from orchestrator.engine.records import Resume, SweepResult
 from orchestrator.engine.recovery import open_journal
@@ -41,33 +42,39 @@ from orchestrator.store.layout import ensure_home, existing_journal, journal_pat
 from orchestrator.wording import plural, write_warnings
 
 if TYPE_CHECKING:
+    from orchestrator.engine.dag import DagController
     from orchestrator.engine.resources import ResourcePool
     from orchestrator.eventlog import EventLog
+
+    #: What Ctrl-C and SIGTERM stop: a sweep, or a pipeline (and its running nodes).
+    Stoppable = SweepController | DagController
 
 __all__ = ["RunOptions", "resume_sweep", "run_sweep"]
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
 
-def _concurrency(plan_concurrency: int | None, given: int | None) -> tuple[int, str]:
+def concurrency_of(
+    plan_concurrency: int | None, given: int | None, section: str = "matrix"
+) -> tuple[int, str]:
     if given is not None:
         return given, "--concurrency"
     if plan_concurrency is not None:
-        return plan_concurrency, "matrix.concurrency"
+        return plan_concurrency, f"{section}.concurrency"
     return os.cpu_count() or 1, "number of CPUs"
 
 
-def _guard_outputs(options: RunOptions) -> list[GuardedOutput]:
+def guard_outputs(options: RunOptions) -> list[GuardedOutput]:
     """Wrap ``options``' stdout and stderr so that a reader going away (a closed pipe or
-    terminal) drops their output instead of raising; :func:`_watch_signals` then stops the
+    terminal) drops their output instead of raising; :func:`watch_signals` then stops the
     sweep."""
     outputs = [GuardedOutput(options.out), GuardedOutput(options.err)]
     options.out, options.err = outputs[0].as_io(), outputs[1].as_io()
     return outputs
 
 
-async def _watch_signals(
-    controller: SweepController,
+async def watch_signals(
+    controller: Stoppable,
     err: IO[str],
     grace: float,
     outputs: Sequence[GuardedOutput] = (),
@@ -90,7 +97,7 @@ async def _watch_signals(
 
 
 async def _stop_on_signals(
-    controller: SweepController, err: IO[str], grace: float, task_status: anyio.abc.TaskStatus[None]
+    controller: Stoppable, err: IO[str], grace: float, task_status: anyio.abc.TaskStatus[None]
 ) -> None:
     watched = [signal.SIGINT, signal.SIGTERM]
     if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # under nohup it stays ignored
@@ -132,10 +139,11 @@ async def _main(
                 tg.start_soon(reporter.consume, subscription.receive)
                 if reporter.live:
                     tg.start_soon(reporter.tick)
-                await tg.start(_watch_signals, controller, err, grace, outputs)
+                await tg.start(watch_signals, controller, err, grace, outputs)
                 try:
-                    async with _opened(controller.executor):
+                    async with opened(controller.executor):
                         result = await controller.run()
+                        await hooks_after_sweep(controller, result, err)
                 finally:
                     with anyio.CancelScope(shield=True):
                         await controller.bus.close()
@@ -146,14 +154,14 @@ async def _main(
     return result
 
 
-def _opened(executor: Executor) -> contextlib.AbstractAsyncContextManager[object]:
+def opened(executor: Executor) -> contextlib.AbstractAsyncContextManager[object]:
     """An executor that holds a connection (Dask) is opened around the sweep."""
     if isinstance(executor, contextlib.AbstractAsyncContextManager):
         return executor
     return contextlib.nullcontext()
 
 
-def _open_event_log(target: str | None, err: IO[str]) -> EventLog | None:
+def open_event_log(target: str | None, err: IO[str]) -> EventLog | None:
     """``--log-json FILE`` (``-``: stderr), opened before anything runs, or None."""
     if target is None:
         return None
@@ -182,7 +190,7 @@ def _seed_note(plan: Plan) -> str:
     return f", seed {seed}" if seed is not None else ""
 
 
-def _fast_child_watcher() -> None:
+def fast_child_watcher() -> None:
     """On Python 3.11, asyncio waits for each child in a thread of its own; a pidfd watcher
     (Linux >= 5.3) waits in the event loop instead, which is what 3.12 does by default."""
     if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
@@ -259,7 +267,7 @@ def _apply_cache_flag(loaded: LoadedSpec, enabled: bool | None) -> None:
     op.cache = msgspec.structs.replace(op.cache or m.Cache(), disable=not enabled)
 
 
-def _spec_path(source: str) -> str:
+def spec_path_of(source: str) -> str:
     """Where the spec came from, absolute, so resume works from any folder."""
     if source.startswith(("http://", "https://")):
         return source
@@ -275,14 +283,20 @@ def run_sweep(
 ) -> int:
     """Run a new sweep (or, with ``resume_latest``, continue the newest one of this spec).
     The plan is compiled first: a spec that cannot run creates nothing (no home folder)."""
+    from orchestrator.spec.dag import is_dag
+
+    if is_dag(loaded):
+        from orchestrator.dag_runner import run_dag
+
+        return run_dag(loaded, overrides, options, resume_latest=resume_latest)
     plan = compile_plan(loaded, overrides, paths=run_paths(options.home), name=options.name)
     ensure_home(options.home)  # a new home is private (0700); an existing one keeps its mode
     journal = open_journal(journal_path(options.home), options.err)
     try:
         if resume_latest:
-            newest = journal.latest_sweep_of_spec(_spec_path(loaded.source))
+            newest = journal.latest_sweep_of_spec(spec_path_of(loaded.source))
             if newest is not None:
-                return _resume(journal, newest, options, overrides=overrides, loaded=loaded)
+                return resume_in(journal, newest, options, overrides=overrides, loaded=loaded)
         return _execute(journal, plan, loaded, overrides, options, None)
     finally:
         journal.close()
@@ -302,14 +316,14 @@ def resume_sweep(
     ensure_home(options.home)  # runs/ and cache/, private, if they went missing
     journal = open_journal(path, options.err)
     try:
-        return _resume(
+        return resume_in(
             journal, ref, options, overrides=overrides, force=force, only_states=only_states
         )
     finally:
         journal.close()
 
 
-def _resume(
+def resume_in(
     journal: Journal,
     ref: str,
     options: RunOptions,
@@ -319,9 +333,27 @@ def _resume(
     force: bool = False,
     only_states: set[str] | None = None,
 ) -> int:
+    """Continue sweep ``ref`` of ``journal`` (a pipeline: its nodes, see
+    :func:`orchestrator.history.prepare_dag_resume`)."""
+    row = journal.find_sweep(ref)
+    if row.kind == "dag":
+        from orchestrator.dag_runner import execute_dag
+        from orchestrator.history import prepare_dag_resume
+
+        dag = prepare_dag_resume(
+            journal,
+            row,
+            home=options.home,
+            overrides=overrides,
+            loaded=loaded,
+            force=force,
+            only_states=only_states,
+        )
+        options.name = options.name or row.name
+        return execute_dag(journal, dag.plan, dag.loaded, dag.overrides, options, dag)
     ready = prepare_resume(
         journal,
-        journal.find_sweep(ref),
+        row,
         home=options.home,
         overrides=overrides,
         loaded=loaded,
@@ -340,8 +372,8 @@ def _execute(
     options: RunOptions,
     resume: Resume | None,
 ) -> int:
-    outputs = _guard_outputs(options)  # a closed pipe or terminal stops the sweep cleanly
-    event_log = _open_event_log(options.log_json, options.err)  # before anything runs
+    outputs = guard_outputs(options)  # a closed pipe or terminal stops the sweep cleanly
+    event_log = open_event_log(options.log_json, options.err)  # before anything runs
     try:
         keys = plan.expansion.keys if plan.expansion is not None else None
         # No redrawn status line where JSON records go to the same terminal.
@@ -358,7 +390,7 @@ def _execute(
         # Whatever the sweep says on stderr (plugins, signals) goes above the status line.
         said = dataclasses.replace(options, err=reporter.err)
         controller = _build(journal, plan, loaded, overrides, said, resume)
-        _fast_child_watcher()
+        fast_child_watcher()
         result = anyio.run(
             _main, controller, reporter, reporter.err, options.grace, event_log, outputs
         )
@@ -371,14 +403,14 @@ def _execute(
         out.write("\n")
     else:
         objective = objective_of(plan.spec.operation.matrix)
-        show = show_hint(result.sweep_id, _home_arg(options.home))
+        show = show_hint(result.sweep_id, home_arg(options.home))
         write_final_table(out, result.runs, total=controller.total, objective=objective, show=show)
         out.write("\n")
         reason = f" ({result.reason})" if result.reason else ""
         out.write(f"\nsweep {result.sweep_id[:12]} {result.state.value}{reason}\n")
     out.flush()
     hints = resume_hint(
-        result.sweep_id, result.state.value, _home_arg(options.home), adaptive=controller.adaptive
+        result.sweep_id, result.state.value, home_arg(options.home), adaptive=controller.adaptive
     )
     for hint in hints:
         options.err.write(hint + "\n")
@@ -388,7 +420,7 @@ def _execute(
     return EXIT_OK if result.state is SweepState.SUCCEEDED else EXIT_FAILED
 
 
-def _home_arg(home: Path) -> str | None:
+def home_arg(home: Path) -> str | None:
     """``--home`` as a command typed here must give it; None where the default finds it."""
     import argparse
 
@@ -425,13 +457,13 @@ def _build(
     plugins.pm.hook.orchestrator_configure.call_historic(
         kwargs={"config": {"home": options.home, "spec": loaded, "options": options}}
     )
-    limit, source = _concurrency(plan.concurrency, options.concurrency)
+    limit, source = concurrency_of(plan.concurrency, options.concurrency)
     for note in loaded.ignored:
         err.write(f"note: {note}: no local meaning, ignored\n")
     write_warnings(err, plan.warnings)
     settings = SweepSettings(
         home=options.home,
-        spec_path=_spec_path(loaded.source),
+        spec_path=spec_path_of(loaded.source),
         concurrency=limit,
         grace=options.grace,
         name=options.name,

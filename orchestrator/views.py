@@ -36,7 +36,8 @@ from orchestrator.history import (
     sweep_items,
 )
 from orchestrator.logfollow import follow_log
-from orchestrator.reporting import format_duration, rows_table
+from orchestrator.placement_view import placement_row
+from orchestrator.reporting import dag_tree, format_duration, rows_table
 from orchestrator.store.cache import CacheStore
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import RunLayout, existing_journal
@@ -110,6 +111,8 @@ def list_sweeps(home: Path, out: IO[str], err: IO[str], *, as_json: bool, limit:
         spec = item["spec"] or ""
         shown_spec = os.path.relpath(spec) if spec and not spec.startswith("http") else spec
         runs = _counts(item["counts"], item.get("total"))
+        if item.get("kind") == "dag":  # a pipeline counts its nodes
+            runs = f"nodes: {runs}"
         rows.append(
             [
                 item["id"][:12],
@@ -150,6 +153,9 @@ def show_sweep(
         ),
     )
     rows: list[dict[str, Any]] = body["runs"]
+    nodes = body.get("nodes")
+    if nodes is not None:  # a pipeline: its nodes' runs, each with its node's name
+        rows = [{"node": n["name"], **r} for n in nodes for r in n["runs"]]
     if fmt == "json":
         out.write(msgspec.json.encode(body).decode() + "\n")
     elif fmt == "csv":
@@ -157,11 +163,13 @@ def show_sweep(
         values = sorted({k for r in rows for k in {**r["metrics"], **r["outputs"]}})
         writer = csv.writer(out)
         head = ["index", "id", "state", "reason", "duration_s", "cpu_s", "max_rss"]
-        writer.writerow([*head, *params, *values])
+        first = ["node"] if nodes is not None else []
+        writer.writerow([*first, *head, *params, *values])
         for r in rows:
             merged = {**r["metrics"], **r["outputs"]}
             writer.writerow(
                 [
+                    *([r["node"]] if nodes is not None else []),
                     r["index"],
                     r["id"],
                     r["state"],
@@ -173,6 +181,8 @@ def show_sweep(
                     *[_cell(merged.get(v)) for v in values],
                 ]
             )
+    elif nodes is not None:
+        out.write(dag_tree(body, attempts=every_attempt) + "\n")
     else:
         reason = f" ({body['reason']})" if body["reason"] else ""
         out.write(f"sweep {body['sweep'][:12]} {body['name'] or ''} {body['state']}{reason}\n")
@@ -357,6 +367,8 @@ def show_run(home: Path, ref: str, out: IO[str], *, as_json: bool) -> int:
         rows.append(["search", " ".join(f"{k} {v}" for k, v in body["place"].items())])
     if body["resources"]:
         rows.append(["resources", json.dumps(body["resources"])])
+    if (ran_on := placement_row(body.get("placement"))) is not None:
+        rows.append(ran_on)
     rows += _provenance_rows(body["provenance"], body["env"])
     rows.append(["duration", format_duration(body["duration_s"])])
     for change in body["states"]:

@@ -22,7 +22,8 @@ def add_parser(commands: Commands) -> None:
         description=(
             "Validate SPEC and list its runs: params and command line. Nothing runs. An "
             "adaptive search (hyperband, bayes, hyperopt, tpe, iterative) decides its runs from "
-            "results: plan says how many it makes and shows one example run."
+            "results: plan says how many it makes and shows one example run. A DAG (run.kind: "
+            "dag): its operations in order, what each waits for, and each one's runs."
         ),
     )
     plan.add_argument("spec", metavar="SPEC", help="polyaxonfile (operation or component)")
@@ -31,14 +32,15 @@ def add_parser(commands: Commands) -> None:
         "--json",
         action="store_true",
         help='print one JSON object: {"runs": [{"index", "params", "argv"}]} (an adaptive '
-        'search: {"search": {"kind", "total", "seed"}, "example": {"params", "argv"}})',
+        'search: {"search": {"kind", "total", "seed"}, "example": {"params", "argv"}}; a DAG: '
+        '{"kind": "dag", "nodes": [{"name", "upstream", "trigger", "runs", ...}]})',
     )
     plan.add_argument(
         "--limit",
         type=int,
         default=None,
         metavar="N",
-        help="show only the first N runs (expansion is lazy)",
+        help="show only the first N runs (of each operation of a DAG; expansion is lazy)",
     )
     home_option(plan)
     plan.set_defaults(handler=_cmd_plan)
@@ -47,13 +49,21 @@ def add_parser(commands: Commands) -> None:
 def _cmd_plan(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     import itertools
 
-    from orchestrator.spec import compile_plan
+    from orchestrator.spec import compile_dag, compile_plan, is_dag
     from orchestrator.store.layout import run_paths
     from orchestrator.wording import plural, write_warnings
 
     if args.limit is not None and args.limit < 0:
         raise UsageError("--limit must be >= 0")
     loaded = load(args)
+    if is_dag(loaded):
+        from orchestrator.cli.plan_dag import plan_dag
+
+        paths = run_paths(home(args))
+        dag = compile_dag(loaded, overrides(args.param), paths=paths)
+        write_warnings(err, dag.warnings)
+        plan_dag(args, dag, paths, out, err)
+        return EXIT_OK
     plan = compile_plan(loaded, overrides(args.param), paths=run_paths(home(args)))
     write_warnings(err, plan.warnings)
     if plan.expansion is not None and plan.expansion.adaptive:

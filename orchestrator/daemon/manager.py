@@ -8,6 +8,7 @@ the sweep). A journal that cannot write makes those calls fail with UnavailableE
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,10 @@ from orchestrator.daemon.journal_watch import JournalWatch
 from orchestrator.daemon.specs import SUBMIT_TIMEOUT_S, Compile, SpecMemo
 from orchestrator.engine.build import SweepSettings, build_sweep
 from orchestrator.engine.events import EVENT_TYPES, Event
+from orchestrator.engine.op_hooks import hooks_after_sweep
 from orchestrator.engine.open_mapping import OpenMapping
 from orchestrator.engine.plugin_host import PluginHost
+from orchestrator.engine.records import SweepResult
 from orchestrator.engine.recovery import LOST
 from orchestrator.engine.resources import ResourcePool
 from orchestrator.engine.slots import PrioritySlots
@@ -197,9 +200,10 @@ class SweepManager:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(forward)
                 try:
-                    await controller.run()
+                    result = await controller.run()
                 finally:
                     await controller.bus.close()
+            await self._after_hooks(controller, result)
         except* UnavailableError as group:  # its start could not be journaled: it did not run
             self.report(str(_first(group)))
         except* Exception as group:  # one broken sweep must not take the daemon down
@@ -207,6 +211,14 @@ class SweepManager:
             self.report(f"sweep {controller.sweep_id[:12]} crashed: {type(exc).__name__}: {exc}")
         finally:
             self._release(controller.sweep_id)
+
+    async def _after_hooks(self, controller: SweepController, result: SweepResult) -> None:
+        """The sweep's ``hooks``, as the command line runs them; a failing hook is reported
+        in one line (and journaled as its own failed sweep), never the sweep's state."""
+        said = io.StringIO()
+        await hooks_after_sweep(controller, result, said)
+        for line in said.getvalue().splitlines():
+            self.report(f"sweep {controller.sweep_id[:12]}: {line}")
 
     def resume_lost(self) -> list[str]:
         """After a crash: continue every daemon sweep whose daemon died (its unfinished runs

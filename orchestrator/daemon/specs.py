@@ -60,6 +60,10 @@ class Compile:
         return tuple(sorted(self.params.items())), self.open_mapping
 
     def run(self, loaded: LoadedSpec) -> Plan:
+        from orchestrator.spec.dag import is_dag
+
+        if is_dag(loaded):  # refused in one line (400), before anything is journaled
+            raise SpecError("pipelines are not run by the daemon yet; use orchestrator run")
         return compile_plan(
             loaded,
             self.params,

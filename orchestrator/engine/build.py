@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 from orchestrator.engine.bus import EventBus
 from orchestrator.engine.jobs import base_environment
@@ -28,7 +29,11 @@ from orchestrator.spec.resolve import Plan
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import sweep_dir
 
-__all__ = ["SweepSettings", "build_sweep"]
+if TYPE_CHECKING:
+    from orchestrator.engine.dag import DagController, DagResume
+    from orchestrator.spec.dag import DagPlan
+
+__all__ = ["SweepSettings", "build_dag", "build_sweep"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,9 @@ class SweepSettings:
     #: Finished runs kept in memory; a bigger sweep lets them go (its memory stays flat)
     #: and reads what it needs of them from the journal.
     keep_finished: int = 1000
+    #: A pipeline's node: the pipeline's sweep id and the node's name (journaled with it).
+    parent_id: str | None = None
+    node: str | None = None
 
 
 def build_sweep(
@@ -110,5 +118,42 @@ def build_sweep(
         scope.on_strict_failure = lambda reason: controller.request_stop(
             reason, final_state=SweepState.FAILED
         )
+    controller.open_in_journal()
+    return controller
+
+
+def build_dag(
+    plan: DagPlan,
+    settings: SweepSettings,
+    *,
+    journal: Journal,
+    plugins: PluginHost | None = None,
+    executor: Executor | None = None,
+    resume: DagResume | None = None,
+    resources: ResourcePool | None = None,
+    cache: bool | None = None,
+    err: IO[str] | None = None,
+) -> DagController:
+    """A controller for a new pipeline, or for ``resume``'s; its row is queued in the journal
+    here (as :func:`build_sweep` does). Each node becomes a sweep of its own, built when it
+    starts; ``settings.concurrency`` bounds the runs of all nodes together. ``cache``:
+    ``--cache BOOL`` for every node (None: each node's ``cache``, on by default)."""
+    from orchestrator.engine.dag import DagController
+
+    if executor is None:
+        from orchestrator.executors.local import LocalExecutor
+
+        executor = LocalExecutor(settings.home)
+    controller = DagController(
+        plan,
+        settings,
+        journal=journal,
+        executor=executor,
+        plugins=plugins,
+        resources=resources,
+        resume=resume,
+        cache=cache,
+        err=err,
+    )
     controller.open_in_journal()
     return controller

@@ -83,24 +83,37 @@ class SweepState(str, Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     STOPPED = "stopped"
+    #: A pipeline's node that never ran on purpose (its conditions were false, or an
+    #: upstream node was skipped and it says ``skipOnUpstreamSkip``).
+    SKIPPED = "skipped"
+    #: A pipeline's node that never ran because its trigger can no longer be met.
+    UPSTREAM_FAILED = "upstream_failed"
 
     def __str__(self) -> str:
         return self.value
 
 
 _W = SweepState
+#: A node's decision not to run is taken anew when its pipeline is resumed or re-run.
+_UNRUN = frozenset({_W.SKIPPED, _W.UPSTREAM_FAILED})
 SWEEP_ALLOWED: dict[SweepState, frozenset[SweepState]] = {
-    _W.CREATED: frozenset({_W.RUNNING, _W.FAILED, _W.STOPPED}),
+    _W.CREATED: frozenset({_W.RUNNING, _W.FAILED, _W.STOPPED, *_UNRUN}),
     _W.RUNNING: frozenset({_W.STOPPING, _W.SUCCEEDED, _W.FAILED, _W.STOPPED}),
     _W.STOPPING: frozenset({_W.SUCCEEDED, _W.FAILED, _W.STOPPED}),
-    # A finished sweep runs again only when resumed or re-run (``resume``, ``rerun``).
+    # A finished sweep runs again only when resumed or re-run (``resume``, ``rerun``); a
+    # node of a resumed pipeline may instead not run this time.
     _W.SUCCEEDED: frozenset({_W.RUNNING}),
-    _W.FAILED: frozenset({_W.RUNNING}),
-    _W.STOPPED: frozenset({_W.RUNNING}),
+    _W.FAILED: frozenset({_W.RUNNING, *_UNRUN}),
+    _W.STOPPED: frozenset({_W.RUNNING, *_UNRUN}),
+    _W.SKIPPED: frozenset({_W.RUNNING, _W.UPSTREAM_FAILED}),
+    _W.UPSTREAM_FAILED: frozenset({_W.RUNNING, _W.SKIPPED}),
 }
 
-#: Finished sweeps: the only way out is a resume (back to running).
-SWEEP_TERMINAL = frozenset(s for s, nexts in SWEEP_ALLOWED.items() if nexts == {_W.RUNNING})
+#: Finished sweeps: the only way back to running is a resume (``created`` is the one
+#: unfinished state that moves to running too).
+SWEEP_TERMINAL = frozenset(
+    s for s, nexts in SWEEP_ALLOWED.items() if _W.RUNNING in nexts and s is not _W.CREATED
+)
 #: Sweeps that still need their orchestrator.
 SWEEP_UNFINISHED = frozenset(SweepState) - SWEEP_TERMINAL
 

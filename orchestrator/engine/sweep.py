@@ -726,6 +726,8 @@ class SweepController:
         stop = run.stop
 
         async def started(pid: int | None) -> None:
+            if job.placement is not None:  # run off this machine: journaled where, with RUNNING
+                self.journal.set_placement(run.id, job.placement.worker, job.placement.host)
             await self.transition(run, RunState.RUNNING, pid=pid)
 
         output = RunOutput(run, self.bus, self.journal, self._outputs)

@@ -70,6 +70,8 @@ def queue_start(
             overrides=dict(settings.overrides),
             component_hash=plan.component_hash,
             daemon_spec=settings.spec_text,
+            parent_id=settings.parent_id,
+            node=settings.node,
         )
         if open_mapping:
             journal.open_mapping(sweep_id)

@@ -18,7 +18,24 @@ import anyio
 from orchestrator.spec import models as m
 from orchestrator.store.layout import RunLayout
 
-__all__ = ["Executor", "Job", "LineSink", "Outcome", "OutputSink", "StopRequest", "split_lines"]
+__all__ = [
+    "Executor",
+    "Job",
+    "LineSink",
+    "Outcome",
+    "OutputSink",
+    "Placement",
+    "StopRequest",
+    "split_lines",
+]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a remote executor started a job: its worker's address, that machine's name."""
+
+    worker: str
+    host: str | None = None
 
 
 @dataclass
@@ -32,6 +49,9 @@ class Job:
     cwd: Path
     layout: RunLayout
     init: list[m.Init] = field(default_factory=list)
+    #: Set by an executor that runs the job off this machine, before it calls ``started``:
+    #: where it runs (journaled with the run's start). None: here.
+    placement: Placement | None = None
 
 
 class OutputSink(Protocol):

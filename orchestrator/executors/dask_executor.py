@@ -8,15 +8,22 @@ client id, the topic every worker task sends its run's messages on
 message to its attempt's memory stream. :class:`DaskExecutor` is the ``Executor`` of one
 sweep (its runs' resource request mapped onto Dask worker resources).
 
-Per attempt: the run folder is made here, ``init`` runs here (the home is on a filesystem
-the workers share: the run's folder and working folder must be at the same paths there),
-then one task is submitted (``pure=False``, ``retries=0``, a key of its own per attempt) and
-its messages followed: ``started`` makes the run RUNNING, ``out`` blocks are written to the
-run's log files byte for byte and split into lines exactly as for a local run (metrics,
-the stderr tail), ``end`` gives the exit code. Logs, metrics and the exit status thus always
-come back to this home; ``outputs`` are written by the command itself into the run's folder,
-which is why the home must be shared (the run fails at once with a clear reason where a
-worker does not see its folder).
+Per attempt: the run folder is made here, ``init`` runs here (for workers that share the
+home: the run's folder at the same path there), then one task is submitted (``pure=False``,
+``retries=0``, a key of its own per attempt) and its messages followed: ``started`` makes the
+run RUNNING (and says where: :attr:`Job.placement`, journaled with it), ``out`` blocks are
+written to the run's log files byte for byte and split into lines exactly as for a local run
+(metrics, the stderr tail), ``end`` gives the exit code. Logs, metrics and the exit status
+thus always come back to this home. On a shared home the command writes its ``outputs``
+into the run's folder itself; a worker that does not see the run's folder (or every worker,
+with the ``orchestrator.scratch`` setting) runs the attempt in a scratch folder of its own,
+its init done there, and ships ``outputs/`` back in the task's result, which is written here
+(:mod:`orchestrator.executors.dask_scratch`).
+
+A run waiting for a worker (submitted, not started) is looked at again whenever a worker
+leaves or comes: when none left offers what it asks, it fails with ``no_worker`` after
+:attr:`Settings.no_worker_wait`, unless one comes meanwhile (Dask alone would keep it waiting
+in its ``no-worker`` state, silently, for ever).
 
 A worker lost while it ran the command (``remove-worker``, a task that failed as
 ``KilledWorker``, or a re-execution that found the attempt claimed) ends the attempt
@@ -40,6 +47,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -48,7 +56,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from orchestrator.engine.jobs import base_environment
 from orchestrator.exceptions import ExecutorError
-from orchestrator.executors.base import Job, Outcome, OutputSink, StopRequest
+from orchestrator.executors.base import Job, Outcome, OutputSink, Placement, StopRequest
+from orchestrator.executors.dask_scratch import OUTPUTS_LIMIT, inline_init, unpack_outputs
 from orchestrator.executors.init import prepare_init
 from orchestrator.executors.local import _Log, _start_error, _Stream
 from orchestrator.spec.resources import ResourceRequest, format_bytes, format_milli
@@ -67,6 +76,48 @@ _NEEDS_DISTRIBUTED = (
 #: Seconds a task's end message may lag behind its result (it never should: both come on
 #: the scheduler's one stream to us, the message first).
 _END_WAIT_S = 2.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the executor treats homes and workers. Each is also a dask config key (read when
+    the cluster is opened): ``orchestrator.`` and its name with dashes, as
+    ``orchestrator.no-worker-wait: 30s`` in ``~/.config/dask/*.yaml`` or
+    ``DASK_ORCHESTRATOR__NO_WORKER_WAIT=30s``; the defaults are these."""
+
+    #: Every run in a scratch folder on its worker, as if the workers did not share the home
+    #: (they are assumed to where they see the run's folder).
+    scratch: bool = False
+    #: Seconds a run waiting for a worker waits after the last worker that could take it left.
+    no_worker_wait: float = 60.0
+    #: The most bytes of init file contents a run takes to a worker that lacks the home.
+    init_max_bytes: int = 1 << 20
+    #: The most entries and bytes of ``outputs/`` such a worker ships back.
+    outputs_max_files: int = 1000
+    outputs_max_bytes: int = 128 << 20
+
+    @classmethod
+    def configured(cls, asked: Mapping[str, Any]) -> Settings:
+        """``asked``, the rest from the dask config (read now: its files, ``DASK_*``)."""
+        import dask.config
+        from dask.utils import parse_bytes, parse_timedelta
+
+        get: Any = dask.config.get
+        default = cls()
+
+        def value(name: str) -> Any:
+            if name in asked:
+                return asked[name]
+            return get(f"orchestrator.{name.replace('_', '-')}", getattr(default, name))
+
+        scratch = value("scratch")
+        return cls(
+            scratch=scratch if isinstance(scratch, bool) else str(scratch).lower() == "true",
+            no_worker_wait=float(parse_timedelta(value("no_worker_wait"), default="s")),
+            init_max_bytes=int(parse_bytes(value("init_max_bytes"))),
+            outputs_max_files=int(value("outputs_max_files")),
+            outputs_max_bytes=int(parse_bytes(value("outputs_max_bytes"))),
+        )
 
 
 def dask_resources(request: ResourceRequest, offered: Iterable[str]) -> dict[str, float]:
@@ -105,6 +156,8 @@ class _Attempt:
         self.send, self.receive = anyio.create_memory_object_stream[dict[str, Any]](math.inf)
         #: The worker's address, once it started the command.
         self.worker: str | None = None
+        #: No worker offers what it asks any more: it waits for one to come.
+        self.waiting = False
 
     def put(self, message: dict[str, Any]) -> None:
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -115,16 +168,43 @@ class DaskCluster:
     """The connection to one Dask scheduler, for every sweep of this process: open it with
     ``async with`` on the orchestrator's event loop."""
 
-    def __init__(self, address: str, *, grace: float = 10.0, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        grace: float = 10.0,
+        connect_timeout: float = 10.0,
+        scratch: bool | None = None,
+        no_worker_wait: float | None = None,
+        init_max_bytes: int | None = None,
+        outputs_max_files: int | None = None,
+        outputs_max_bytes: int | None = None,
+    ) -> None:
         self.address = address
         #: Seconds between SIGTERM and SIGKILL when a run is stopped on its worker's own
         #: initiative: its task cancelled (this process gone or disconnected), its worker gone.
         self.grace = grace
         self.connect_timeout = connect_timeout
+        asked = {
+            "scratch": scratch,
+            "no_worker_wait": no_worker_wait,
+            "init_max_bytes": init_max_bytes,
+            "outputs_max_files": outputs_max_files,
+            "outputs_max_bytes": outputs_max_bytes,
+        }
+        self._asked: dict[str, Any] = {k: v for k, v in asked.items() if v is not None}
+        #: These, or the dask config's (``orchestrator.*``, :class:`Settings`) where not
+        #: given here: read when the cluster is opened.
+        self.settings = Settings(**self._asked)
         self._client: Any = None
         self._attempts: dict[str, _Attempt] = {}
         #: Claims of ended attempts, with when they ended, still to clear on the scheduler.
         self._spent: deque[tuple[float, str]] = deque()
+        #: Worker events seen (``add-worker``, ``remove-worker``), and the workers' resources
+        #: as asked of the scheduler after the latest of them (its count then).
+        self._worker_events = 0
+        self._workers: tuple[int, dict[str, dict[str, float]]] | None = None
+        self._workers_lock: anyio.Lock | None = None
 
     def check(self) -> None:
         """Fail early, before anything is journaled, with one line (ExecutorError): no
@@ -171,6 +251,7 @@ class DaskCluster:
                 f"cannot reach the Dask scheduler at {self.address}: {exc}"
             ) from None
         self._client = client
+        self.settings = Settings.configured(self._asked)
         client.subscribe_topic(client.id, self._on_run_event)
         client.subscribe_topic("all", self._on_cluster_event)
         return self
@@ -209,13 +290,19 @@ class DaskCluster:
 
     def _on_cluster_event(self, event: tuple[float, Any]) -> None:
         message = event[1]
-        if not isinstance(message, dict) or message.get("action") != "remove-worker":
+        action = message.get("action") if isinstance(message, dict) else None
+        if action not in ("remove-worker", "add-worker"):
             return
         worker = message.get("worker")
         keys = set(message.get("processing-tasks") or ())
         for attempt in list(self._attempts.values()):
-            if attempt.key in keys or (worker is not None and attempt.worker == worker):
+            if action == "remove-worker" and (
+                attempt.key in keys or (worker is not None and attempt.worker == worker)
+            ):
                 attempt.put({"kind": "lost", "worker": worker})
+            if attempt.worker is None and (action == "remove-worker" or attempt.waiting):
+                attempt.put({"kind": "recheck"})  # is there still a worker for it?
+        self._worker_events += 1
 
     def open(self, key: str) -> _Attempt:
         attempt = self._attempts[key] = _Attempt(key)
@@ -248,6 +335,17 @@ class DaskCluster:
         """Each worker's resources, as the client last heard (every few seconds)."""
         workers = self.client.scheduler_info().get("workers", {})
         return {address: dict(w.get("resources") or {}) for address, w in workers.items()}
+
+    async def workers_now(self) -> dict[str, dict[str, float]]:
+        """Each worker's resources as of the latest worker event: one scheduler call, however
+        many waiting attempts ask."""
+        if self._workers_lock is None:
+            self._workers_lock = anyio.Lock()
+        async with self._workers_lock:
+            if self._workers is None or self._workers[0] != self._worker_events:
+                seen = self._worker_events
+                self._workers = (seen, await self.refresh())
+            return self._workers[1]
 
     async def refresh(self) -> dict[str, dict[str, float]]:
         """Each worker's resources, asked of the scheduler now."""
@@ -305,9 +403,13 @@ class DaskExecutor:
     ) -> Outcome:
         if not job.argv:
             return Outcome(None, error="empty command: give run.container.command or args")
+        settings = self.cluster.settings
+        inits, init_error = inline_init(job.init, settings.init_max_bytes)
+        if init_error is not None and settings.scratch:
+            return Outcome(None, error=init_error)
         try:
             await anyio.to_thread.run_sync(_make_folders, job)
-            if job.init:
+            if job.init and not settings.scratch:  # for workers that share the home
                 home = job.layout.home
                 await prepare_init(job.init, job.layout.artifacts, git_cache_dir(home))
         except ExecutorError as exc:
@@ -327,11 +429,11 @@ class DaskExecutor:
                     "(start workers with --resources, see the docs)",
                 )
         key = f"orchestrator-{job.run_id}-{uuid.uuid4().hex[:8]}"
+        spec = self._spec(job, key)
+        spec.update(init=inits, init_error=init_error)
         attempt = self.cluster.open(key)
         try:
-            return await _Follow(self.cluster, attempt, job, sink, stop, started).run(
-                self._spec(job, key), wanted
-            )
+            return await _Follow(self.cluster, attempt, job, sink, stop, started).run(spec, wanted)
         finally:
             self.cluster.close(attempt)
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
@@ -351,6 +453,9 @@ class DaskExecutor:
             "cwd": os.path.abspath(job.cwd),
             "run_dir": str(job.layout.run_dir),
             "grace": self.cluster.grace,
+            "scratch": self.cluster.settings.scratch,
+            "outputs_max_files": self.cluster.settings.outputs_max_files,
+            "outputs_max_bytes": self.cluster.settings.outputs_max_bytes,
         }
 
 
@@ -394,10 +499,16 @@ class _Follow:
         self.lost = False
         #: Set once the task itself is over (a result, an error, cancelled).
         self.done = anyio.Event()
+        #: What the attempt asks of a worker, and the wait for one that offers it again
+        #: (None: not waiting) once the last one that did left.
+        self.wanted: dict[str, float] = {}
+        self.no_worker: anyio.CancelScope | None = None
+        self.tg: anyio.abc.TaskGroup | None = None
 
     async def run(self, spec: dict[str, Any], wanted: dict[str, float]) -> Outcome:
         from orchestrator.executors.dask_worker import run_on_worker
 
+        self.wanted = wanted
         client = self.cluster.client
         self.future = client.submit(
             run_on_worker,
@@ -409,6 +520,7 @@ class _Follow:
         )
         try:
             async with anyio.create_task_group() as tg:
+                self.tg = tg
                 tg.start_soon(self._watch_future, self.future)
                 forget = self.stop.on_request(lambda: _start(tg, self._on_stop))
                 try:
@@ -436,11 +548,19 @@ class _Follow:
                 if stream is not None:
                     await stream.feed(bytes(message["data"]), self.sink)
             elif kind == "started":
+                self._stop_waiting()
+                worker, host = str(message.get("worker")), message.get("host")
+                self.job.placement = Placement(worker, str(host) if host else None)
                 await self.started(None)  # its pid is the worker machine's, not ours
             elif kind == "end":
                 for stream in self.streams.values():
                     await stream.end(self.sink)
-                return self._ended(message)
+                shipped = await self._outputs_back(message)
+                return shipped or self._ended(message)
+            elif kind == "recheck":
+                await self._recheck()
+            elif kind == "no-worker" and self.attempt.worker is None:
+                return Outcome(None, error=str(message["error"]))
             elif kind == "start-error":
                 number, text = int(message.get("errno") or 0), str(message.get("strerror"))
                 return Outcome(None, error=_start_error(self.job.argv, OSError(number, text)))
@@ -465,6 +585,65 @@ class _Follow:
             cpu_s=cpu_us / 1e6 if cpu_us is not None else None,
             max_rss=rss_kib * 1024 if rss_kib is not None else None,
         )
+
+    async def _outputs_back(self, message: dict[str, Any]) -> Outcome | None:
+        """A run in a scratch folder on its worker: write the ``outputs/`` its task's result
+        holds into the run's folder here; the outcome when that cannot be (None: done, or
+        nothing to ship)."""
+        code = message.get("exit_code")
+        error = message.get("outputs_error")
+        if error is None and message.get("outputs"):
+            try:
+                result = await self.future
+            except Exception as exc:
+                result = {"error": f"{type(exc).__name__}: {exc}"}
+            files = result.get("files") if isinstance(result, dict) else None
+            if files is None:
+                error = f"{OUTPUTS_LIMIT}: the Dask worker's result was lost ({result})"
+            else:
+                try:
+                    await anyio.to_thread.run_sync(unpack_outputs, self.job.layout.outputs, files)
+                except (OSError, ValueError) as exc:
+                    error = f"{OUTPUTS_LIMIT}: cannot write outputs/ here: {exc}"
+        if error is None:
+            return None
+        return Outcome(None, error=f"{error}; the command exited {code}")
+
+    async def _recheck(self) -> None:
+        """A worker left or came while this attempt waits for one: if none left offers what
+        it asks, fail it after the cluster's ``no_worker_wait`` unless one comes (Dask would
+        keep it in its ``no-worker`` state for ever, silently)."""
+        if self.attempt.worker is not None:
+            return
+        with contextlib.suppress(Exception):  # the scheduler unreachable: its own error
+            workers = await self.cluster.workers_now()
+            if _fits(self.wanted, workers):
+                self._stop_waiting()
+            elif self.no_worker is None and self.tg is not None:
+                self.no_worker = anyio.CancelScope()
+                self.attempt.waiting = True
+                self.tg.start_soon(self._no_worker_after, self.no_worker)
+
+    def _stop_waiting(self) -> None:
+        self.attempt.waiting = False
+        if self.no_worker is not None:
+            self.no_worker.cancel()
+            self.no_worker = None
+
+    async def _no_worker_after(self, scope: anyio.CancelScope) -> None:
+        with scope:
+            await anyio.sleep(self.cluster.settings.no_worker_wait)
+            workers = await self.cluster.workers_now()
+            if _fits(self.wanted, workers) or self.attempt.worker is not None:
+                self._stop_waiting()
+                return
+            wanted = _shown(self.wanted)
+            error = (
+                f"no_worker: no Dask worker offers {wanted} any more"
+                if wanted
+                else "no_worker: no Dask worker is left"
+            ) + f" (waited {self.cluster.settings.no_worker_wait:g} s for one)"
+            self.attempt.put({"kind": "no-worker", "error": error})
 
     def _lost(self, worker: str) -> Outcome:
         self.lost = True

@@ -1,16 +1,19 @@
 """The half of a Dask run that executes on a worker: one task per run attempt.
 
-The task (:func:`run_on_worker`) claims its attempt, starts the command under the run's small
-supervisor (:mod:`orchestrator.executors.dask_supervisor`: the command dies with the worker),
-and ships the command's output to the orchestrator as it comes, as worker events on the
-orchestrator client's topic (``log_event``: fire and forget, no round trip; the orchestrator
-subscribes to its own client id). Messages, each a dict naming its attempt's key in ``run``:
+The task (:func:`run_on_worker`) claims its attempt, has the command started by this worker
+process's supervisor (:mod:`orchestrator.executors.dask_supervisor`, one for all its runs,
+started by the first: the commands die with the worker), and ships the command's output to
+the orchestrator as it comes, as worker events on the orchestrator client's topic
+(``log_event``: fire and forget, no round trip; the orchestrator subscribes to its own client
+id). Messages, each a dict naming its attempt's key in ``run``:
 
 - ``{"kind": "started", "pid", "worker", "host"}`` once the command runs;
 - ``{"kind": "out", "stream": "stdout"|"stderr", "data": bytes}``: raw output, at most
   :data:`BATCH` bytes, whatever was ready (lines may span messages: the orchestrator splits
   them, as for a local run);
-- ``{"kind": "end", "exit_code", "cpu_us", "rss_kib"}`` after the last output; or
+- ``{"kind": "end", "exit_code", "cpu_us", "rss_kib"}`` after the last output (and, for a
+  run in a scratch folder, ``outputs``: how many entries of its ``outputs/`` the task's
+  result holds, or ``outputs_error``; see :mod:`orchestrator.executors.dask_scratch`); or
   ``{"kind": "start-error", "errno", "strerror"}`` when the command could not be started,
   ``{"kind": "error", "error"}`` when the attempt could not even get that far. These, not the
   task's result, close the run's stream: the result may overtake the last output;
@@ -29,18 +32,24 @@ or the orchestrator's client gone: the scheduler drops a lost client's tasks) st
 command itself: SIGTERM, the grace, SIGKILL. So an orchestrator that dies or disconnects
 leaves nothing running.
 
-Standard library and ``distributed`` only: it is imported on the workers (and, to unpickle the
-task, on the scheduler), which need the orchestrator installed, same version.
+A worker that does not see the run's folder (a home the workers do not share) runs the
+attempt in a scratch folder of its own: :mod:`orchestrator.executors.dask_scratch`.
+
+Standard library and ``distributed`` only (the scratch module aside, imported when needed):
+it is imported on the workers (and, to unpickle the task, on the scheduler), which need the
+orchestrator installed, same version.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Any
@@ -73,22 +82,56 @@ def forget_claims(names: list[str], dask_scheduler: Any = None) -> None:
         events.event_clear(name=name)
 
 
-class _Attempt:
-    """A running command, as this worker holds it: its supervisor, and what :func:`signal_run`
-    may say to it."""
+class _Supervisor:
+    """This worker process's supervisor (:mod:`orchestrator.executors.dask_supervisor`), one
+    for all its runs: started by the first, again by the next if it died. Only this process
+    holds its end of the supervisor's socket (not inheritable): the supervisor sees it close
+    however this process dies."""
 
-    def __init__(self, supervisor: subprocess.Popen[bytes]) -> None:
-        self.supervisor = supervisor
+    def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.channel: socket.socket | None = None
+
+    def send(self, message: bytes, fds: list[int] | None = None) -> None:
+        """One message (with ``fds``); OSError when the supervisor cannot be told."""
+        with self.lock:
+            if self.process is None or self.process.poll() is not None:
+                self._start()
+            assert self.channel is not None
+            socket.send_fds(self.channel, [message], fds or [])
+
+    def _start(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-S", _SUPERVISOR],
+                stdin=theirs.fileno(),
+                start_new_session=True,
+            )
+        finally:
+            theirs.close()
+        with contextlib.suppress(OSError):  # the system may cap it: then larger runs fail
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        self.channel = ours
+
+
+_SUPERVISOR_OF_RUNS = _Supervisor()
+
+
+class _Attempt:
+    """A running command, as this worker holds it: what :func:`signal_run` may say to it."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
 
     def say(self, word: bytes) -> None:
-        """One byte to the supervisor: ``T`` SIGTERM, ``K`` SIGKILL the command's group."""
-        stdin = self.supervisor.stdin
-        if stdin is None:
-            return
-        with self.lock, contextlib.suppress(OSError, ValueError):
-            stdin.write(word)
-            stdin.flush()
+        """To the supervisor: ``T`` SIGTERM, ``K`` SIGKILL the command's group; ``E`` the
+        task is over (a command still running: SIGTERM, the grace, SIGKILL)."""
+        with contextlib.suppress(OSError):
+            _SUPERVISOR_OF_RUNS.send(word + b" " + self.key.encode())
 
 
 #: The attempts running on this worker, by key.
@@ -105,8 +148,9 @@ def signal_run(key: str, word: str) -> bool:
     return True
 
 
-def _reader(fd: int, name: str, out: queue.Queue[tuple[str, bytes | None]]) -> None:
-    """Copy one pipe into ``out`` as it is read; ``None`` at its end."""
+def _reader(fd: int, name: str, out: queue.Queue[tuple[str, bytes | None]], close: bool) -> None:
+    """Copy one pipe into ``out`` as it is read; ``None`` at its end (then the pipe is closed,
+    when ``close`` says so: only this thread still reads it)."""
     try:
         while True:
             try:
@@ -119,6 +163,9 @@ def _reader(fd: int, name: str, out: queue.Queue[tuple[str, bytes | None]]) -> N
                 break
             out.put((name, data))
     finally:
+        if close:
+            with contextlib.suppress(OSError):
+                os.close(fd)
         out.put((name, None))
 
 
@@ -174,67 +221,102 @@ def _environment(extra: dict[str, str], unset: list[str]) -> dict[str, str]:
 
 def run_on_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one attempt (``spec``: ``key``, ``topic``, ``argv``, ``env``, ``cwd``, ``run_dir``,
-    ``unset``, ``grace``) to its end; see the module's docstring for what it sends."""
+    ``unset``, ``grace``; for a worker that does not see ``run_dir``, or where ``scratch``
+    says so: ``init`` or ``init_error``, ``outputs_max_files``, ``outputs_max_bytes``) to its
+    end; see the module's docstring for what it sends."""
     key = str(spec["key"])
     shipper = _Shipper(str(spec["topic"]), key)
     if not _claimed(key):
         shipper.send("duplicate")
         return {"status": "duplicate"}
-    if not os.path.isdir(spec["run_dir"]):
-        where = socket.gethostname()
-        error = (
-            f"the run folder {spec['run_dir']} is not on the Dask worker's machine ({where}): "
-            "the orchestrator's home must be on a filesystem the workers share"
-        )
-        shipper.send("error", error=error)
-        return {"status": "error"}
-    status_r, status_w = os.pipe()
+    scratch: Any = None
+    argv, env, cwd = list(spec["argv"]), dict(spec["env"]), str(spec["cwd"])
+    if spec.get("scratch") or not os.path.isdir(spec["run_dir"]):
+        scratch = _scratch(spec, shipper)
+        if scratch is None:
+            return {"status": "error"}
+        argv, env, cwd = scratch.argv, scratch.env, scratch.cwd
     try:
-        supervisor = subprocess.Popen(
-            [sys.executable, "-I", "-S", _SUPERVISOR, str(spec["grace"]), str(status_w)]
-            + [str(arg) for arg in spec["argv"]],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=spec["cwd"],
-            env=_environment(spec["env"], list(spec["unset"])),
-            pass_fds=(status_w,),
-            start_new_session=True,
-        )
+        return _supervise(spec, shipper, argv, _environment(env, list(spec["unset"])), cwd, scratch)
+    finally:
+        if scratch is not None:
+            scratch.remove()
+
+
+def _scratch(spec: dict[str, Any], shipper: _Shipper) -> Any:
+    """The attempt's scratch folder on this worker, its init done there
+    (:mod:`orchestrator.executors.dask_scratch`); None once the reason it cannot be is sent."""
+    where = socket.gethostname()
+    if spec.get("init_error"):
+        shipper.send("error", error=f"{spec['init_error']} ({where})")
+        return None
+    from orchestrator.exceptions import ExecutorError
+    from orchestrator.executors.dask_scratch import prepare
+
+    local = getattr(shipper.worker, "local_directory", None) or tempfile.gettempdir()
+    try:
+        return prepare(spec, local)
+    except ExecutorError as exc:
+        shipper.send("error", error=f"{exc} (on the Dask worker {where})")
     except OSError as exc:
-        os.close(status_r)
-        what = "its working folder" if isinstance(exc, FileNotFoundError) else "its supervisor"
-        detail = f"{exc.strerror or exc} ({spec['cwd']})"
-        shipper.send("error", error=f"cannot start {what} on the Dask worker: {detail}")
+        error = f"cannot prepare the run's folder on the Dask worker {where}: {exc}"
+        shipper.send("error", error=error)
+    return None
+
+
+def _supervise(
+    spec: dict[str, Any],
+    shipper: _Shipper,
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str,
+    scratch: Any,
+) -> dict[str, Any]:
+    """Have the command started by this worker's supervisor, with pipes of its own for its
+    stdout, stderr and status, and follow it to its end."""
+    key = str(spec["key"])
+    pipes = [os.pipe() for _ in range(3)]  # stdout, stderr, status
+    request = {"key": key, "argv": argv, "env": env, "cwd": cwd, "grace": spec["grace"]}
+    try:
+        _SUPERVISOR_OF_RUNS.send(b"S" + json.dumps(request).encode(), [w for _, w in pipes])
+    except OSError as exc:
+        for read, _ in pipes:
+            os.close(read)
+        detail = exc.strerror or str(exc)
+        shipper.send("error", error=f"cannot start its supervisor on the Dask worker: {detail}")
         return {"status": "error"}
     finally:
-        os.close(status_w)
-    attempt = _Attempt(supervisor)
-    _ATTEMPTS[key] = attempt
+        for _, write in pipes:
+            os.close(write)
+    attempt = _ATTEMPTS[key] = _Attempt(key)
     try:
-        return _follow(spec, shipper, attempt, status_r)
+        return _follow(spec, shipper, attempt, [read for read, _ in pipes], scratch)
     finally:
         _ATTEMPTS.pop(key, None)
-        with contextlib.suppress(OSError):
-            if supervisor.stdin is not None:
-                supervisor.stdin.close()  # EOF: a command still running is stopped
-        supervisor.wait()
+        attempt.say(b"E")  # a command still running is stopped
 
 
 def _follow(
-    spec: dict[str, Any], shipper: _Shipper, attempt: _Attempt, status_fd: int
+    spec: dict[str, Any], shipper: _Shipper, attempt: _Attempt, fds: list[int], scratch: Any
 ) -> dict[str, Any]:
-    """Start the threads that read the attempt's pipes, then ship what they read until the
-    command ended and its output is all sent."""
-    supervisor = attempt.supervisor
-    assert supervisor.stdout is not None and supervisor.stderr is not None
+    """Start the threads that read the attempt's pipes (``fds``: stdout, stderr, status),
+    then ship what they read until the command ended and its output is all sent."""
+    out_fd, err_fd, status_fd = fds
     # Unbuffered: the exit line may follow at once, and it is for the reader thread to read.
     with os.fdopen(status_fd, "rb", buffering=0) as status:
         first = status.readline().decode(errors="replace").split(" ", 2)
         if first[0] != "P":
+            os.close(out_fd)
+            os.close(err_fd)
             number = int(first[1]) if len(first) == 3 else 0
             text = first[2].strip() if len(first) == 3 else "its supervisor died"
-            shipper.send("start-error", errno=number, strerror=text)
+            if first[0] == "C":
+                error = (
+                    f"cannot start its working folder on the Dask worker: {text} ({spec['cwd']})"
+                )
+                shipper.send("error", error=error)
+            else:
+                shipper.send("start-error", errno=number, strerror=text)
             return {"status": "error"}
         shipper.send(
             "started",
@@ -243,17 +325,35 @@ def _follow(
             host=socket.gethostname(),
         )
         chunks: queue.Queue[tuple[str, bytes | None]] = queue.Queue()
-        _start_thread(_reader, supervisor.stdout.fileno(), "stdout", chunks)
-        _start_thread(_reader, supervisor.stderr.fileno(), "stderr", chunks)
-        _start_thread(_reader, status.fileno(), "status", chunks)
+        _start_thread(_reader, out_fd, "stdout", chunks, True)
+        _start_thread(_reader, err_fd, "stderr", chunks, True)
+        _start_thread(_reader, status.fileno(), "status", chunks, False)
         exit_line = _ship(spec, shipper, attempt, chunks)
-    code = supervisor.wait()
     fields = exit_line.split()
-    if len(fields) == 4 and fields[0] == "X":
-        shipper.send("end", exit_code=int(fields[1]), cpu_us=int(fields[2]), rss_kib=int(fields[3]))
-        return {"status": "exited", "exit_code": int(fields[1])}
-    shipper.send("end", exit_code=code, cpu_us=None, rss_kib=None)
-    return {"status": "exited", "exit_code": code}
+    if len(fields) != 4 or fields[0] != "X":
+        shipper.send("error", error="the run's supervisor on the Dask worker died")
+        return {"status": "error"}
+    ended = {"exit_code": int(fields[1]), "cpu_us": int(fields[2]), "rss_kib": int(fields[3])}
+    result = {"status": "exited", "exit_code": ended["exit_code"]}
+    if scratch is not None:
+        result["files"], shipped = _packed(spec, scratch)
+        ended.update(shipped)
+    shipper.send("end", **ended)
+    return result
+
+
+def _packed(spec: dict[str, Any], scratch: Any) -> tuple[list[Any], dict[str, Any]]:
+    """A scratch run's ``outputs/``, packed for the task's result, and what the end message
+    says of it: ``outputs`` (how many entries) or ``outputs_error``."""
+    from orchestrator.executors.dask_scratch import OUTPUTS_LIMIT, pack_outputs
+
+    try:
+        files, error = pack_outputs(
+            scratch.outputs, int(spec["outputs_max_files"]), int(spec["outputs_max_bytes"])
+        )
+    except OSError as exc:
+        files, error = [], f"{OUTPUTS_LIMIT}: cannot read outputs/ on the Dask worker: {exc}"
+    return files, ({"outputs": len(files)} if error is None else {"outputs_error": error})
 
 
 def _ship(

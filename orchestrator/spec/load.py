@@ -13,6 +13,7 @@ import socket
 import stat
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,14 @@ from orchestrator.spec import models as m
 from orchestrator.spec.decode import decode, to_camel
 from orchestrator.spec.yamlsafe import MAX_FILE_BYTES, load_yaml
 
-__all__ = ["LoadedSpec", "load_spec", "load_text", "read_spec_file"]
+__all__ = [
+    "LoadedSpec",
+    "load_spec",
+    "load_text",
+    "read_spec_file",
+    "resolve_component",
+    "with_ignored",
+]
 
 _NAME_RE = re.compile(r"^[-a-zA-Z0-9_]+\Z")
 #: A hubRef: ``name``, ``owner/name``, either with ``:tag``; nothing that can leave the hub.
@@ -55,7 +63,6 @@ _IGNORED_OPERATION = (
     "plugins",
     "build",
     "mount",
-    "hooks",
     "is_approved",
     "patch_strategy",
     "is_preset",
@@ -70,7 +77,6 @@ _IGNORED_COMPONENT = (
     "plugins",
     "build",
     "mount",
-    "hooks",
     "is_approved",
     "template",
 )
@@ -203,7 +209,24 @@ def read_spec_file(file: Path, source: str, what: str = "file") -> bytes:
         os.close(fd)
 
 
-def _resolve_reference(op: m.Operation, source: str, base: Path) -> tuple[m.Component, str]:
+def resolve_component(
+    op: m.Operation,
+    source: str,
+    base: Path,
+    dag_components: Mapping[str, m.Component] | None = None,
+) -> tuple[m.Component, str]:
+    """The component an operation names and where it came from. ``dag_components``: the
+    ``run.components`` of the DAG that holds ``op`` (a ``dagRef`` resolves among them; a file's
+    top-level operation has none, so its ``dagRef`` is an error)."""
+    return _resolve_reference(op, source, base, dag_components)
+
+
+def _resolve_reference(
+    op: m.Operation,
+    source: str,
+    base: Path,
+    dag_components: Mapping[str, m.Component] | None = None,
+) -> tuple[m.Component, str]:
     refs = {
         name: value
         for name, value in (
@@ -215,6 +238,10 @@ def _resolve_reference(op: m.Operation, source: str, base: Path) -> tuple[m.Comp
         )
         if value is not None
     }
+    if op.component is not None and len(refs) == 2:
+        # Polyaxon counts the inline component only when no reference is given: with one
+        # (``hubRef: kaniko`` plus the component it resolved to), the component is used.
+        return op.component, source
     if len(refs) != 1:
         given = ", ".join(refs) if refs else "none"
         raise ComponentRefError(
@@ -239,7 +266,24 @@ def _resolve_reference(op: m.Operation, source: str, base: Path) -> tuple[m.Comp
         return _component_from(
             read_spec_file(hub_file, str(hub_file), "hub component"), str(hub_file), "hubRef"
         ), str(hub_file)
-    raise ComponentRefError("DAGs are not supported yet", field="dagRef", file=source)
+    if dag_components is None:
+        raise ComponentRefError(
+            "dagRef names a component of the DAG that holds the operation (run.components); "
+            "a file's top-level operation has no DAG around it: use pathRef, hubRef, urlRef "
+            "or an inline component",
+            field="dagRef",
+            file=source,
+        )
+    component = dag_components.get(value)
+    if component is None:
+        known = ", ".join(repr(n) for n in dag_components) or "none"
+        raise ComponentRefError(
+            f"operation {op.name!r} requires a component with name {value!r}, which is not "
+            f"defined on this pipeline (run.components: {known})",
+            field="dagRef",
+            file=source,
+        )
+    return component, source
 
 
 def _component_from(text: str | bytes, where: str, ref: str) -> m.Component:
@@ -400,5 +444,15 @@ def _finish(loaded: LoadedSpec) -> LoadedSpec:
         ignored += [f"run.{n}" for n in _IGNORED_RUN if getattr(run, n) is not None]
         if run.container is not None and run.container.image is not None:
             ignored.append("run.container.image (the command runs on this machine)")
+    elif isinstance(run, m.Dag):  # passed to every operation by Polyaxon; none has a meaning here
+        ignored += [
+            f"run.{n}" for n in ("environment", "volumes", "connections") if getattr(run, n)
+        ]
     loaded.ignored = ignored
     return loaded
+
+
+def with_ignored(loaded: LoadedSpec) -> LoadedSpec:
+    """``loaded`` with ``ignored`` listing the sections it sets that have no local meaning
+    (a DAG's node specs are built, not loaded, and report the same way)."""
+    return _finish(loaded)

@@ -466,7 +466,10 @@ def _compile(
     run = component.run
     if not isinstance(run, m.Job | m.Service):
         raise SpecError(
-            "only job and service runs can run locally; DAGs are not supported yet",
+            "a DAG (run.kind: dag) is compiled with orchestrator.spec.dag.compile_dag, "
+            "not compile_plan"
+            if isinstance(run, m.Dag)
+            else "only job and service runs can run locally",
             field="run.kind",
             file=spec.component_source,
         )

@@ -121,16 +121,19 @@ class Journal(JournalWriter):
         overrides: dict[str, str] | None = None,
         component_hash: str | None = None,
         daemon_spec: tuple[str, str] | None = None,
+        parent_id: str | None = None,
+        node: str | None = None,
     ) -> None:
         """A new sweep, ``created``; ``daemon_spec`` (spec text, base folder) lets a restarted
-        daemon resume it. Durable: its commit syncs the WAL (the sweep is being accepted)."""
+        daemon resume it; ``parent_id``/``node``: a pipeline's node (or a hook's run) and
+        the sweep it belongs to. Durable: its commit syncs the WAL (the sweep is accepted)."""
         now = time.time()
         text, base = daemon_spec if daemon_spec is not None else (None, None)
         statement = (
             "INSERT INTO sweeps (id, name, description, tags, spec_path, kind, total, "
             "concurrency, state, created_at, started_at, pid, seed, pid_start, overrides, "
-            "component_hash, spec_text, base_dir, via_daemon) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'created', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "component_hash, spec_text, base_dir, via_daemon, parent_id, node) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'created', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 sweep_id,
                 name,
@@ -150,6 +153,8 @@ class Journal(JournalWriter):
                 text,
                 base,
                 int(daemon_spec is not None),
+                parent_id,
+                node,
             ),
         )
         self._add(statement, sweep=sweep_id, durable=True)
@@ -442,6 +447,17 @@ class Journal(JournalWriter):
             sweep=self._owners.get(run_id),
         )
 
+    def set_placement(self, run_id: str, worker: str, host: str | None) -> None:
+        """Where the run's attempt was sent off this machine (a Dask worker's address, that
+        machine's name); a later attempt's replaces it."""
+        self._add(
+            (
+                "INSERT OR REPLACE INTO placements (run_id, worker, host) VALUES (?, ?, ?)",
+                (run_id, worker, host),
+            ),
+            sweep=self._owners.get(run_id),
+        )
+
     def set_output(self, run_id: str, name: str, value: Any) -> None:
         self._add(
             (
@@ -483,13 +499,29 @@ class Journal(JournalWriter):
         return rows[0]
 
     def latest_sweeps(self, limit: int) -> list[SweepRow]:
-        """The newest ``limit`` sweeps, newest first."""
-        return self._sweeps("ORDER BY created_at DESC LIMIT ?", (limit,))
+        """The newest ``limit`` top-level sweeps, newest first (a pipeline's nodes and hooks'
+        runs are part of the sweep they belong to)."""
+        return self._sweeps("WHERE parent_id IS NULL ORDER BY created_at DESC LIMIT ?", (limit,))
+
+    def children_of(self, parent_id: str) -> list[SweepRow]:
+        """The sweeps that belong to ``parent_id`` (a pipeline's nodes, hooks' runs), oldest
+        first."""
+        return self._sweeps("WHERE parent_id = ? ORDER BY created_at, rowid", (parent_id,))
+
+    def child_state_counts(self, parent_id: str) -> dict[str, int]:
+        """How many of a pipeline's nodes are in each state (hooks' runs not counted)."""
+        rows = self._query(
+            "SELECT state, count(*) FROM sweeps WHERE parent_id = ? "
+            "AND node NOT LIKE 'hook:%' GROUP BY state ORDER BY state",
+            (parent_id,),
+        )
+        return {str(state): int(n) for state, n in rows}
 
     def latest_sweep_of_spec(self, spec_path: str) -> str | None:
         """The id of the newest sweep of the spec at ``spec_path`` (None: there is none)."""
         rows = self._query(
-            "SELECT id FROM sweeps WHERE spec_path = ? ORDER BY created_at DESC LIMIT 1",
+            "SELECT id FROM sweeps WHERE spec_path = ? AND parent_id IS NULL "
+            "ORDER BY created_at DESC LIMIT 1",
             (spec_path,),
         )
         return str(rows[0][0]) if rows else None
@@ -670,6 +702,11 @@ class Journal(JournalWriter):
         """What each run was given of the machine, for the runs that were given something."""
         sql = "SELECT run_id, assignment FROM resources WHERE run_id IN ({marks})"
         return {run_id: json.loads(given) for run_id, given in self._of_runs(sql, run_ids)}
+
+    def placements_of(self, run_ids: list[str]) -> dict[str, tuple[str, str | None]]:
+        """Where each run placed off this machine ran its latest attempt: worker, host."""
+        sql = "SELECT run_id, worker, host FROM placements WHERE run_id IN ({marks})"
+        return {run_id: (worker, host) for run_id, worker, host in self._of_runs(sql, run_ids)}
 
     def outputs_of(self, run_ids: list[str]) -> dict[str, dict[str, Any]]:
         """The outputs of each run, decoded."""

@@ -49,6 +49,10 @@ class SweepRow(msgspec.Struct, frozen=True):
     spec_text: str | None
     base_dir: str | None
     via_daemon: bool
+    #: A pipeline's node: the pipeline's sweep id, and the node's (operation's) name; a
+    #: hook's run: the sweep it followed, and ``hook:<index>``. None: a top-level sweep.
+    parent_id: str | None = None
+    node: str | None = None
 
     @classmethod
     def from_db(cls, values: tuple[Any, ...]) -> SweepRow:

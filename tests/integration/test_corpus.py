@@ -19,11 +19,20 @@ import pytest
 
 from orchestrator.exceptions import SpecError
 from orchestrator.spec import compile_plan, load_spec
+from orchestrator.spec.dag import compile_dag, node_spec
 from orchestrator.spec.yamlsafe import load_yaml
 from orchestrator.store.layout import run_paths
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus"
-CASES = sorted(p for p in CORPUS.glob("*.yaml")) if CORPUS.is_dir() else []
+ALL_CASES = sorted(p for p in CORPUS.glob("*.yaml")) if CORPUS.is_dir() else []
+
+
+def _is_dag_case(case: Path) -> bool:
+    return any(case.with_suffix(s).exists() for s in (".dag.expected.json", ".dag.error.txt"))
+
+
+CASES = [c for c in ALL_CASES if not _is_dag_case(c)]
+DAG_CASES = [c for c in ALL_CASES if _is_dag_case(c)]
 
 #: Cases where we differ from Polyaxon on purpose; each is covered by its own unit test.
 DIFFERENCES: dict[str, str] = {
@@ -248,3 +257,64 @@ def test_polyaxon_corpus(case: Path, tmp_path: Path) -> None:
         assert _close(ours["params"], theirs["params"]), (ours["params"], theirs["params"])
         assert _argv_close(ours["argv"], theirs["argv"]), (ours["argv"], theirs["argv"])
         assert ours["env"] == theirs.get("env", {})
+
+
+# --------------------------------------------------------------------------- pipelines (DAGs)
+#: ``dag_NAME.yaml`` with ``NAME.dag.expected.json`` (Polyaxon's ``sort_topologically`` levels,
+#: each operation's upstream, and the params and argv of each operation that compiles on its own:
+#: no matrix, no ref, no join; null otherwise) or ``NAME.dag.error.txt`` (its message).
+DAG_ERROR_FRAGMENTS: dict[str, tuple[str | tuple[str, str], ...]] = {
+    "dag_cyclic_pipeline": ("graph is not acyclic",),
+    "dag_pipeline_with_no_ops": ("pipeline is not valid, it has no ops",),
+    "dag_pipeline_with_no_components": (
+        "requires a component with name 'job-template', which is not defined on this pipeline",
+    ),
+    "dag_pipeline_ops_not_corresponding_to_components": (
+        "requires a component with name 'job-template', which is not defined on this pipeline",
+    ),
+    "dag_ref_output_missing": (
+        "param 'x' has a ref value 'outputs.nope', but",
+        "has no such information",
+    ),
+    "dag_ref_output_int_from_float": (
+        ("input type 'int' and it does not correspond", "input type 'int' that does not"),
+        "'float'",
+    ),
+    "dag_ref_output_untyped": (
+        ("input type 'float' and it does not correspond", "input type 'float' that does not"),
+        "none",
+    ),
+    "dag_ref_output_list_mismatch": ("param 'x'", "'outputs.losses'", "list"),
+    "dag_ref_unknown_op": ("non valid dag", "orphan ops", "'zz'"),
+    "dag_ref_bad_entity": ("could not parse ref 'foo", "for param 'x'"),
+    "dag_ref_bad_section": ("invalid value 'foo.loss' for param 'x'", "'foo' must be one of"),
+    "dag_ref_dag_missing_input": ("param 'x' has a ref value 'inputs.nope', but", "no such"),
+}
+
+
+@pytest.mark.skipif(not DAG_CASES, reason="no corpus")
+@pytest.mark.parametrize("case", DAG_CASES, ids=[c.stem for c in DAG_CASES])
+def test_polyaxon_dag_corpus(case: Path, tmp_path: Path) -> None:
+    error_file = case.with_suffix(".dag.error.txt")
+    if error_file.exists():
+        with pytest.raises(SpecError) as info:
+            compile_dag(load_spec(case), paths=run_paths(tmp_path))
+        message = str(info.value)
+        assert "\n" not in message and str(case) in message
+        theirs, ours = _normalized(error_file.read_text()), _normalized(message)
+        for fragment in DAG_ERROR_FRAGMENTS[case.stem]:
+            their_words, our_words = (fragment, fragment) if isinstance(fragment, str) else fragment
+            assert their_words in theirs, (their_words, error_file.read_text())
+            assert our_words in ours, (our_words, message)
+        return
+    expected = json.loads(case.with_suffix(".dag.expected.json").read_text())
+    plan = compile_dag(load_spec(case), paths=run_paths(tmp_path))
+    assert [sorted(level) for level in plan.levels] == expected["levels"]
+    assert {n: sorted(node.upstream) for n, node in plan.nodes.items()} == expected["upstream"]
+    for name, theirs in expected["runs"].items():
+        if theirs is None:
+            continue
+        spec = node_spec(plan, name, {})
+        run = next(iter(compile_plan(spec, paths=run_paths(tmp_path)).runs()))
+        assert _close(run.params, theirs["params"]), (name, run.params, theirs["params"])
+        assert _argv_close(run.argv, theirs["argv"]), (name, run.argv, theirs["argv"])

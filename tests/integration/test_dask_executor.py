@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +26,7 @@ pytest.importorskip("distributed", reason="the dask extra (distributed) is not i
 
 import itertools
 
+import dask
 from distributed import Future, LocalCluster
 
 from orchestrator.diagnostics import is_ready_record
@@ -33,8 +35,11 @@ from orchestrator.executors.dask_executor import (
     WORKER_LOST,
     DaskCluster,
     DaskExecutor,
+    Settings,
     dask_resources,
 )
+from orchestrator.executors.dask_scratch import unpack_outputs
+from orchestrator.spec import models as m
 from orchestrator.spec.resources import ResourceRequest
 from orchestrator.store.layout import RunLayout
 from tests.conftest import CliResult
@@ -140,6 +145,26 @@ async def test_exit_codes_start_errors_and_a_run_that_writes_nothing(
     assert await execute(executor, silent, Sink()) == Outcome(0)
     assert not silent.layout.stdout.exists() and not silent.layout.stderr.exists()
     assert silent.layout.outputs.is_dir()
+
+
+async def test_one_supervisor_starts_every_run_of_a_worker_and_says_what_it_cannot_start(
+    cluster: DaskCluster, tmp_path: Path
+) -> None:
+    """A supervisor per worker process, not per run (a Python start saved on every run)."""
+    executor = cluster.executor()
+    argv = [PY, "-c", "import os; print(os.getppid())"]
+    parents = set()
+    for index in range(4):
+        sink = Sink()
+        assert await execute(executor, job(tmp_path, argv, f"p{index}"), sink) == Outcome(0)
+        parents.add(int(sink.lines[0][1]))
+    assert len(parents) <= 2, "two workers, one supervisor each"
+    missing = tmp_path / "missing"
+    nowhere = Job("w", 0, [PY, "-c", "pass"], dict(os.environ), missing, RunLayout(tmp_path, "w"))
+    outcome = await execute(executor, nowhere, Sink())
+    assert outcome.error == (
+        f"cannot start its working folder on the Dask worker: No such file or directory ({missing})"
+    )
 
 
 async def test_stop_reaches_a_child_ignoring_sigterm_as_sigkill_after_the_grace(
@@ -499,3 +524,279 @@ def test_help_imports_no_dask() -> None:
     )
     proc = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout == "[0, 0, 0] []\n", proc.stderr
+
+
+# ---------------------------------------------------------------------- homes not shared
+
+
+def home_job(tmp_path: Path, argv: list[str], run_id: str, init: list[m.Init] | None = None) -> Job:
+    """A job as the engine makes it: the ``ORCHESTRATOR_*`` paths of its run folder in the
+    orchestrator's home."""
+    layout = RunLayout(tmp_path / "home", run_id)
+    env = {
+        **os.environ,
+        "ORCHESTRATOR_RUN_ID": run_id,
+        "ORCHESTRATOR_RUN_DIR": str(layout.run_dir),
+        "ORCHESTRATOR_OUTPUTS_PATH": str(layout.outputs),
+    }
+    return Job(run_id, 0, argv, env, tmp_path, layout, list(init or []))
+
+
+def _git_repo(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "train.py").write_text("print('training')\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    for args in (["init", "-q"], ["add", "train.py"], ["commit", "-q", "-m", "one"]):
+        subprocess.run([*git, *args], cwd=folder, check=True, capture_output=True)
+    return folder
+
+
+def _said(sink: Sink, word: str) -> list[str]:
+    return [text.split(" ", 1)[1] for _, text in sink.lines if text.startswith(f"{word} ")]
+
+
+SCRATCH_RUN = str(COMPONENTS / "dask_scratch_run.py")
+
+
+async def test_a_home_the_worker_does_not_see_runs_in_a_scratch_folder_and_outputs_come_back(
+    scheduler: str, tmp_path: Path
+) -> None:
+    """``scratch=True`` (dask config ``orchestrator.scratch``) makes the worker act as one that
+    does not see the home: init runs there, the command runs in a scratch folder with its
+    paths mapped, and ``outputs/`` (no links) lands in the home's run folder."""
+    repo = _git_repo(tmp_path / "origin")
+    init = [
+        m.Init(file=m.FileInit(content="hello", filename="greeting.txt", chmod="750")),
+        m.Init(git=m.GitInit(url=str(repo)), path="repo"),
+    ]
+    run = home_job(tmp_path, [PY, SCRATCH_RUN, "PLACEHOLDER"], "scratch-1", init)
+    run.argv[-1] = str(run.layout.outputs)  # as globals.run_outputs_path renders it
+    sink = Sink()
+    async with DaskCluster(scheduler, scratch=True) as opened:
+        outcome = await execute(opened.executor(), run, sink)
+    assert outcome == Outcome(0), outcome
+    (scratch_dir,) = _said(sink, "run_dir")
+    assert scratch_dir != str(run.layout.run_dir)
+    assert _said(sink, "outputs") == [f"{scratch_dir}/outputs {scratch_dir}/outputs"]
+    assert _said(sink, "greeting") == ["hello 0o750"]
+    assert _said(sink, "repo") == ["train.py"]
+    assert not await anyio.Path(scratch_dir).exists(), "the scratch folder outlived its run"
+    assert not run.layout.artifacts.exists(), "init ran here, not on the worker"
+    outputs = run.layout.outputs
+    assert (outputs / "a.txt").read_text() == "from the argument\n"
+    assert (outputs / "sub" / "deeper" / "b.bin").read_bytes() == bytes(range(256)) * 4
+    assert (outputs / "empty").is_dir()
+    assert not (outputs / "link").is_symlink() and not (outputs / "link").exists()
+    assert not (outputs / "inner-link").exists()
+    assert f"run_dir {scratch_dir}\n" in run.layout.stdout.read_text()
+    assert run.placement is not None and run.placement.worker.startswith("tcp://127.0.0.1:")
+    assert run.placement.host == socket.gethostname()
+    assert sink.started == [None]
+
+
+async def test_what_a_scratch_run_takes_and_ships_back_is_bounded(
+    scheduler: str, tmp_path: Path
+) -> None:
+    small = {"outputs_max_files": 5, "init_max_bytes": 4}
+    async with DaskCluster(scheduler, scratch=True, **small) as opened:
+        fits = home_job(tmp_path, [PY, SCRATCH_RUN, "PLACEHOLDER"], "fits")
+        fits.argv[-1] = str(fits.layout.outputs)
+        assert await execute(opened.executor(), fits, Sink()) == Outcome(0)
+        six = home_job(tmp_path, [PY, SCRATCH_RUN, "PLACEHOLDER", "1"], "six")
+        six.argv[2] = str(six.layout.outputs)
+        too_many = await execute(opened.executor(), six, Sink())
+        greeting = [m.Init(file=m.FileInit(content="hello", filename="greeting.txt"))]
+        big_init = home_job(tmp_path, [PY, "-c", "print('ran')"], "big-init", greeting)
+        sink = Sink()
+        refused = await execute(opened.executor(), big_init, sink)
+    assert too_many.error == (
+        "outputs_not_shipped: outputs/ holds more than 5 files and folders, the most a Dask "
+        "worker that does not share the home ships back (dask config "
+        "orchestrator.outputs-max-files); the command exited 0"
+    )
+    assert not (six.layout.outputs / "a.txt").exists()
+    assert refused.error is not None and refused.error.startswith(
+        "init_too_large: the run's init files come to 5 bytes, more than the 4 "
+    )
+    assert sink.lines == [], "the command ran"
+    big = home_job(tmp_path, [PY, SCRATCH_RUN, "PLACEHOLDER"], "big")
+    big.argv[-1] = str(big.layout.outputs)
+    async with DaskCluster(scheduler, scratch=True, outputs_max_bytes=1000) as opened:
+        too_big = await execute(opened.executor(), big, Sink())
+    assert too_big.error is not None
+    assert too_big.error.startswith("outputs_not_shipped: outputs/ holds more than 1,000 bytes")
+
+
+def test_settings_come_from_the_dask_config_unless_given() -> None:
+    config = {"no-worker-wait": "2m", "outputs-max-bytes": "1GiB", "scratch": "true"}
+    with dask.config.set({f"orchestrator.{key}": value for key, value in config.items()}):
+        settings = Settings.configured({"init_max_bytes": 5})
+    assert settings == Settings(
+        scratch=True,
+        no_worker_wait=120.0,
+        init_max_bytes=5,
+        outputs_max_files=1000,
+        outputs_max_bytes=1 << 30,
+    )
+
+
+def test_unpacking_outputs_never_leaves_the_outputs_folder(tmp_path: Path) -> None:
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (outputs / "away").symlink_to(tmp_path / "elsewhere")
+    for name in ("../escape", "/etc/x", "a/../../b", "", "a//b"):
+        with pytest.raises(ValueError, match="leaves outputs/"):
+            unpack_outputs(outputs, [(name, 0o644, b"x")])
+    with pytest.raises(ValueError, match="is not a folder here"):
+        unpack_outputs(outputs, [("away/x", 0o644, b"x")])
+    with pytest.raises(OSError):  # a link where the file goes: O_NOFOLLOW
+        unpack_outputs(outputs, [("away", 0o644, b"x")])
+    assert not list((tmp_path / "elsewhere").iterdir())
+    unpack_outputs(outputs, [("ok", 0o4777, b"y")])
+    assert (outputs / "ok").stat().st_mode & 0o7777 == 0o755
+
+
+# ---------------------------------------------------------------------- workers that leave
+
+
+@pytest.fixture
+def gpu2_worker(scheduler: str) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    """Starts workers (no nanny: a killed one does not come back) with GPU=2, which the
+    cluster's own workers lack, and one thread each."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        command = [PY, "-m", "distributed.cli.dask_worker", scheduler, "--nthreads", "1"]
+        command += ["--resources", "GPU=2", "--no-nanny", "--host", "127.0.0.1"]
+        command += ["--no-dashboard"]
+        out = subprocess.DEVNULL
+        started.append(subprocess.Popen(command, stdout=out, stderr=out))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for worker in started:
+            worker.kill()
+            worker.wait()
+
+
+async def _b_waits_for_a_lost_worker(
+    opened: DaskCluster,
+    start_worker: Callable[[], subprocess.Popen[bytes]],
+    tmp_path: Path,
+    b_argv: list[str],
+    then: Callable[[], Any] | None = None,
+) -> dict[str, Outcome]:
+    """Run A holds the only GPU=2 worker and run B waits for it; then the worker is killed
+    (and ``then`` called)."""
+    worker = await anyio.to_thread.run_sync(start_worker)
+    await opened.client.wait_for_workers(3, timeout=45)
+    executor = opened.executor(ResourceRequest(gpu_milli=2000))
+    a_ready, b_submitted = anyio.Event(), anyio.Event()
+    open_attempt = opened.open
+
+    def opening(key: str) -> Any:  # the attempt is submitted right after it is opened
+        if "-b-" in key:
+            b_submitted.set()
+        return open_attempt(key)
+
+    opened.open = opening  # type: ignore[method-assign]
+
+    def on_line(stream: str, text: str) -> None:
+        if text.startswith("ready "):
+            a_ready.set()
+
+    a_argv = [PY, str(COMPONENTS / "remote_child.py"), "wait", str(tmp_path / "markers")]
+    outcomes: dict[str, Outcome] = {}
+
+    async def one(name: str, argv: list[str], sink: Sink) -> None:
+        outcomes[name] = await execute(executor, job(tmp_path, argv, name), sink)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one, "a", a_argv, Sink(on_line))
+        with anyio.fail_after(45):
+            await a_ready.wait()
+            tg.start_soon(one, "b", b_argv, Sink())
+            await b_submitted.wait()
+            # The scheduler takes a client's tasks in order: once this one ran, it has B.
+            assert await opened.client.submit(int, 1, pure=False) == 1
+        worker.kill()
+        if then is not None:
+            await anyio.to_thread.run_sync(then)
+    assert outcomes["a"].error is not None and outcomes["a"].error.startswith(WORKER_LOST)
+    return outcomes
+
+
+async def test_a_run_waiting_for_a_worker_that_left_fails_after_the_wait(
+    scheduler: str, gpu2_worker: Callable[[], subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """B, which Dask would keep in its ``no-worker`` state for ever, fails with
+    ``no_worker`` once the wait is over."""
+    markers = tmp_path / "b-markers"
+    b_argv = [PY, str(COMPONENTS / "remote_child.py"), "wait", str(markers)]
+    async with DaskCluster(scheduler, no_worker_wait=0.5) as opened:
+        outcomes = await _b_waits_for_a_lost_worker(opened, gpu2_worker, tmp_path, b_argv)
+    assert outcomes["b"] == Outcome(
+        None, error="no_worker: no Dask worker offers GPU=2 any more (waited 0.5 s for one)"
+    )
+    assert not markers.exists()  # B never ran
+
+
+async def test_a_run_waiting_for_a_worker_that_left_runs_on_one_that_comes_in_time(
+    scheduler: str, gpu2_worker: Callable[[], subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    b_argv = [PY, "-c", "print('b ran')"]
+    async with DaskCluster(scheduler, no_worker_wait=60) as opened:
+        outcomes = await _b_waits_for_a_lost_worker(
+            opened, gpu2_worker, tmp_path, b_argv, then=gpu2_worker
+        )
+    assert outcomes["b"] == Outcome(0)
+
+
+# ---------------------------------------------------------------------- where a run ran
+
+
+def test_where_a_run_ran_is_journaled_and_shown_and_a_scratch_run_works_as_a_local_one(
+    scheduler: str, write: Callable[..., Path], tmp_path: Path, cli: Callable[..., CliResult]
+) -> None:
+    """Through the command line, with the dask config's ``orchestrator.scratch``: the run's
+    init and command run in a scratch folder on the worker; its outputs, logs and metrics are
+    in the home; ``show`` says where it ran (a local run: nowhere)."""
+    spec = write(f"""
+        version: 1.1
+        kind: operation
+        component:
+          run:
+            kind: job
+            init:
+              - file: {{content: hello, filename: greeting.txt}}
+            container:
+              command: ["{PY}", "{SCRATCH_RUN}", "{{{{ globals.run_outputs_path }}}}"]
+    """)
+    home = tmp_path / "home"
+    dask_args = ["--executor", "dask", "--scheduler", scheduler]
+    with dask.config.set({"orchestrator.scratch": True}):
+        result = cli("run", str(spec), "--json", *dask_args, "--home", str(home))
+    (run,) = json.loads(result.out)["runs"]
+    assert result.code == 0 and run["state"] == "succeeded", result.err
+    outputs = home / "runs" / run["id"] / "outputs"
+    assert (outputs / "a.txt").read_text() == "from the argument\n"
+    logs = cli("logs", run["id"], "--home", str(home))
+    assert "greeting hello" in logs.out
+    shown = cli("show", "--run", run["id"], "--home", str(home))
+    (ran_on,) = [line.split(None, 2)[2] for line in shown.out.splitlines() if "ran on" in line]
+    assert ran_on.startswith(f"{socket.gethostname()} (tcp://127.0.0.1:")
+    placement = json.loads(cli("show", "--run", run["id"], "--json", "--home", str(home)).out)
+    assert placement["placement"] == {
+        "worker": ran_on.split("(")[1][:-1],
+        "host": socket.gethostname(),
+    }
+    local_home = tmp_path / "local"
+    local = json.loads(cli("run", str(spec), "--json", "--home", str(local_home)).out)
+    local_id = local["runs"][0]["id"]
+    local_shown = cli("show", "--run", local_id, "--home", str(local_home))
+    assert "ran on" not in local_shown.out and local["runs"][0]["state"] == "succeeded"
+    body = json.loads(cli("show", "--run", local_id, "--json", "--home", str(local_home)).out)
+    assert body["placement"] is None

@@ -75,14 +75,14 @@ def test_path_ref_to_an_operation_is_refused(write: Callable[..., Path]) -> None
         load_spec(spec)
 
 
-def test_path_ref_with_inline_component_is_an_error(write: Callable[..., Path]) -> None:
-    write(COMPONENT, "c.yaml")
+def test_a_ref_with_its_inline_component_uses_the_component(write: Callable[..., Path]) -> None:
+    """As Polyaxon (2.16 and 2.18): the component counts as a reference only when no other is
+    given, and an operation that has one is not resolved again (``collect_references``)."""
     spec = write(
-        "version: 1.1\nkind: operation\npathRef: c.yaml\ncomponent:\n"
+        "version: 1.1\nkind: operation\npathRef: missing.yaml\ncomponent:\n"
         "  run: {kind: job, container: {command: [x]}}\n"
     )
-    with pytest.raises(ComponentRefError, match=r"got component, pathRef|got pathRef, component"):
-        load_spec(spec)
+    assert load_spec(spec).component.run.container.command == ["x"]  # type: ignore[union-attr]
 
 
 def test_hub_ref_resolves_in_a_local_folder(
@@ -111,5 +111,5 @@ def test_hub_ref_without_a_hub_says_how_to_set_one(
 
 def test_dag_ref_is_refused_clearly(write: Callable[..., Path]) -> None:
     spec = write("version: 1.1\nkind: operation\ndagRef: pipeline\n")
-    with pytest.raises(ComponentRefError, match="DAGs are not supported yet"):
+    with pytest.raises(ComponentRefError, match="dagRef names a component of the DAG"):
         load_spec(spec)

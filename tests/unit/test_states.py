@@ -78,6 +78,17 @@ SWEEP_MOVES: frozenset[tuple[str, str]] = frozenset(
         ("succeeded", "running"),
         ("failed", "running"),
         ("stopped", "running"),
+        # A pipeline's node that does not run (this time: a resumed pipeline decides anew).
+        ("created", "skipped"),
+        ("created", "upstream_failed"),
+        ("failed", "skipped"),
+        ("failed", "upstream_failed"),
+        ("stopped", "skipped"),
+        ("stopped", "upstream_failed"),
+        ("skipped", "running"),
+        ("skipped", "upstream_failed"),
+        ("upstream_failed", "running"),
+        ("upstream_failed", "skipped"),
     }
 )
 
@@ -94,7 +105,16 @@ RUN_VALUES = {
     "skipped",
     "upstream_failed",
 }
-SWEEP_VALUES = {"created", "running", "stopping", "succeeded", "failed", "stopped"}
+SWEEP_VALUES = {
+    "created",
+    "running",
+    "stopping",
+    "succeeded",
+    "failed",
+    "stopped",
+    "skipped",
+    "upstream_failed",
+}
 
 
 def moves(table: Mapping[S, frozenset[S]]) -> set[tuple[str, str]]:
@@ -224,14 +244,17 @@ def test_check_sweep_transition_for_every_pair(current: SweepState, to: SweepSta
 
 
 def test_terminal_and_unfinished_sweep_states() -> None:
-    assert {s.value for s in SWEEP_TERMINAL} == {"succeeded", "failed", "stopped"}
+    finished = {"succeeded", "failed", "stopped", "skipped", "upstream_failed"}
+    assert {s.value for s in SWEEP_TERMINAL} == finished
     assert {s.value for s in SWEEP_UNFINISHED} == {"created", "running", "stopping"}
     assert SWEEP_TERMINAL.isdisjoint(SWEEP_UNFINISHED)
 
 
-def test_a_finished_sweep_can_only_be_resumed() -> None:
+def test_a_finished_sweep_can_only_be_resumed_or_left_unrun() -> None:
+    unrun = {SweepState.SKIPPED, SweepState.UPSTREAM_FAILED}
     for state in SWEEP_TERMINAL:
-        assert SWEEP_ALLOWED[state] == frozenset({SweepState.RUNNING})
+        assert SweepState.RUNNING in SWEEP_ALLOWED[state]
+        assert SWEEP_ALLOWED[state] <= {SweepState.RUNNING, *unrun}
 
 
 def test_every_sweep_state_is_reachable_from_created() -> None:
