@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -32,6 +32,7 @@ from orchestrator.store.layout import sweep_dir
 if TYPE_CHECKING:
     from orchestrator.engine.dag import DagController, DagResume
     from orchestrator.spec.dag import DagPlan
+    from orchestrator.spec.resources import ResourceRequest
 
 __all__ = ["SweepSettings", "build_dag", "build_sweep"]
 
@@ -129,6 +130,7 @@ def build_dag(
     journal: Journal,
     plugins: PluginHost | None = None,
     executor: Executor | None = None,
+    executor_for: Callable[[ResourceRequest], Executor] | None = None,
     resume: DagResume | None = None,
     resources: ResourcePool | None = None,
     cache: bool | None = None,
@@ -136,7 +138,8 @@ def build_dag(
 ) -> DagController:
     """A controller for a new pipeline, or for ``resume``'s; its row is queued in the journal
     here (as :func:`build_sweep` does). Each node becomes a sweep of its own, built when it
-    starts; ``settings.concurrency`` bounds the runs of all nodes together. ``cache``:
+    starts; ``settings.concurrency`` bounds the runs of all nodes together. ``executor_for``:
+    each node's executor for what its runs ask (a Dask cluster's); else ``executor``. ``cache``:
     ``--cache BOOL`` for every node (None: each node's ``cache``, on by default)."""
     from orchestrator.engine.dag import DagController
 
@@ -149,6 +152,7 @@ def build_dag(
         settings,
         journal=journal,
         executor=executor,
+        executor_for=executor_for,
         plugins=plugins,
         resources=resources,
         resume=resume,

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from orchestrator.engine.sweep import SweepController
     from orchestrator.spec import LoadedSpec, Plan
     from orchestrator.spec.dag import DagPlan, Upstream
+    from orchestrator.spec.resources import ResourceRequest
 
 __all__ = ["DagController", "DagResume", "dag_ending"]
 
@@ -142,6 +143,7 @@ class DagController:
         *,
         journal: Journal,
         executor: Executor,
+        executor_for: Callable[[ResourceRequest], Executor] | None = None,
         plugins: PluginHost | None = None,
         resources: ResourcePool | None = None,
         resume: DagResume | None = None,
@@ -151,7 +153,10 @@ class DagController:
         self.plan = plan
         self.settings = settings
         self.journal = journal
+        #: Runs the pipeline's hooks; the nodes' runs too, unless ``executor_for`` gives each
+        #: node an executor for what its runs ask (a Dask cluster's, per resource request).
         self.executor = executor
+        self.executor_for = executor_for
         self.plugins = plugins
         self.resources = resources
         self.resume = resume
@@ -477,12 +482,13 @@ class DagController:
         plan = compile_plan(loaded, {}, paths=paths, name=name, seed=seed)
         resume = self._node_resume(earlier, plan) if earlier is not None else None
         settings = _with_concurrency(settings, plan.concurrency or self.settings.concurrency)
+        executor = self.executor if self.executor_for is None else self.executor_for(plan.request)
         return build_sweep(
             plan,
             settings,
             journal=self.journal,
             plugins=self.plugins,
-            executor=self.executor,
+            executor=executor,
             resume=resume,
             shared_slots=self.slots,
             resources=self.resources,

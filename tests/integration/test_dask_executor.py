@@ -800,3 +800,41 @@ def test_where_a_run_ran_is_journaled_and_shown_and_a_scratch_run_works_as_a_loc
     assert "ran on" not in local_shown.out and local["runs"][0]["state"] == "succeeded"
     body = json.loads(cli("show", "--run", local_id, "--json", "--home", str(local_home)).out)
     assert body["placement"] is None
+
+
+def test_a_pipelines_nodes_run_on_the_cluster_and_pass_outputs_downstream(
+    scheduler: str, write: Callable[..., Path], cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    """``--executor dask`` sends every node's runs to the workers (each journaled with the
+    worker it ran on), and an output still reaches the next node."""
+    said = "import json, sys; print(json.dumps({'outputs': {'said': sys.argv[1] + '!'}}))"
+    spec = write(f"""
+        version: 1.1
+        kind: component
+        run:
+          kind: dag
+          operations:
+            - name: first
+              dagRef: echo
+              params: {{word: {{value: hello}}}}
+            - name: second
+              dagRef: echo
+              params: {{word: {{ref: ops.first, value: outputs.said}}}}
+          components:
+            - name: echo
+              inputs: [{{name: word, type: str}}]
+              outputs: [{{name: said, type: str}}]
+              run:
+                kind: job
+                container:
+                  command: ["{PY}", -c, "{said}", "{{{{ word }}}}"]
+    """)
+    home = tmp_path / "home"
+    args = ["--json", "--executor", "dask", "--scheduler", scheduler, "--home", str(home)]
+    result = cli("run", str(spec), *args)
+    assert result.code == 0, result.err
+    nodes = {n["name"]: n for n in json.loads(result.out)["nodes"]}
+    assert [r["outputs"] for r in nodes["second"]["runs"]] == [{"said": "hello!!"}]
+    with contextlib.closing(sqlite3.connect(home / "journal.sqlite")) as journal:
+        workers = journal.execute("SELECT worker FROM placements").fetchall()
+    assert len(workers) == 2 and all(w.startswith("tcp://127.0.0.1:") for (w,) in workers)
