@@ -10,7 +10,7 @@ import anyio
 import msgspec
 
 from orchestrator import runner
-from orchestrator.engine.build import SweepSettings, build_dag
+from orchestrator.engine.build import build_dag
 from orchestrator.engine.bus import EventBus
 from orchestrator.engine.records import SweepResult
 from orchestrator.engine.recovery import open_journal
@@ -19,7 +19,7 @@ from orchestrator.output_guard import GuardedOutput
 from orchestrator.reporting import dag_tree, resume_hint
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import ensure_home, journal_path, run_paths
-from orchestrator.wording import plural, write_warnings
+from orchestrator.wording import plural
 
 if TYPE_CHECKING:
     from orchestrator.engine.dag import DagController
@@ -98,25 +98,9 @@ def _build(
 ) -> DagController:
     """The pipeline's controller, with the installed plugins; says on stderr what will run."""
     err = options.err
-    plugins = runner.load_plugins(options, err)
-    plugins.pm.hook.orchestrator_configure.call_historic(
-        kwargs={"config": {"home": options.home, "spec": loaded, "options": options}}
-    )
+    plugins = runner.configured_plugins(loaded, options)
     limit, source = runner.concurrency_of(plan.concurrency, options.concurrency, "dag")
-    for note in loaded.ignored:
-        err.write(f"note: {note}: no local meaning, ignored\n")
-    write_warnings(err, plan.warnings)
-    settings = SweepSettings(
-        home=options.home,
-        spec_path=runner.spec_path_of(loaded.source),
-        concurrency=limit,
-        grace=options.grace,
-        name=options.name,
-        description=options.description,
-        tags=tuple(options.tags),
-        overrides=overrides,
-        max_time=options.max_time,
-    )
+    settings = runner.announced_settings(loaded, overrides, options, limit, plan.warnings)
     pool, executor, executor_for = _where_runs_go(options)
     controller = build_dag(
         plan,

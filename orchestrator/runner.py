@@ -442,6 +442,42 @@ def _where_runs_go(plan: Plan, options: RunOptions) -> tuple[ResourcePool | None
     return None, cluster.executor(plan.request)
 
 
+def configured_plugins(loaded: LoadedSpec, options: RunOptions) -> PluginHost:
+    """The installed plugins (as ``--plugin``/``--no-plugin`` choose), told the home, the spec
+    and the options before anything runs."""
+    plugins = load_plugins(options, options.err)
+    plugins.pm.hook.orchestrator_configure.call_historic(
+        kwargs={"config": {"home": options.home, "spec": loaded, "options": options}}
+    )
+    return plugins
+
+
+def announced_settings(
+    loaded: LoadedSpec,
+    overrides: dict[str, str],
+    options: RunOptions,
+    concurrency: int,
+    warnings: Sequence[str],
+) -> SweepSettings:
+    """What the command line's options ask of a sweep or pipeline of ``loaded``, once the
+    sections with no local meaning and the plan's warnings are said on stderr."""
+    err = options.err
+    for note in loaded.ignored:
+        err.write(f"note: {note}: no local meaning, ignored\n")
+    write_warnings(err, warnings)
+    return SweepSettings(
+        home=options.home,
+        spec_path=spec_path_of(loaded.source),
+        concurrency=concurrency,
+        grace=options.grace,
+        name=options.name,
+        description=options.description,
+        tags=tuple(options.tags),
+        overrides=overrides,
+        max_time=options.max_time,
+    )
+
+
 def _build(
     journal: Journal,
     plan: Plan,
@@ -453,25 +489,9 @@ def _build(
     """The sweep's controller, with the installed plugins; says on stderr what will run."""
     err = options.err
     _apply_cache_flag(loaded, options.cache)
-    plugins = load_plugins(options, err)
-    plugins.pm.hook.orchestrator_configure.call_historic(
-        kwargs={"config": {"home": options.home, "spec": loaded, "options": options}}
-    )
+    plugins = configured_plugins(loaded, options)
     limit, source = concurrency_of(plan.concurrency, options.concurrency)
-    for note in loaded.ignored:
-        err.write(f"note: {note}: no local meaning, ignored\n")
-    write_warnings(err, plan.warnings)
-    settings = SweepSettings(
-        home=options.home,
-        spec_path=spec_path_of(loaded.source),
-        concurrency=limit,
-        grace=options.grace,
-        name=options.name,
-        description=options.description,
-        tags=tuple(options.tags),
-        overrides=overrides,
-        max_time=options.max_time,
-    )
+    settings = announced_settings(loaded, overrides, options, limit, plan.warnings)
     pool, executor = _where_runs_go(plan, options)
     controller = build_sweep(
         plan,
