@@ -233,9 +233,11 @@ def _nodes(
     """A pipeline's nodes in the order they were decided (those never run too), each with
     its runs (sorted by an output or metric when asked)."""
     read = journal.runs_of if every_attempt else journal.latest_runs
+    facts = _node_facts(journal, journal.find_sweep(dag_id))
     nodes = []
     for row in node_rows(journal, dag_id).values():
         runs = _detail_rows(journal, read(row.id))
+        started, finished = row.started_at, row.finished_at
         nodes.append(
             {
                 "name": row.node,
@@ -243,10 +245,39 @@ def _nodes(
                 "kind": row.kind,
                 "state": row.state,
                 "reason": row.reason,
+                "total": row.total,
+                "started": started,
+                "duration_s": None
+                if started is None
+                else round((finished or time.time()) - started, 3),
+                **facts.get(row.node or "", {"upstream": None, "objective": None}),
                 "runs": _sorted(runs, sort) if sort else runs,
             }
         )
     return nodes
+
+
+def _node_facts(journal: Journal, dag: SweepRow) -> dict[str, dict[str, Any]]:
+    """What each node of a pipeline waits for (``upstream``) and what its matrix optimises
+    (``objective``: its best run), from its journaled spec compiled again (neither is
+    journaled); empty when the spec cannot be read or compiled any more."""
+    from orchestrator.exceptions import OrchestratorError
+    from orchestrator.spec.dag import compile_dag
+
+    try:
+        plan = compile_dag(sweep_source(dag), dag.overrides, paths=run_paths(journal.path.parent))
+    except (OrchestratorError, OSError, ValueError):
+        return {}
+    facts = {}
+    for name, node in plan.nodes.items():
+        objective = objective_of(node.operation.matrix)
+        facts[name] = {
+            "upstream": list(node.upstream),
+            "objective": None
+            if objective is None
+            else {"metric": objective.metric, "goal": objective.optimization},
+        }
+    return facts
 
 
 def _sorted(runs: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
@@ -371,8 +402,8 @@ def prepare_resume(
         _check_resumable(row, only_states)
     if row.kind == "dag":  # the command line resumes it with prepare_dag_resume
         raise SpecError(
-            f"sweep {sweep_id[:12]} is a pipeline; pipelines are not run by the daemon yet: "
-            "use orchestrator resume/rerun"
+            f"sweep {sweep_id[:12]} is a pipeline: it is resumed with its nodes "
+            "(orchestrator resume/rerun, or the daemon's resume)"
         )
     if loaded is None:
         loaded = sweep_source(row)

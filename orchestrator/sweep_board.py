@@ -18,6 +18,7 @@ from orchestrator.engine.states import SWEEP_UNFINISHED, TERMINAL
 from orchestrator.exceptions import OrchestratorError
 from orchestrator.history import Objective, objective_of, sweep_item, sweep_source
 from orchestrator.procinfo import is_same_process
+from orchestrator.store.journal import NODE_STATE_COUNTS
 from orchestrator.store.rows import SweepRow
 from orchestrator.store.series import SeriesReader
 
@@ -97,9 +98,14 @@ class Board:
 
     @staticmethod
     def _judge(
-        reader: SeriesReader, sweep_id: str, objective: Objective | None
+        reader: SeriesReader, row: SweepRow, objective: Objective | None
     ) -> tuple[dict[str, int], dict[str, Any] | None]:
-        """A sweep's counts by state and its best run."""
+        """A sweep's counts by state (a pipeline's: of its nodes, as ``ls`` counts them) and
+        its best run."""
+        sweep_id = row.id
+        if row.kind == "dag":
+            nodes = reader.conn.execute(NODE_STATE_COUNTS, (sweep_id,))
+            return {str(state): int(n) for state, n in nodes}, None
         counts = reader.state_counts(sweep_id)
         if objective is None:
             return counts, None
@@ -115,7 +121,7 @@ class Board:
         key = (row.id, row.state, row.finished_at, objective)
         known: Any = _MISSING if live else self._judged.get(key)
         if known is _MISSING:
-            known = self._judge(reader, row.id, objective)
+            known = self._judge(reader, row, objective)
             if not live:
                 self._judged.put(key, known)
         counts, best = known

@@ -243,7 +243,7 @@ def _cmd_submit(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
     from orchestrator.exceptions import SpecError
     from orchestrator.spec.load import read_spec_file
-    from orchestrator.wording import plural, write_warnings
+    from orchestrator.wording import write_warnings
 
     path = Path(args.spec)
     data = read_spec_file(path, args.spec)  # bounded: no FIFO, no /dev/zero
@@ -270,15 +270,19 @@ def _cmd_submit(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         )
         return EXIT_FAILED
     write_warnings(err, answer.get("warnings", []))
-    out.write(
-        (
-            json.dumps(answer)
-            if args.json
-            else f"submitted sweep {answer['sweep']} ({plural(answer['runs'], 'run')})"
-        )
-        + "\n"
-    )
+    out.write((json.dumps(answer) if args.json else f"submitted {_what(answer)}") + "\n")
     return EXIT_OK
+
+
+def _what(answer: dict[str, object]) -> str:
+    """What ``submit`` says it handed over: a sweep's id and run count (a pipeline's, nodes)."""
+    from orchestrator.wording import plural
+
+    runs = answer["runs"]
+    assert isinstance(runs, int)
+    if answer.get("kind") == "dag":
+        return f"pipeline {answer['sweep']} ({plural(runs, 'node')})"
+    return f"sweep {answer['sweep']} ({plural(runs, 'run')})"
 
 
 def _cmd_stop(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:

@@ -69,7 +69,8 @@ def _cmd_report(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
 def report_data(journal: Journal, ref: str, max_points: int) -> dict[str, Any]:
     """The page's data: the route to show and, by API path, the answers its scripts read,
-    built by the same read model the daemon answers with."""
+    built by the same read model the daemon answers with. A pipeline's detail holds its
+    nodes and their runs; a node's report lists its pipeline too (the page names it)."""
     from orchestrator.history import find_sweep, sweep_detail
     from orchestrator.store.series import SeriesReader, open_reader
     from orchestrator.sweep_board import Board
@@ -77,8 +78,11 @@ def report_data(journal: Journal, ref: str, max_points: int) -> dict[str, Any]:
     sweep = find_sweep(journal, ref)
     base = f"/api/v1/sweeps/{sweep.id}"
     reader = SeriesReader(open_reader(journal.path), journal.path)
+    board = Board()
     try:
-        listed = Board().item(reader, sweep, here=())
+        listed = [board.item(reader, sweep, here=())]
+        if sweep.parent_id is not None:
+            listed.append(board.item(reader, find_sweep(journal, sweep.parent_id), here=()))
         series = reader.sweep_series(sweep.id, None, max_points)
         names = reader.metric_names(sweep.id)
     finally:
@@ -86,7 +90,7 @@ def report_data(journal: Journal, ref: str, max_points: int) -> dict[str, Any]:
     return {
         "route": f"/sweeps/{sweep.id}",
         "responses": {
-            "/api/v1/sweeps": [listed],
+            "/api/v1/sweeps": listed,
             base: sweep_detail(journal, sweep.id),
             f"{base}/metrics": {"sweep": sweep.id, "metrics": series},
             f"{base}/metrics/names": {"names": names},

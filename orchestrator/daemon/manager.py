@@ -1,5 +1,8 @@
 """Sweeps submitted to the daemon: each runs as a task, all under one limit of running runs.
 
+A pipeline (``run.kind: dag``) is one of them: its nodes' runs take the daemon's run slots
+too (and its own ``dag.concurrency``), its events and every node's reach the daemon's feed.
+
 A sweep is accepted (``submit``, ``resume``) only once its start is committed to the journal:
 an answer that says so survives a kill -9 the moment it is sent (a restarted daemon resumes
 the sweep). A journal that cannot write makes those calls fail with UnavailableError (503).
@@ -12,13 +15,15 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from orchestrator.daemon.journal_watch import JournalWatch
 from orchestrator.daemon.specs import SUBMIT_TIMEOUT_S, Compile, SpecMemo
-from orchestrator.engine.build import SweepSettings, build_sweep
+from orchestrator.engine.build import SweepSettings, build_dag, build_sweep
+from orchestrator.engine.bus import EventBus
+from orchestrator.engine.dag import DagController
 from orchestrator.engine.events import EVENT_TYPES, Event
 from orchestrator.engine.op_hooks import hooks_after_sweep
 from orchestrator.engine.open_mapping import OpenMapping
@@ -37,13 +42,20 @@ from orchestrator.exceptions import (
     UnavailableError,
 )
 from orchestrator.executors.base import Executor
-from orchestrator.history import find_sweep, prepare_resume
+from orchestrator.history import find_sweep, prepare_dag_resume, prepare_resume
 from orchestrator.spec import models as m
+from orchestrator.spec.dag import DagPlan
 from orchestrator.spec.resources import ResourceRequest
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import run_paths
 
+if TYPE_CHECKING:
+    from orchestrator.engine.dag import DagResume
+
 __all__ = ["SUBMIT_TIMEOUT_S", "Submission", "SweepManager"]
+
+#: What the daemon runs: a sweep, or a pipeline (whose nodes are sweeps it runs itself).
+Controller = SweepController | DagController
 
 
 @dataclass
@@ -100,7 +112,7 @@ class SweepManager:
         #: Where problems (``report``) and news (``inform``; default: ``report``) are told.
         self.report = report or (lambda message: None)
         self.inform = inform or self.report
-        self.sweeps: dict[str, SweepController] = {}
+        self.sweeps: dict[str, Controller] = {}
         self.accepting = True
         self._tg: anyio.abc.TaskGroup | None = None
         #: Set whenever no sweep is running (shutdown waits on it, never polls).
@@ -138,11 +150,12 @@ class SweepManager:
             task_status.started()
             await anyio.sleep_forever()
 
-    async def submit(self, submission: Submission) -> tuple[str, int, list[str]]:
+    async def submit(self, submission: Submission) -> tuple[str, int, list[str], str]:
         """Validate, journal and start a sweep, returning once it is committed to the journal:
-        its id, run count and the plan's warnings (``-P`` the matrix overrides). SpecError (a
-        400) for a bad spec; UnavailableError (a 503) while shutting down or when the journal
-        cannot write it (then nothing of it runs)."""
+        its id, run count (a pipeline: its node count), the plan's warnings (``-P`` the matrix
+        overrides) and its kind (``dag``: a pipeline). SpecError (a 400) for a bad spec;
+        UnavailableError (a 503) while shutting down or when the journal cannot write it (then
+        nothing of it runs)."""
         if not self.accepting or self._tg is None:
             raise UnavailableError("the daemon is shutting down")
         base = Path(submission.base_dir) if submission.base_dir else Path.cwd()
@@ -153,16 +166,6 @@ class SweepManager:
         loaded, plan = await self._specs.prepare(submission.spec, source, base, how)
         if not self.accepting or self._tg is None:
             raise UnavailableError("the daemon is shutting down")
-        open_mapping = None
-        if submission.open:
-            matrix = loaded.operation.matrix
-            if not isinstance(matrix, m.Mapping):
-                raise SpecError(
-                    "an open sweep needs a mapping matrix (values may be empty)",
-                    field="matrix",
-                    file=source,
-                )
-            open_mapping = OpenMapping(len(matrix.values))
         settings = SweepSettings(
             home=self.home,
             spec_path=source,
@@ -174,12 +177,29 @@ class SweepManager:
             spec_text=(submission.spec, str(base)),
             by_daemon=True,
         )
+        if isinstance(plan, DagPlan):
+            dag = self._build_dag(plan, settings)
+            await self._accept(dag)
+            return dag.sweep_id, len(plan.nodes), list(plan.warnings), "dag"
+        open_mapping = None
+        if submission.open:
+            matrix = loaded.operation.matrix
+            if not isinstance(matrix, m.Mapping):
+                raise SpecError(
+                    "an open sweep needs a mapping matrix (values may be empty)",
+                    field="matrix",
+                    file=source,
+                )
+            open_mapping = OpenMapping(len(matrix.values))
         controller = self._build(plan, settings, open_mapping=open_mapping)
         await self._accept(controller)
-        return controller.sweep_id, controller.total, list(plan.warnings)
+        kind = plan.expansion.kind if plan.expansion is not None else "single"
+        return controller.sweep_id, controller.total, list(plan.warnings), kind
 
-    async def _drive(self, controller: SweepController) -> None:
-        subscription = controller.bus.subscribe(EVENT_TYPES, buffer=10_000)
+    def _forward(self, bus: EventBus, tg: anyio.abc.TaskGroup) -> None:
+        """Publish ``bus``'s events on the daemon's feed, in a task of ``tg`` (subscribed
+        now, so nothing the sweep says once it runs is missed)."""
+        subscription = bus.subscribe(EVENT_TYPES, buffer=10_000)
 
         async def forward() -> None:
             # What is queued is taken in one turn of the loop: a chunk of output's LogLines
@@ -196,14 +216,20 @@ class SweepManager:
                             count += 1
                     subscription.handled(count)
 
+        tg.start_soon(forward)
+
+    async def _drive(self, controller: Controller) -> None:
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(forward)
+                self._forward(controller.bus, tg)
+                if isinstance(controller, DagController):  # each node's events too
+                    controller.node_observers.append(self._forward)
                 try:
                     result = await controller.run()
                 finally:
                     await controller.bus.close()
-            await self._after_hooks(controller, result)
+            if isinstance(controller, SweepController):  # a pipeline ran its hooks itself
+                await self._after_hooks(controller, result)
         except* UnavailableError as group:  # its start could not be journaled: it did not run
             self.report(str(_first(group)))
         except* Exception as group:  # one broken sweep must not take the daemon down
@@ -226,6 +252,8 @@ class SweepManager:
         ids. One that cannot be (its spec file is gone) is reported, not fatal."""
         resumed = []
         for row in self.journal.lost_daemon_sweeps(LOST):
+            if row.parent_id is not None:  # a pipeline's node (or a hook): its pipeline's
+                continue
             try:
                 controller = self._resumed(row, force=True, only_states=None)
             except OrchestratorError as exc:
@@ -247,9 +275,28 @@ class SweepManager:
             raise SweepBusyError(f"sweep {row.id[:12]} is still running")
         controller = self._resumed(row, force=force, only_states=only_states)
         await self._accept(controller)
+        if isinstance(controller, DagController):
+            return row.id, len(controller.plan.nodes)
         return row.id, len(controller.plan)
 
-    def _resumed(self, row: Any, *, force: bool, only_states: set[str] | None) -> SweepController:
+    def _resumed(self, row: Any, *, force: bool, only_states: set[str] | None) -> Controller:
+        """``row`` continued (a pipeline: its nodes that succeeded kept, as the command
+        line's ``resume``)."""
+        if row.kind == "dag":
+            dag = prepare_dag_resume(
+                self.journal, row, home=self.home, force=force, only_states=only_states
+            )
+            settings = SweepSettings(
+                home=self.home,
+                spec_path=dag.loaded.source,
+                concurrency=row.concurrency or 1,
+                grace=self.grace,
+                name=row.name,
+                overrides=dag.overrides,
+                spec_text=_spec_text(row),
+                by_daemon=True,
+            )
+            return self._build_dag(dag.plan, settings, dag.resume)
         ready = prepare_resume(
             self.journal, row, home=self.home, force=force, only_states=only_states
         )
@@ -279,7 +326,23 @@ class SweepManager:
             **services,
         )
 
-    async def _accept(self, controller: SweepController) -> None:
+    def _build_dag(
+        self, plan: DagPlan, settings: SweepSettings, resume: DagResume | None = None
+    ) -> DagController:
+        """Build a pipeline whose nodes' runs take the daemon's run slots too (its start is
+        queued in the journal; nothing runs yet)."""
+        return build_dag(
+            plan,
+            settings,
+            journal=self.journal,
+            plugins=self.plugins,
+            executor_for=self.executors,
+            resume=resume,
+            resources=self.resources,
+            shared_slots=self.slots,
+        )
+
+    async def _accept(self, controller: Controller) -> None:
         """Start ``controller`` once its start is committed to the journal. It counts as one
         of the daemon's sweeps while that commits, so a second resume of it is refused."""
         self._hold(controller)
@@ -291,13 +354,13 @@ class SweepManager:
         assert self._tg is not None
         self._tg.start_soon(self._drive, controller)
 
-    def _start(self, controller: SweepController) -> None:
+    def _start(self, controller: Controller) -> None:
         """Start ``controller`` now (:meth:`SweepController.run` commits its start first)."""
         assert self._tg is not None
         self._hold(controller)
         self._tg.start_soon(self._drive, controller)
 
-    def _hold(self, controller: SweepController) -> None:
+    def _hold(self, controller: Controller) -> None:
         self.sweeps[controller.sweep_id] = controller
         if self._idle.is_set():
             self._idle = anyio.Event()
@@ -336,7 +399,7 @@ class SweepManager:
         """Close an open sweep once that is committed to the journal (UnavailableError when it
         cannot be); False when there is no open sweep with that id."""
         controller = self.sweeps.get(sweep_id)
-        if controller is None or controller.open_mapping is None:
+        if not isinstance(controller, SweepController) or controller.open_mapping is None:
             return False
         async with self._lock(sweep_id):
             if not controller.open_mapping.closed:
@@ -347,7 +410,7 @@ class SweepManager:
 
     def _open(self, sweep_id: str) -> tuple[SweepController, OpenMapping]:
         controller = self.sweeps.get(sweep_id)
-        if controller is None or controller.open_mapping is None:
+        if not isinstance(controller, SweepController) or controller.open_mapping is None:
             raise NotFoundError("no open sweep with that id")
         if controller.open_mapping.closed:
             raise NotFoundError("that sweep is closed")
@@ -364,14 +427,33 @@ class SweepManager:
             raise UnavailableError(f"sweep {sweep_id[:12]}: {what}: {exc}") from None
 
     def stop_sweep(self, sweep_id: str, reason: str = "stopped through the API") -> bool:
+        """Stop a sweep or pipeline this daemon runs, or one running node of a pipeline (that
+        node alone: its pipeline goes on, its downstream nodes decided by their triggers)."""
         controller = self.sweeps.get(sweep_id)
+        if controller is None:
+            controller = next((n for n in self._nodes() if n.sweep_id == sweep_id), None)
         if controller is None:
             return False
         controller.request_stop(reason)
         return True
 
     def stop_run(self, run_id: str, reason: str = "stopped through the API") -> bool:
-        return any(c.ctx.stop_run(run_id, reason) for c in list(self.sweeps.values()))
+        return any(c.ctx.stop_run(run_id, reason) for c in self._sweeps_running())
+
+    def _nodes(self) -> list[SweepController]:
+        """The node sweeps running now, of every pipeline."""
+        return [
+            node
+            for dag in list(self.sweeps.values())
+            if isinstance(dag, DagController)
+            for node in list(dag.running.values())
+            if node is not None
+        ]
+
+    def _sweeps_running(self) -> list[SweepController]:
+        """Every sweep running now: the daemon's own, and pipelines' nodes."""
+        own = [c for c in self.sweeps.values() if isinstance(c, SweepController)]
+        return own + self._nodes()
 
     async def shutdown(self, grace: float) -> None:
         """Stop taking work; let running sweeps finish for ``grace`` seconds, then stop them."""
@@ -384,3 +466,11 @@ class SweepManager:
             await self._idle.wait()
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
+
+
+def _spec_text(row: Any) -> tuple[str, str] | None:
+    """The spec text and base folder a daemon journaled with ``row`` (a resumed pipeline's
+    nodes carry them, so that a later daemon can resume it again)."""
+    if row.spec_text is None:
+        return None
+    return row.spec_text, row.base_dir or "."

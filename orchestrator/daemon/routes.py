@@ -204,8 +204,9 @@ class Api:
         return JSONResponse({"ready": True, "sweeps": len(self.manager.sweeps)})
 
     async def submit(self, request: Request) -> Response:
-        """Start a sweep from a :class:`Submission`; 201 with its id, run count and warnings,
-        sent only once the sweep is committed to the journal (503 when it cannot be)."""
+        """Start a sweep from a :class:`Submission`; 201 with its id, kind (``dag``: a
+        pipeline), run count (a pipeline: its node count) and warnings, sent only once the
+        sweep is committed to the journal (503 when it cannot be)."""
         body = await _json_body(request, b"null")
         if isinstance(body, Response):
             return body
@@ -213,9 +214,10 @@ class Api:
             submission = msgspec.convert(body, Submission)
         except msgspec.ValidationError as exc:
             return _error(f"body: {exc}", 400)
-        sweep_id, total, warnings = await self.manager.submit(submission)
+        sweep_id, total, warnings, kind = await self.manager.submit(submission)
         return JSONResponse(
-            {"sweep": sweep_id, "runs": total, "warnings": warnings}, status_code=201
+            {"sweep": sweep_id, "kind": kind, "runs": total, "warnings": warnings},
+            status_code=201,
         )
 
     async def list_sweeps(self, request: Request) -> Response:
@@ -288,7 +290,8 @@ class Api:
 
     async def stop_sweep(self, request: Request) -> Response:
         """202 with the sweep's id: the stop is requested, not done (runs get their grace
-        period); the event feed reports them ending. 404 when it does not run here."""
+        period); the event feed reports them ending. A pipeline's node: that node alone stops.
+        404 when it does not run here."""
         sweep = await self._sweep(request)
         if self.manager.stop_sweep(sweep.id):
             return JSONResponse({"stopping": True, "sweep": sweep.id}, status_code=202)

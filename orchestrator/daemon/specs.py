@@ -17,12 +17,16 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
 from orchestrator.exceptions import SpecError
 from orchestrator.spec import LoadedSpec, Plan, compile_plan, load_text
 from orchestrator.spec.resolve import RunPaths
+
+if TYPE_CHECKING:
+    from orchestrator.spec.dag import DagPlan
 
 __all__ = ["SUBMIT_TIMEOUT_S", "Compile", "SpecMemo"]
 
@@ -59,11 +63,14 @@ class Compile:
     def key(self) -> _CompileKey:
         return tuple(sorted(self.params.items())), self.open_mapping
 
-    def run(self, loaded: LoadedSpec) -> Plan:
-        from orchestrator.spec.dag import is_dag
+    def run(self, loaded: LoadedSpec) -> Plan | DagPlan:
+        """A sweep's plan, or a pipeline's (``run.kind: dag``): checked whole, nothing run."""
+        from orchestrator.spec.dag import compile_dag, is_dag
 
-        if is_dag(loaded):  # refused in one line (400), before anything is journaled
-            raise SpecError("pipelines are not run by the daemon yet; use orchestrator run")
+        if is_dag(loaded):
+            if self.open_mapping:
+                raise SpecError("a pipeline cannot be an open sweep", field="open")
+            return compile_dag(loaded, self.params, paths=self.paths)
         return compile_plan(
             loaded,
             self.params,
@@ -82,9 +89,9 @@ class SpecMemo:
 
     async def prepare(
         self, text: str, source: str, base: Path, how: Compile
-    ) -> tuple[LoadedSpec, Plan]:
-        """The loaded spec and its compiled plan; SpecError when either fails (or, in the
-        worker thread, takes longer than :data:`SUBMIT_TIMEOUT_S`)."""
+    ) -> tuple[LoadedSpec, Plan | DagPlan]:
+        """The loaded spec and its compiled plan (a pipeline's: a DagPlan); SpecError when
+        either fails (or, in the worker thread, takes longer than :data:`SUBMIT_TIMEOUT_S`)."""
         key = (text, source, str(base))
         known = self._known.get(key)
         if known is not None:
@@ -100,8 +107,8 @@ class SpecMemo:
     @staticmethod
     async def _in_thread(
         known: _Known | None, text: str, source: str, base: Path, how: Compile
-    ) -> tuple[LoadedSpec, Plan, float]:
-        def work() -> tuple[LoadedSpec, Plan, float]:
+    ) -> tuple[LoadedSpec, Plan | DagPlan, float]:
+        def work() -> tuple[LoadedSpec, Plan | DagPlan, float]:
             loaded = known.loaded if known is not None else load_text(text, source, base)
             plan, took = _timed_compile(loaded, how)
             return loaded, plan, took
@@ -124,10 +131,14 @@ class SpecMemo:
         how: Compile,
         took: float,
     ) -> None:
-        """Remember ``loaded`` if its component is inline (nothing else was read to load it)
-        and its text is short, with how long this compile took."""
+        """Remember ``loaded`` if its component is inline (nothing else was read to load it;
+        not a pipeline) and its text is short, with how long this compile took."""
         if known is None:
-            if loaded.operation.component is None or len(key[0]) > MEMO_TEXT_CHARS:
+            from orchestrator.spec.dag import is_dag
+
+            # A pipeline's nodes may refer to files (pathRef): loaded afresh every time.
+            inline = loaded.operation.component is not None and not is_dag(loaded)
+            if not inline or len(key[0]) > MEMO_TEXT_CHARS:
                 return
             known = self._known[key] = _Known(loaded)
             while len(self._known) > self._entries:
@@ -140,7 +151,7 @@ class SpecMemo:
         return len(self._known)
 
 
-def _timed_compile(loaded: LoadedSpec, how: Compile) -> tuple[Plan, float]:
+def _timed_compile(loaded: LoadedSpec, how: Compile) -> tuple[Plan | DagPlan, float]:
     started = time.perf_counter()
     plan = how.run(loaded)
     return plan, time.perf_counter() - started

@@ -135,12 +135,14 @@ def build_dag(
     resources: ResourcePool | None = None,
     cache: bool | None = None,
     err: IO[str] | None = None,
+    shared_slots: PrioritySlots | None = None,
 ) -> DagController:
     """A controller for a new pipeline, or for ``resume``'s; its row is queued in the journal
     here (as :func:`build_sweep` does). Each node becomes a sweep of its own, built when it
     starts; ``settings.concurrency`` bounds the runs of all nodes together. ``executor_for``:
     each node's executor for what its runs ask (a Dask cluster's); else ``executor``. ``cache``:
-    ``--cache BOOL`` for every node (None: each node's ``cache``, on by default)."""
+    ``--cache BOOL`` for every node (None: each node's ``cache``, on by default).
+    ``shared_slots``: a daemon's run slots, which every node's runs take too."""
     from orchestrator.engine.dag import DagController
 
     if executor is None:
@@ -158,6 +160,7 @@ def build_dag(
         resume=resume,
         cache=cache,
         err=err,
+        shared_slots=shared_slots,
     )
     controller.open_in_journal()
     return controller

@@ -15,7 +15,8 @@ runs of all nodes together: one :class:`PrioritySlots` shared by every node's sw
 How the pipeline ends follows Polyaxon's ``runs_check_pipeline``: ``failed`` if a node
 failed (``failed`` only: a node ``upstream_failed`` never ran, and what made it so already
 counts), ``stopped`` if every node was stopped, else ``succeeded``; stopped by the user, a
-time budget or ``dag.earlyStopping``: ``stopped``, its running nodes stopped.
+time budget or ``dag.earlyStopping``'s failure rule: ``stopped``; by its metric rule (a
+target reached): ``succeeded``; either way its running nodes are stopped.
 """
 
 from __future__ import annotations
@@ -149,6 +150,7 @@ class DagController:
         resume: DagResume | None = None,
         cache: bool | None = None,
         err: IO[str] | None = None,
+        shared_slots: PrioritySlots | None = None,
     ) -> None:
         self.plan = plan
         self.settings = settings
@@ -176,6 +178,11 @@ class DagController:
         #: The nodes running now (None: being compiled).
         self.running: dict[str, SweepController | None] = {}
         self.slots = PrioritySlots(settings.concurrency)
+        #: What each node's runs take: ``dag.concurrency``'s slot, and inside a daemon one of
+        #: its ``--max-runs`` slots too (by the pipeline's priority).
+        self.node_slots = (
+            self.slots if shared_slots is None else _NodeSlots(self.slots, shared_slots)
+        )
         self._early = _Early.of(plan.early_stopping or [])
         self._stop_state: SweepState | None = None
         self._upstream: dict[str, Upstream] = {}
@@ -490,7 +497,7 @@ class DagController:
             plugins=self.plugins,
             executor=executor,
             resume=resume,
-            shared_slots=self.slots,
+            shared_slots=self.node_slots,
             resources=self.resources,
         )
 
@@ -602,8 +609,10 @@ class DagController:
                     self._say(f"node {name} run {event.index} failed{why}")
                 reached = self._early.metric(event.outputs or {})
                 if reached is not None and not self.stopping:
+                    # As a matrix's target (and Polyaxon's docs): the pipeline succeeded,
+                    # what still runs or waits is stopped.
                     self._say(reached)
-                    self.request_stop(reached)
+                    self.request_stop(reached, final_state=_S.SUCCEEDED)
 
     def _check_failures(self) -> None:
         reached = self._early.failure(self.states, len(self.plan.nodes))
@@ -653,6 +662,33 @@ class DagController:
             err=self.err,
             where=of.where,
         )
+
+
+class _NodeSlots(PrioritySlots):
+    """A run slot of a pipeline's node inside a daemon: one of the pipeline's own slots
+    (``dag.concurrency``), then one of the daemon's (``--max-runs``, by priority). The
+    pipeline's first, so a run held back by its pipeline's bound holds none of the daemon's
+    slots; a run cancelled between the two gives back the first."""
+
+    def __init__(self, own: PrioritySlots, daemon: PrioritySlots) -> None:
+        super().__init__(own.total)
+        self.own, self.daemon = own, daemon
+
+    async def acquire(self, priority: int = 0) -> None:
+        await self.own.acquire(priority)
+        try:
+            await self.daemon.acquire(priority)
+        except BaseException:
+            self.own.release()
+            raise
+
+    def release(self) -> None:
+        self.daemon.release()
+        self.own.release()
+
+    @property
+    def waiting(self) -> int:
+        return self.own.waiting + self.daemon.waiting
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from orchestrator.store.rows import (
 from orchestrator.store.schema import connect
 from orchestrator.store.writer import JournalWriter
 
-__all__ = ["LATEST_STATE_COUNTS", "Journal"]
+__all__ = ["LATEST_STATE_COUNTS", "NODE_STATE_COUNTS", "Journal"]
 
 
 #: How :class:`Journal` opens its connections: a name of this module, so that a test can open
@@ -64,6 +64,12 @@ LATEST_STATE_COUNTS = (
     "WHERE sweep_id = ? GROUP BY params_hash) latest CROSS JOIN runs r ON r.sweep_id = ? "
     "AND r.params_hash = latest.params_hash AND r.created_at = latest.newest "
     "GROUP BY r.state ORDER BY r.state"
+)
+
+#: How many of pipeline ``?``'s nodes are in each state (its hooks' runs are not nodes).
+NODE_STATE_COUNTS = (
+    "SELECT state, count(*) FROM sweeps WHERE parent_id = ? AND node NOT LIKE 'hook:%' "
+    "GROUP BY state ORDER BY state"
 )
 
 
@@ -510,11 +516,7 @@ class Journal(JournalWriter):
 
     def child_state_counts(self, parent_id: str) -> dict[str, int]:
         """How many of a pipeline's nodes are in each state (hooks' runs not counted)."""
-        rows = self._query(
-            "SELECT state, count(*) FROM sweeps WHERE parent_id = ? "
-            "AND node NOT LIKE 'hook:%' GROUP BY state ORDER BY state",
-            (parent_id,),
-        )
+        rows = self._query(NODE_STATE_COUNTS, (parent_id,))
         return {str(state): int(n) for state, n in rows}
 
     def latest_sweep_of_spec(self, spec_path: str) -> str | None:

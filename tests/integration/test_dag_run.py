@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -173,7 +174,7 @@ def test_a_matrix_node_runs_as_a_nested_sweep_within_dag_concurrency(
     assert parents == [(3,)]
 
 
-def test_metric_early_stopping_stops_the_pipeline(
+def test_metric_early_stopping_ends_the_pipeline_succeeded_and_stops_the_rest(
     tmp_path: Path, cli: Callable[..., CliResult]
 ) -> None:
     home = tmp_path / "home"
@@ -194,12 +195,13 @@ def test_metric_early_stopping_stops_the_pipeline(
     )
     result = run_dag(cli, spec, home, "--json")
     body = json.loads(result.out)
-    assert body["state"] == "stopped"
+    # As a matrix's target: the pipeline succeeded; what still ran or waited is stopped.
+    assert body["state"] == "succeeded"
     assert body["reason"] == "early stopping: y = 10 >= 10"
     states = {n["name"]: n["state"] for n in body["nodes"]}
     assert states == {"search": "stopped", "after": "stopped"}
     assert "after" not in ran(tmp_path)
-    assert result.code == 1
+    assert result.code == 0
 
 
 def test_failure_early_stopping_counts_nodes(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
@@ -225,21 +227,52 @@ def test_failure_early_stopping_counts_nodes(tmp_path: Path, cli: Callable[..., 
     assert ran(tmp_path) == ["bad"]
 
 
-def test_a_daemon_refuses_a_pipeline_in_one_line(tmp_path: Path) -> None:
+def test_a_daemon_runs_a_submitted_pipeline_and_resumes_it(
+    tmp_path: Path, cli: Callable[..., CliResult]
+) -> None:
+    """``orchestrator submit`` of a pipeline, then ``orchestrator resume`` handed to the
+    daemon: the node that succeeded is kept, the failed one runs again."""
     from tests.daemon_process import daemon_process
-    from tests.integration.test_daemon import Daemon, start_daemon
+    from tests.integration.test_daemon import Daemon, sse, start_daemon
 
-    spec = dag_spec(tmp_path, "- {name: a, dagRef: step, params: {n: {value: a}, x: {value: 1}}}")
+    spec = dag_spec(
+        tmp_path,
+        """
+        - {name: a, dagRef: step, params: {n: {value: a}, x: {value: 1}}}
+        - name: b
+          dagRef: step
+          params: {n: {value: b}, x: {ref: ops.a, value: outputs.y}, mode: {value: fail-if-flag}}
+        """,
+    )
+    (tmp_path / "marks" / "flag").touch()
+
+    def ends(events: Any, dag: str) -> str:
+        for kind, data in sse(events):
+            if kind == "SweepFinished" and json.loads(data)["sweep_id"] == dag:
+                return str(json.loads(data)["state"])
+        raise AssertionError("the feed ended first")
+
     with (
         daemon_process(start_daemon, stop_timeout=20) as (home, proc),
         Daemon(home, proc).unix() as client,
     ):
-        answer = client.post("/api/v1/sweeps", json={"spec": spec.read_text()})
-        assert answer.status_code == 400
-        error = answer.json()["error"]
-        assert error.endswith("pipelines are not run by the daemon yet; use orchestrator run")
-        assert "\n" not in error
-        assert client.get("/api/v1/sweeps").json() == [], "nothing journaled"
+        with client.stream("GET", "/api/v1/events") as events:
+            submitted = cli("submit", str(spec), "--home", str(home))
+            assert submitted.code == 0, submitted.err
+            words = submitted.out.split()
+            assert words[:2] == ["submitted", "pipeline"] and words[3:] == ["(2", "nodes)"]
+            dag = words[2]
+            assert ends(events, dag) == "failed"
+        assert node_states(home, dag) == {"a": "succeeded", "b": "failed"}
+        (tmp_path / "marks" / "flag").unlink()
+        with client.stream("GET", "/api/v1/events") as events:
+            resumed = cli("resume", dag[:10], "--home", str(home))
+            assert resumed.code == 0, resumed.err
+            assert f"the daemon resumes sweep {dag}" in resumed.out
+            assert ends(events, dag) == "succeeded"
+        detail = client.get(f"/api/v1/sweeps/{dag}").json()
+    assert [n["runs"][-1]["params"]["x"] for n in detail["nodes"]] == [1, 2.0]
+    assert ran(tmp_path) == ["a", "b"], "a is not run again"
 
 
 def test_a_join_passes_the_best_two_runs_of_a_matrix_node_downstream(
@@ -283,11 +316,9 @@ def test_a_join_passes_the_best_two_runs_of_a_matrix_node_downstream(
     assert final["params"]["ys"] == [12.0, 10.0]
 
 
-def test_hooks_run_after_their_node_and_after_the_pipeline(
-    tmp_path: Path, cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A node's hook on ``succeeded``, another node's on ``failed``, the pipeline's on
-    ``done``: each runs once its operation ended, as a sweep of its own, with its status."""
+def note_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local hub holding ``note``: a component that writes the status its operation ended
+    with (the hook's default ``status`` param) to the file ``file``."""
     hub = tmp_path / "hub"
     hub.mkdir()
     (hub / "note.yaml").write_text(
@@ -304,6 +335,14 @@ run:
 """
     )
     monkeypatch.setenv("ORCHESTRATOR_HUB", str(hub))
+
+
+def test_hooks_run_after_their_node_and_after_the_pipeline(
+    tmp_path: Path, cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node's hook on ``succeeded``, another node's on ``failed``, the pipeline's on
+    ``done``: each runs once its operation ended, as a sweep of its own, with its status."""
+    note_hub(tmp_path, monkeypatch)
     notes = tmp_path / "notes"
     notes.mkdir()
     home = tmp_path / "home"
@@ -408,22 +447,7 @@ def test_log_json_records_the_pipeline_and_its_nodes(
 def test_a_top_level_sweeps_hooks_run_after_it(
     tmp_path: Path, cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    hub = tmp_path / "hub"
-    hub.mkdir()
-    (hub / "note.yaml").write_text(
-        f"""
-version: 1.1
-kind: component
-name: note
-inputs: [{{name: file, type: str}}]
-run:
-  kind: job
-  container:
-    command: ["{PY}", -c, "import sys; open(sys.argv[1], 'w').write(sys.argv[2])",
-              "{{{{ file }}}}", "{{{{ status }}}}"]
-"""
-    )
-    monkeypatch.setenv("ORCHESTRATOR_HUB", str(hub))
+    note_hub(tmp_path, monkeypatch)
     note = tmp_path / "note"
     spec = tmp_path / "op.yaml"
     spec.write_text(

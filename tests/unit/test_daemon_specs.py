@@ -35,7 +35,7 @@ def threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     compile_on = specs._timed_compile
 
-    def recorded(loaded: LoadedSpec, how: Compile) -> tuple[Plan, float]:
+    def recorded(loaded: LoadedSpec, how: Compile) -> tuple[Plan | Any, float]:
         seen.append(threading.current_thread().name)
         return compile_on(loaded, how)
 
@@ -47,7 +47,8 @@ def _how(tmp_path: Path, **params: str) -> Compile:
     return Compile(params, run_paths(tmp_path / "home"), name=None, open_mapping=False)
 
 
-def _command(plan: Plan) -> Any:
+def _command(plan: object) -> Any:
+    assert isinstance(plan, Plan)
     return next(plan.runs()).argv
 
 

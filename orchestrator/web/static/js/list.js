@@ -41,18 +41,18 @@
     return cell;
   }
 
-  function progress(item) {
+  function progress(item, unit) {
     const total = item.total || 0;
     const done = doneOf(item);
     const failed = (item.counts && (item.counts.failed || 0) + (item.counts.upstream_failed || 0)) || 0;
-    const bar = h('div.progress', { title: `${done} of ${total} runs finished`, dataset: { done: String(done), total: String(total) } });
+    const bar = h('div.progress', { title: `${done} of ${total} ${unit} finished`, dataset: { done: String(done), total: String(total) } });
     const width = (n) => `${total ? Math.min(100, (100 * n) / total) : 0}%`;
     const ok = h('span.ok');
     ok.style.width = width(Math.max(0, done - failed));
     const bad = h('span.bad');
     bad.style.width = width(failed);
     bar.append(ok, bad);
-    return h('span.progress-cell', null, bar, h('span.muted', { text: ` ${done}/${total}` }));
+    return h('span.progress-cell', null, bar, h('span.muted', { text: ` ${done}/${total}${unit === 'runs' ? '' : ` ${unit}`}` }));
   }
 
   function best(item) {
@@ -64,12 +64,19 @@
 
   function row(item) {
     const name = item.name || fmt.short(item.id);
-    const tr = h('tr', { dataset: { sweep: item.id, state: item.state } });
+    const pipeline = item.kind === 'dag'; // its counts and progress are of its nodes
+    const tr = h('tr', { dataset: { sweep: item.id, state: item.state, kind: item.kind || '' } });
     tr.append(
-      h('td', null, Orch.link(`/sweeps/${encodeURIComponent(item.id)}`, name, 'strong'), h('div.muted.small', { text: fmt.short(item.id) })),
+      h(
+        'td',
+        null,
+        Orch.link(`/sweeps/${encodeURIComponent(item.id)}`, name, 'strong'),
+        pipeline ? h('span.kind-tag', { text: 'pipeline', title: 'a pipeline (run.kind: dag): its counts are of its nodes' }) : null,
+        h('div.muted.small', { text: fmt.short(item.id) })
+      ),
       h('td', null, Orch.badge(item.state), item.reason ? h('div.muted.small', { text: item.reason, title: item.reason }) : null),
       h('td', null, counts(item)),
-      h('td', null, progress(item)),
+      h('td', null, progress(item, pipeline ? 'nodes' : 'runs')),
       h('td', null, best(item)),
       h('td', { text: fmt.time(startedOf(item)) }),
       h('td.duration', { dataset: { live: isLive(item) ? '1' : '' }, text: fmt.duration(durationOf(item)) })

@@ -105,7 +105,7 @@
       let next = first.next_offset;
       const firstLoad = this.id === null;
       this.id = first.sweep;
-      this.sweep = { id: first.sweep, name: first.name, state: first.state, reason: first.reason, total: first.total, spec: first.spec };
+      this.sweep = { id: first.sweep, name: first.name, state: first.state, reason: first.reason, total: first.total, spec: first.spec, parent: first.parent || null, node: first.node || null };
       if (firstLoad) this.build();
       await this.loadObjective(); // and who runs it (the daemon, or a CLI elsewhere)
       this.setRuns(runs);
@@ -138,6 +138,8 @@
         const items = await Orch.api.get('/api/v1/sweeps');
         const item = (items || []).find((i) => i.id === this.id);
         this.listItem = item || null;
+        const parent = this.sweep && this.sweep.parent;
+        this.parentItem = parent ? (items || []).find((i) => i.id === parent) || null : null;
         if (item && item.objective) {
           this.objective = item.objective;
         }
@@ -692,6 +694,7 @@
       this.el.title.replaceChildren(s.name || `sweep ${fmt.short(s.id)}`, ' ', Orch.badge(s.state));
       Orch.fill(
         this.el.meta,
+        s.parent ? this.pipelineLine(s) : null,
         h('span.mono', { text: s.id, title: 'sweep id' }),
         s.spec ? h('span.muted', { text: ` · ${s.spec}` }) : null,
         s.reason ? h('span.reason', { text: ` · ${s.reason}` }) : null
@@ -732,17 +735,36 @@
       // actions
       const running = ['running', 'created', 'stopping'].includes(s.state);
       // A sweep run by another process (the CLI's `run`) is stopped there, not here.
-      const elsewhere = running && this.listItem && this.listItem.via_daemon === false;
+      const owner = this.listItem || this.parentItem; // a node is run by its pipeline's process
+      const elsewhere = running && owner && owner.via_daemon === false;
       const stopButton = document.getElementById('stop-sweep');
       stopButton.disabled = !running || s.state === 'stopping' || elsewhere;
       stopButton.title = elsewhere ? 'run by another process (orchestrator run): stop it there' : 'No new runs start; running ones are stopped';
-      document.getElementById('resume-sweep').disabled = running;
-      document.getElementById('rerun-failed').disabled = running || !((counts.failed || 0) + (counts.stopped || 0));
+      // A node is resumed with its pipeline (which decides what runs again), not alone.
+      const resumeButton = document.getElementById('resume-sweep');
+      resumeButton.disabled = running || Boolean(s.parent);
+      const rerunButton = document.getElementById('rerun-failed');
+      rerunButton.disabled = running || Boolean(s.parent) || !((counts.failed || 0) + (counts.stopped || 0));
+      if (s.parent) resumeButton.title = rerunButton.title = 'a node of a pipeline: resume or re-run the pipeline';
       const n = this.selected.size;
       const compareButton = document.getElementById('compare-selected');
       compareButton.disabled = n < 2 || n > 4;
       compareButton.textContent = n ? `Compare ${n} selected` : 'Compare';
       document.getElementById('clear-selection').hidden = n === 0;
+    }
+
+    /** "node N of pipeline P" (a link back), on a node sweep's page. */
+    pipelineLine(s) {
+      const parent = this.parentItem;
+      const name = (parent && parent.name) || fmt.short(s.parent);
+      return h(
+        'div#pipeline-of.pipeline-of',
+        { dataset: { parent: s.parent, node: s.node || '' } },
+        'node ',
+        h('strong', { text: s.node || '?' }),
+        ' of pipeline ',
+        Orch.link(`/sweeps/${encodeURIComponent(s.parent)}`, name, 'pipeline-link')
+      );
     }
 
     filterState(state) {
@@ -855,6 +877,19 @@
 
   Orch.pages = Orch.pages || {};
   Orch.pages.sweep = async function (root, page) {
+    // A pipeline has a page of its own (its nodes); a first small read says which it is.
+    let peek = null;
+    try {
+      peek = await Orch.api.get(`/api/v1/sweeps/${encodeURIComponent(page.id)}?limit=1`);
+    } catch (err) {
+      peek = null; // the sweep page says why it cannot show it
+    }
+    if (peek && peek.kind === 'dag') {
+      const pipeline = new Orch.PipelinePage(root, peek.sweep);
+      Orch.sweepPage = pipeline;
+      await pipeline.start();
+      return;
+    }
     const view = new SweepPage(root, page.id);
     Orch.sweepPage = view; // for the console and the tests
     await view.start();
