@@ -47,7 +47,8 @@ class Daemon:
         )
 
 
-def start_daemon(home: Path) -> subprocess.Popen[str]:
+def start_daemon(home: Path, max_runs: int = 4) -> subprocess.Popen[str]:
+    """A daemon on ``home`` (its Unix socket and a loopback port), once it says it is ready."""
     proc = subprocess.Popen(
         [
             PY,
@@ -59,7 +60,7 @@ def start_daemon(home: Path) -> subprocess.Popen[str]:
             "--port",
             "0",
             "--max-runs",
-            "4",
+            str(max_runs),
             "--grace",
             "2",
         ],

@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator.diagnostics import is_ready_record
 from tests.daemon_process import daemon_process
 from tests.integration.dag_helpers import (
     PY,
@@ -29,7 +28,7 @@ from tests.integration.dag_helpers import (
     rows,
     wait_until_up,
 )
-from tests.integration.test_daemon import ROOT, Daemon, sse
+from tests.integration.test_daemon import Daemon, sse, start_daemon
 from tests.procwait import gone_within
 
 CHAIN = """
@@ -42,26 +41,6 @@ CHAIN = """
   dependencies: [b]
   params: {n: {value: "c-{{ ops.a.inputs.n }}"}, x: {value: "{{ ops.b.outputs.y }}"}}
 """
-
-
-def start_daemon(home: Path, max_runs: int = 4) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [
-            *(PY, "-m", "orchestrator", "daemon", "--home", str(home)),
-            *("--max-runs", str(max_runs), "--grace", "2"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:  # the daemon logs "ready" once it serves
-        if is_ready_record(line):
-            break
-    else:
-        raise AssertionError(f"daemon did not start: {proc.wait()}")
-    return proc
 
 
 @pytest.fixture
