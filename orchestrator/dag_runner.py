@@ -3,7 +3,7 @@ prints (a line per node as it starts and ends, then the DAG → node → runs tr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING
 
 import anyio
@@ -23,13 +23,10 @@ from orchestrator.wording import plural
 
 if TYPE_CHECKING:
     from orchestrator.engine.dag import DagController
-    from orchestrator.engine.resources import ResourcePool
     from orchestrator.eventlog import EventLog
-    from orchestrator.executors.base import Executor
     from orchestrator.history import DagResumePlan
     from orchestrator.spec import LoadedSpec
     from orchestrator.spec.dag import DagPlan
-    from orchestrator.spec.resources import ResourceRequest
 
 __all__ = ["execute_dag", "run_dag"]
 
@@ -101,14 +98,16 @@ def _build(
     plugins = runner.configured_plugins(loaded, options)
     limit, source = runner.concurrency_of(plan.concurrency, options.concurrency, "dag")
     settings = runner.announced_settings(loaded, overrides, options, limit, plan.warnings)
-    pool, executor, executor_for = _where_runs_go(options)
+    # On a Dask cluster: an executor per node for what its runs ask, and one that opens the
+    # cluster around the pipeline and runs its hooks.
+    pool, cluster = runner.where_runs_go(options)
     controller = build_dag(
         plan,
         settings,
         journal=journal,
         plugins=plugins,
-        executor=executor,
-        executor_for=executor_for,
+        executor=cluster.executor() if cluster is not None else None,
+        executor_for=cluster.executor if cluster is not None else None,
         resume=resume.resume if resume is not None else None,
         resources=pool,
         cache=options.cache,
@@ -125,22 +124,6 @@ def _build(
     )
     err.flush()
     return controller
-
-
-def _where_runs_go(
-    options: runner.RunOptions,
-) -> tuple[ResourcePool | None, Executor | None, Callable[[ResourceRequest], Executor] | None]:
-    """This machine's resource pool (local runs), or a Dask cluster: an executor for each
-    node's runs (what they ask of the workers), and one that opens the cluster around the
-    pipeline and runs its hooks; checked before anything is journaled."""
-    if options.scheduler is None:
-        pool = runner.machine_pool(options.gpus, options.cpus, options.memory, options.err)
-        return pool, None, None
-    from orchestrator.executors.dask_executor import DaskCluster
-
-    cluster = DaskCluster(options.scheduler, grace=options.grace)
-    cluster.check()
-    return None, cluster.executor(), cluster.executor
 
 
 async def _main(

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from orchestrator.engine.dag import DagController
     from orchestrator.engine.resources import ResourcePool
     from orchestrator.eventlog import EventLog
+    from orchestrator.executors.dask_executor import DaskCluster
 
     #: What Ctrl-C and SIGTERM stop: a sweep, or a pipeline (and its running nodes).
     Stoppable = SweepController | DagController
@@ -429,9 +430,9 @@ def home_arg(home: Path) -> str | None:
     return None if home == default_home(argparse.Namespace()) else str(home)
 
 
-def _where_runs_go(plan: Plan, options: RunOptions) -> tuple[ResourcePool | None, Executor | None]:
-    """This machine's resource pool (local runs), or a Dask executor for the plan's runs
-    (the cluster's workers hold the resources: no local pool), checked before anything is
+def where_runs_go(options: RunOptions) -> tuple[ResourcePool | None, DaskCluster | None]:
+    """This machine's resource pool (local runs), or the Dask cluster of ``--scheduler``
+    (its workers hold the resources: no local pool), checked before anything is
     journaled."""
     if options.scheduler is None:
         return machine_pool(options.gpus, options.cpus, options.memory, options.err), None
@@ -439,7 +440,7 @@ def _where_runs_go(plan: Plan, options: RunOptions) -> tuple[ResourcePool | None
 
     cluster = DaskCluster(options.scheduler, grace=options.grace)
     cluster.check()
-    return None, cluster.executor(plan.request)
+    return None, cluster
 
 
 def configured_plugins(loaded: LoadedSpec, options: RunOptions) -> PluginHost:
@@ -492,7 +493,8 @@ def _build(
     plugins = configured_plugins(loaded, options)
     limit, source = concurrency_of(plan.concurrency, options.concurrency)
     settings = announced_settings(loaded, overrides, options, limit, plan.warnings)
-    pool, executor = _where_runs_go(plan, options)
+    pool, cluster = where_runs_go(options)
+    executor = cluster.executor(plan.request) if cluster is not None else None
     controller = build_sweep(
         plan,
         settings,

@@ -286,31 +286,30 @@ class SweepManager:
             dag = prepare_dag_resume(
                 self.journal, row, home=self.home, force=force, only_states=only_states
             )
-            settings = SweepSettings(
-                home=self.home,
-                spec_path=dag.loaded.source,
-                concurrency=row.concurrency or 1,
-                grace=self.grace,
-                name=row.name,
-                overrides=dag.overrides,
-                spec_text=_spec_text(row),
-                by_daemon=True,
-            )
+            settings = self._resumed_settings(row, dag.loaded.source, dag.overrides)
             return self._build_dag(dag.plan, settings, dag.resume)
         ready = prepare_resume(
             self.journal, row, home=self.home, force=force, only_states=only_states
         )
-        settings = SweepSettings(
+        settings = self._resumed_settings(row, ready.loaded.source, ready.overrides)
+        still_open = None if ready.open_from is None else OpenMapping(ready.open_from)
+        return self._build(ready.plan, settings, resume=ready.resume, open_mapping=still_open)
+
+    def _resumed_settings(
+        self, row: Any, spec_path: str, overrides: dict[str, str]
+    ) -> SweepSettings:
+        """A resumed sweep's or pipeline's settings: as journaled, on this daemon (the spec
+        text goes on to a pipeline's node sweeps; a resumed sweep's row keeps its own)."""
+        return SweepSettings(
             home=self.home,
-            spec_path=ready.loaded.source,
+            spec_path=spec_path,
             concurrency=row.concurrency or 1,
             grace=self.grace,
             name=row.name,
-            overrides=ready.overrides,
+            overrides=overrides,
+            spec_text=_spec_text(row),
             by_daemon=True,
         )
-        still_open = None if ready.open_from is None else OpenMapping(ready.open_from)
-        return self._build(ready.plan, settings, resume=ready.resume, open_mapping=still_open)
 
     def _build(self, plan: Any, settings: SweepSettings, **services: Any) -> SweepController:
         """Build a sweep on the daemon's journal, plugins and shared run slots (its start is

@@ -640,7 +640,6 @@ class DagController:
             return
         from orchestrator.engine.op_hooks import HookContext, run_hooks
 
-        await self.journal.flush()  # the hooks read the operation's times from the journal
         context = HookContext(
             sweep_id=of.sweep_id,
             name=of.name,

@@ -282,6 +282,7 @@ async def run_hooks(
     module's docstring); ``where`` names them in messages (``hooks``, ``run.operations[i]
     .hooks``). Never raises for a hook's failure: it is reported on ``err``, one line, and
     journaled; the outcomes say what became of each."""
+    await journal.flush()  # the operation's times, read back from the journal
     glob = _globals(context, journal)
     scope = _render_context(context, glob)
     renderer = Renderer()
