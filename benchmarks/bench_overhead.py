@@ -106,8 +106,8 @@ WITHOUT_RECORDS = textwrap.dedent("""
     import runpy, sys
     from orchestrator.engine.sweep import SweepController
     from orchestrator.store.journal import Journal
-    async def no_provenance(self):
-        return None
+    async def no_provenance(self, done):
+        done.set()
     SweepController._record_provenance = no_provenance
     Journal.set_usage = lambda self, *args, **kwargs: None
     sys.argv[0] = "orchestrator"

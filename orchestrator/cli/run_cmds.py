@@ -100,6 +100,10 @@ def _add_rerun(commands: Commands) -> None:
 
 
 def _cmd_run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    if getattr(args, "executor", "local") == "local":
+        from orchestrator.executors.supervised import warm_up
+
+        warm_up()  # before the imports below: its start-up overlaps ours
     from orchestrator.runner import run_sweep
 
     options = run_options(args, out, err)

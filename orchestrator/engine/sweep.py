@@ -15,6 +15,7 @@ import contextlib
 import os
 import random
 import shutil
+import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Sequence
@@ -184,6 +185,8 @@ class SweepController:
         self._secrets = secret_patterns(os.environ)
         self._base_dir = plan.spec.base_dir
         self._background: anyio.abc.TaskGroup | None = None
+        #: Set once this invocation's provenance is journaled (see :meth:`_record_provenance`).
+        self._provenance: anyio.Event | None = None
         #: The observing plugins' subscriptions: they hear the sweep's end before it is final.
         self._observers: list[Subscription] = []
         self._timers: Timers | None = None
@@ -309,9 +312,10 @@ class SweepController:
     async def _drive(self) -> SweepResult:
         if self.state is SweepState.CREATED:  # a resumed sweep is running already
             self._sweep_to(SweepState.RUNNING, None)
-        await self._record_provenance()
         async with anyio.create_task_group() as observers:
             self._background = observers
+            self._provenance = anyio.Event()
+            observers.start_soon(self._record_provenance, time.time(), self._provenance)
             self._timers = Timers(observers)
             self._observers = subscriptions = (
                 await self.plugins.start_observers(self.bus, observers, self.ctx)
@@ -333,6 +337,7 @@ class SweepController:
             # failure or an early-stopping target reached by the last run counts).
             for subscription in subscriptions:
                 await subscription.wait_caught_up()
+            await self._provenance.wait()  # journaled before the sweep's end
             result = await self._finish_sweep()
             for subscription in subscriptions:
                 await subscription.send.aclose()
@@ -340,15 +345,25 @@ class SweepController:
         self._background, self._observers = None, []
         return result
 
-    async def _record_provenance(self) -> None:
+    async def _record_provenance(self, at: float, done: anyio.Event) -> None:
         """Journal where this invocation runs (code, interpreter, packages, host...), once,
-        before its first run; collected in a thread (git, the installed distributions). What
-        cannot be collected is left out: it never stops the sweep."""
+        before the sweep ends. Collected in a thread (git, the installed distributions: tens
+        of milliseconds) while the first runs start, not before them. What cannot be
+        collected is left out: it never stops the sweep. Stamped ``at``, before this
+        invocation's first run was created: its runs find it by that time."""
         try:
             record = await anyio.to_thread.run_sync(collect, self._base_dir, self._base_env)
         except Exception:  # a broken distribution's metadata, an odd platform
             return
-        self.journal.add_provenance(self.sweep_id, record.as_dict())
+        else:
+            self.journal.add_provenance(self.sweep_id, record.as_dict(), at)
+        finally:
+            done.set()
+
+    async def provenance_recorded(self) -> None:
+        """Return once this invocation's provenance is journaled (or could not be)."""
+        if self._provenance is not None:
+            await self._provenance.wait()
 
     async def _abandon(self, reason: str) -> SweepResult:
         """End the sweep ``failed`` with ``reason`` after an unexpected error: every run not

@@ -37,7 +37,7 @@ from typing import Any
 from orchestrator.executors import supervisor
 from orchestrator.procinfo import signal_group
 
-__all__ = ["FolderError", "SupervisedProcess", "SupervisorLost"]
+__all__ = ["FolderError", "SupervisedProcess", "SupervisorLost", "warm_up"]
 
 _SCRIPT = str(Path(supervisor.__file__).resolve())
 _COMMANDS = {signal.SIGTERM: b"T", signal.SIGKILL: b"K"}
@@ -253,6 +253,16 @@ _HANDLES = _Handles()
 #: The first (usually only) supervisor.
 _SUPERVISOR = _HANDLES.handles[0]
 os.register_at_fork(after_in_child=_HANDLES.forget_after_fork)
+
+
+def warm_up() -> None:
+    """Start this process's supervisor now, if none runs: a sweep about to run locally calls
+    it first, so that the supervisor's ~30 ms of interpreter start-up overlap the sweep's own
+    (imports, the journal, the plan) instead of delaying its first run. The event loop that
+    runs the sweep reads it from then on."""
+    with _HANDLES._lock:
+        if _SUPERVISOR._control is None:
+            _SUPERVISOR._start()
 
 
 class SupervisedProcess:

@@ -216,10 +216,12 @@ class Journal(JournalWriter):
             retry=f"end:{sweep_id}" if finished else None,
         )
 
-    def add_provenance(self, sweep_id: str, record: Mapping[str, Any]) -> None:
+    def add_provenance(
+        self, sweep_id: str, record: Mapping[str, Any], at: float | None = None
+    ) -> None:
         """Where this invocation of a sweep runs (:class:`~orchestrator.provenance
         .Provenance` as a dict): its diff, package list and environment go to ``blobs`` once
-        each by content hash; the runs it creates from now on ran with it."""
+        each by content hash; the runs it creates from ``at`` (default: now) ran with it."""
         small = dict(record)
         statements: list[tuple[str, tuple[Any, ...]]] = []
         for name in _BLOBS:
@@ -236,7 +238,7 @@ class Journal(JournalWriter):
         statements.append(
             (
                 "INSERT OR REPLACE INTO provenance (sweep_id, at, record) VALUES (?, ?, ?)",
-                (sweep_id, time.time(), json.dumps(small)),
+                (sweep_id, time.time() if at is None else at, json.dumps(small)),
             )
         )
         self._add(*statements, sweep=sweep_id)

@@ -68,11 +68,14 @@ class _Record(NamedTuple):
 #: write (as long as :meth:`~JournalWriter.flush_sync` waits).
 COMMIT_TIMEOUT_S = 60.0
 #: Seconds the writer waits for more records after a wake with only a few, unless someone
-#: waits for them (a flush, a durable record): one transaction per burst of a run's
-#: transitions instead of one per transition.
-LINGER_S = 0.002
+#: waits for them (a flush, a commit, a durable record): one transaction for every run that
+#: moved meanwhile instead of one per run's burst of transitions. A transaction's cost is
+#: mostly fixed (its pages rewritten to the WAL): at 8 short runs in flight, 2 ms gathered
+#: ~3 runs a transaction and 20 ms ~30, which halved the writer thread's CPU per run
+#: (``benchmarks/bench_overhead.py``). Nobody waits on it: a reader flushes first.
+LINGER_S = 0.02
 #: A wake with at least this many records commits at once.
-LINGER_BELOW = 64
+LINGER_BELOW = 1000
 
 
 class _Gathering(threading.local):

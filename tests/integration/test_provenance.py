@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,3 +107,38 @@ def test_diff_shows_a_changed_param_and_a_changed_package_version(
     assert body["differs"]["packages"] == {"fakepkg": ["1.0", "2.0"]}
     text = cli("diff", f"{older}:0", f"{newer}:1", "--home", home).out
     assert "packages.fakepkg: 1.0 → 2.0" in text and "params.n: 1 → 2" in text
+
+
+def test_runs_start_while_the_provenance_is_collected_and_still_find_it(
+    repo: Path, tmp_path: Path, cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Collecting the provenance (git, every installed distribution) takes tens of
+    milliseconds: the first run does not wait for it. The record is journaled before the
+    sweep ends, stamped with the invocation's start, so every run of it finds it."""
+    from orchestrator import provenance
+    from orchestrator.engine import sweep as sweep_module
+    from orchestrator.engine import transitions
+    from orchestrator.engine.states import RunState
+
+    running = threading.Event()
+    seen: list[bool] = []
+    real_collect, real_move = provenance.collect, transitions.move_run
+
+    def collect_once_a_run_runs(folder: Path, environment: Any) -> Any:
+        seen.append(running.wait(30))  # the old order (collect, then run) never sets it
+        return real_collect(folder, environment)
+
+    def move_run(*args: Any, **kwargs: Any) -> Any:
+        event = real_move(*args, **kwargs)
+        if args[3] is RunState.RUNNING:
+            running.set()
+        return event
+
+    monkeypatch.setattr(sweep_module, "collect", collect_once_a_run_runs)
+    monkeypatch.setattr(sweep_module, "move_run", move_run)
+    home = tmp_path / "home"
+    assert cli("run", str(repo / "spec.yaml"), "--home", str(home)).code == 0
+    assert seen == [True]
+    for index in (0, 1):
+        run = json.loads(cli("show", f"last:{index}", "--home", str(home), "--json").out)
+        assert run["provenance"]["git_dirty"] is True

@@ -302,3 +302,24 @@ def test_a_run_inherits_nothing_but_its_stdio(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     # 0-2, and the descriptor listdir itself holds while it reads /proc/self/fd.
     assert result.stdout.split("\n")[0] == "[0, 1, 2, 3]"
+
+
+def test_a_supervisor_warmed_up_before_the_loop_starts_the_loops_runs(tmp_path: Path) -> None:
+    """``warm_up`` (what ``run`` calls before its imports) starts the supervisor with no event
+    loop yet; the loop that runs the sweep adopts it: its runs are that process's children,
+    and no second supervisor is started."""
+    supervised.warm_up()
+    warmed = supervised._SUPERVISOR._pid
+    assert warmed is not None
+    supervised.warm_up()  # already running: nothing new
+    assert supervised._SUPERVISOR._pid == warmed
+    sink = Sink()
+
+    async def main() -> Outcome:
+        job = _job(tmp_path, "warm", [PY, "-c", "import os; print(os.getppid())"])
+        return await LocalExecutor(tmp_path).execute(job, sink, StopRequest(), sink.started)
+
+    outcome = anyio.run(main)
+    assert outcome.exit_code == 0
+    assert sink.lines == [str(warmed)]
+    assert supervised._SUPERVISOR._pid == warmed
