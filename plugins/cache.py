@@ -281,15 +281,22 @@ class RunCache:
         holds it (a twin here holds it too) and no entry answers it. False: the lookup, the
         twins and :meth:`_claim` decide as before.
 
-        The store's writer thread takes the claim, with others, and the run waits for the
-        commit without blocking the loop. Meanwhile the run stands in ``_inflight``, so a
-        twin here defers to it instead of claiming (and then taking over a claim of this
-        process it would think left behind)."""
+        The claim is taken on the loop when the file is not busy (one small transaction
+        that never waits for a lock). Otherwise the store's writer thread takes it, with
+        others, and the run waits for the commit without blocking the loop; meanwhile the
+        run stands in ``_inflight``, so a twin here defers to it instead of claiming (and
+        then taking over a claim of this process it would think left behind)."""
         if key in self._inflight:
             return False
         store = self.store(ctx.home)
         claim = self._new_claim(run, ctx, key)
         miss = self._decision(run, ctx, "miss", NO_ENTRY, None)
+        taken_now = store.claim_unanswered_now(claim)
+        if taken_now is not None:  # answered at once (the file was not busy)
+            if taken_now:
+                store.record_later(miss)
+                self._hold(run, ctx, key)
+            return taken_now
         mailbox = self._mailbox_here()
         mine = self._inflight[key] = _Flight(run.id)
         future: asyncio.Future[bool] = mailbox.loop.create_future()

@@ -181,6 +181,7 @@ async def test_a_claimant_cancelled_while_waiting_lets_the_claim_go(tmp_path: Pa
         return bool(claim_later(*args, **kwargs))
 
     store.claim_unanswered_later = spy
+    blocker = busy(store)  # the claim cannot be taken at once: it is queued
     with store._lock:  # the writer cannot commit yet
         task = asyncio.ensure_future(cache.decide_before_run(run=run, ctx=ctx))
         await asyncio.wait_for(queued.wait(), WAIT_S)
@@ -189,12 +190,81 @@ async def test_a_claimant_cancelled_while_waiting_lets_the_claim_go(tmp_path: Pa
         with pytest.raises(asyncio.CancelledError):
             await task
         assert not cache._inflight, "no twin waits for a run that went away"
+        blocker.execute("ROLLBACK")
     # The claim commits; its answer reaches the loop (before this flush returns: both go
     # through the loop's queue in order) and queues the release, written by the next flush.
     await asyncio.to_thread(store.flush)
     await asyncio.to_thread(store.flush)
     with sqlite3.connect(store.path) as conn:
         assert conn.execute("SELECT run_id FROM claims").fetchall() == []
+    store.close()
+
+
+def busy(store: CacheStore) -> sqlite3.Connection:
+    """Another connection holding the file's write lock (as another orchestrator writing)."""
+    store._db()
+    blocker = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+    return blocker
+
+
+def test_a_claim_is_taken_at_once_when_nobody_writes_and_never_waits_when_one_does(
+    tmp_path: Path,
+) -> None:
+    """On the caller's thread, visible to another process as it returns; a key someone
+    holds or an entry answers is not taken; a busy file is a None at once (the caller queues
+    the claim), never a wait for the lock."""
+    store, other = CacheStore(tmp_path), CacheStore(tmp_path)
+    assert store.claim_unanswered_now(claim("r1")) is True
+    assert other.claim(claim("someone else"), lambda holder: True) is not None, "seen at once"
+    assert store.claim_unanswered_now(claim("r2")) is False, "held by r1"
+    other.put(CacheEntry(key="answered", run_id="r0", sweep_id="s", finished_at=0.0))
+    assert store.claim_unanswered_now(claim("r3", key="answered")) is False
+    blocker = busy(store)
+    assert store.claim_unanswered_now(claim("r4", key="free")) is None
+    blocker.execute("ROLLBACK")
+    assert store.claim_unanswered_now(claim("r4", key="free")) is True
+    blocker.close()
+    store.close()
+    other.close()
+
+
+@pytest.mark.anyio
+async def test_a_free_key_is_claimed_without_waiting_for_the_writer_thread(
+    tmp_path: Path,
+) -> None:
+    """The common miss: the run goes on while the writer thread is busy (it would have
+    waited for the writer's transaction and the answer's trip back); the miss is recorded
+    later, and another process sees the claim at once."""
+    cache, (ctx, run) = RunCache(), fake_sweep(tmp_path)
+    store = cache.store(tmp_path)
+    store._db()
+    with store._lock:  # the writer thread cannot commit anything meanwhile
+        decided = await asyncio.wait_for(cache.decide_before_run(run=run, ctx=ctx), WAIT_S)
+        assert decided is None, "a miss: the run executes"
+        with sqlite3.connect(store.path) as conn:
+            assert conn.execute("SELECT run_id FROM claims").fetchall() == [(run.id,)]
+    await asyncio.to_thread(store.flush)
+    recorded = store.decision(run.id)
+    assert recorded is not None and recorded.verdict == "miss"
+    store.close()
+
+
+@pytest.mark.anyio
+async def test_a_claim_on_a_busy_file_is_queued_and_taken_when_it_is_free(
+    tmp_path: Path,
+) -> None:
+    cache, (ctx, run) = RunCache(), fake_sweep(tmp_path)
+    store = cache.store(tmp_path)
+    blocker = busy(store)
+    task = asyncio.ensure_future(cache.decide_before_run(run=run, ctx=ctx))
+    await asyncio.sleep(0)
+    assert not task.done(), "waits for the queued claim"
+    blocker.execute("ROLLBACK")
+    assert await asyncio.wait_for(task, WAIT_S) is None
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("SELECT run_id FROM claims").fetchall() == [(run.id,)]
+    blocker.close()
     store.close()
 
 
