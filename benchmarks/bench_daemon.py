@@ -151,13 +151,13 @@ class Server:
     """A server process under GNU time (for its peak RSS), its output in a file, stopped
     with SIGTERM."""
 
-    def __init__(self, argv: list[str], folder: Path) -> None:
+    def __init__(self, argv: list[str], folder: Path, env: dict[str, str] | None = None) -> None:
         self.rss_file = folder / "rss"
         self.log = folder / "server.log"
         if os.access(GNU_TIME, os.X_OK):
             argv = [GNU_TIME, "-q", "-f", "%M", "-o", str(self.rss_file), *argv]
         with self.log.open("w") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=log)
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=log, env=env)
         self.pid = self.proc.pid  # the server's own (below GNU time): see wait_until
 
     def wait_until(self, ready: Callable[[], bool], pid: Callable[[], int] | None = None) -> None:
@@ -213,11 +213,14 @@ def bare_row(base: Path, requests: int, durable: bool = False) -> Callable[[], M
     return once
 
 
-def start_daemon(folder: Path) -> tuple[Server, str]:
-    """A daemon on a fresh home in ``folder``, ready; and its socket."""
+def start_daemon(folder: Path, tree: str | None = None) -> tuple[Server, str]:
+    """A daemon on a fresh home in ``folder``, ready; and its socket. ``tree``: the
+    orchestrator of that checkout instead of this one (``PYTHONPATH``; ``PYTHONSAFEPATH``, or
+    ``-m``/``-c`` would put the current folder, this checkout, first)."""
     home = folder / "h"
     argv = [*ORCHESTRATOR, "daemon", "--home", str(home)]
-    server = Server([*argv, "--max-runs", "4"], folder)
+    env = None if tree is None else {**os.environ, "PYTHONPATH": tree, "PYTHONSAFEPATH": "1"}
+    server = Server([*argv, "--max-runs", "4"], folder, env)
     info = home / "daemon" / "daemon.json"
 
     def ready() -> bool:
@@ -245,11 +248,11 @@ def _get(path: str, url: str) -> dict[str, object]:
 
 
 def ours_row(
-    base: Path, requests: int, spec: str, extra: dict[str, object]
+    base: Path, requests: int, spec: str, extra: dict[str, object], tree: str | None = None
 ) -> Callable[[], Measure]:
     def once() -> Measure:
         with scratch(base, prefix="o-") as folder:
-            server, path = start_daemon(folder)
+            server, path = start_daemon(folder, tree)
             try:
                 body = json.dumps({"spec": spec, **extra})
                 one = post_rate(path, body, 1, requests)
@@ -306,6 +309,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 round of 100 requests")
     parser.add_argument("--requests", type=int, help="requests per row and client count")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
+    parser.add_argument(
+        "--tree",
+        help="also measure the daemon of the checkout at TREE (an older commit: A/B in one "
+        "invocation), in rows of its own",
+    )
     args = parser.parse_args()
     requests = args.requests or (100 if args.quick else 400)
     rounds = args.rounds or (1 if args.quick else 3)
@@ -317,6 +325,11 @@ def main() -> None:
         "ours: one-run sweep": ours_row(base, requests, ONE_RUN, {}),
         "ours: open sweep, no runs": ours_row(base, requests, OPEN, {"open": True}),
     }
+    if args.tree:
+        rows["TREE: one-run sweep"] = ours_row(base, requests, ONE_RUN, {}, args.tree)
+        rows["TREE: open sweep, no runs"] = ours_row(
+            base, requests, OPEN, {"open": True}, args.tree
+        )
     results = interleave(rows, rounds)
     bare = results["bare Starlette POST"]
     table = Table(

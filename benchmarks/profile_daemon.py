@@ -1,7 +1,8 @@
 """Where a daemon submission's time goes: the daemon under load, measured from inside.
 
 Starts the daemon with timers around the steps of a submission (loading the spec, compiling
-the plan, building the sweep, waiting for the journal commit, the whole handler), drives
+the plan, building the sweep, waiting for the journal commit, the whole handler; after the
+answer, the sweep's provenance and the looks at its code that sweeps share), drives
 ``--requests`` submissions from ``--clients`` client processes (those of ``bench_daemon.py``)
 and prints: the median and mean wall time of each step, each thread's CPU per submission
 (``/proc``), and, when ``py-spy`` is installed (``--py-spy PATH`` or on ``PATH``), the
@@ -67,6 +68,10 @@ BOOT = textwrap.dedent("""
     timed(manager.SweepManager, "_build", "    build the sweep (loop)")
     timed(manager.SweepManager, "_accept", "    accept (_accept)")
     timed(journal.Journal, "commit", "      commit wait (Journal.commit)")
+    from orchestrator import provenance
+    from orchestrator.engine import sweep as engine_sweep
+    timed(engine_sweep, "collect", "after the answer: provenance (worker thread)")
+    timed(provenance._LOOKS, "_look", "  one look at the code (git), shared")
     def start(*_):
         steps.clear(); recording[0] = True
     def stop(*_):

@@ -124,6 +124,9 @@ class SweepManager:
         self._specs = SpecMemo()
         #: Each run's ``globals.*`` paths (the same for every sweep of this home).
         self._paths = run_paths(home)
+        #: What relative paths of a submission without a base folder mean: where the daemon
+        #: was started (it never changes folder; asked once, not per submission).
+        self._cwd = Path.cwd()
         journal.on_health(self._journal_health)
 
     def _journal_health(self, error: str | None) -> None:
@@ -158,7 +161,7 @@ class SweepManager:
         nothing of it runs)."""
         if not self.accepting or self._tg is None:
             raise UnavailableError("the daemon is shutting down")
-        base = Path(submission.base_dir) if submission.base_dir else Path.cwd()
+        base = Path(submission.base_dir) if submission.base_dir else self._cwd
         source = submission.spec_path or "<submitted>"
         how = Compile(
             submission.params, self._paths, name=submission.name, open_mapping=submission.open

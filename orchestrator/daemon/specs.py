@@ -38,6 +38,10 @@ INLINE_COMPILE_S = 0.002
 #: Specs remembered, and the longest text remembered (bounds the memo's memory).
 MEMO_ENTRIES = 256
 MEMO_TEXT_CHARS = 64 * 1024
+#: Worker threads that load and check submissions at once, apart from anyio's shared ones
+#: (40): a burst of sweeps whose threads wait there (for a look at their code, see
+#: :mod:`orchestrator.provenance`) never makes a submission wait for a thread.
+COMPILE_THREADS = 8
 
 #: What a compile depends on besides the loaded spec: the overrides, and an open mapping.
 _CompileKey = tuple[tuple[tuple[str, str], ...], bool]
@@ -85,6 +89,8 @@ class SpecMemo:
 
     def __init__(self, entries: int = MEMO_ENTRIES) -> None:
         self._entries = entries
+        #: Worker threads of its own (see :data:`COMPILE_THREADS`).
+        self._limiter = anyio.CapacityLimiter(COMPILE_THREADS)
         self._known: OrderedDict[tuple[str, str, str], _Known] = OrderedDict()
 
     async def prepare(
@@ -104,9 +110,8 @@ class SpecMemo:
         self._remember(key, known, loaded, how, took)
         return loaded, plan
 
-    @staticmethod
     async def _in_thread(
-        known: _Known | None, text: str, source: str, base: Path, how: Compile
+        self, known: _Known | None, text: str, source: str, base: Path, how: Compile
     ) -> tuple[LoadedSpec, Plan | DagPlan, float]:
         def work() -> tuple[LoadedSpec, Plan | DagPlan, float]:
             loaded = known.loaded if known is not None else load_text(text, source, base)
@@ -116,7 +121,9 @@ class SpecMemo:
         # Past the deadline the worker is abandoned (every step of it is bounded too).
         try:
             with anyio.fail_after(SUBMIT_TIMEOUT_S):
-                return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+                return await anyio.to_thread.run_sync(
+                    work, abandon_on_cancel=True, limiter=self._limiter
+                )
         except TimeoutError:
             raise SpecError(
                 f"loading and checking the spec took longer than {SUBMIT_TIMEOUT_S:g}s",

@@ -11,12 +11,14 @@ stops the running ones. Controllers are built by :func:`orchestrator.engine.buil
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
 import shutil
 import time
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import Awaitable, Sequence
 from pathlib import Path
@@ -77,6 +79,21 @@ _ENDED_ON_ITS_OWN = frozenset(
 #: forked child), not a ``getrandom`` call per run.
 _ids = random.Random(os.urandom(32))
 os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
+
+
+#: Threads that collect provenance, per event loop: sweeps started together share one look
+#: at their code and wait for it in these (:mod:`orchestrator.provenance`); a daemon's burst
+#: of sweeps must not take anyio's shared worker threads from everything else meanwhile.
+_PROVENANCE_THREADS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter]
+_PROVENANCE_THREADS = weakref.WeakKeyDictionary()
+
+
+def _provenance_threads() -> anyio.CapacityLimiter:
+    loop = asyncio.get_running_loop()  # the orchestrator runs on asyncio only
+    limiter = _PROVENANCE_THREADS.get(loop)
+    if limiter is None:
+        limiter = _PROVENANCE_THREADS[loop] = anyio.CapacityLimiter(64)
+    return limiter
 
 
 def new_run_id() -> str:
@@ -352,7 +369,9 @@ class SweepController:
         collected is left out: it never stops the sweep. Stamped ``at``, before this
         invocation's first run was created: its runs find it by that time."""
         try:
-            record = await anyio.to_thread.run_sync(collect, self._base_dir, self._base_env)
+            record = await anyio.to_thread.run_sync(
+                collect, self._base_dir, self._base_env, limiter=_provenance_threads()
+            )
         except Exception:  # a broken distribution's metadata, an odd platform
             return
         else:

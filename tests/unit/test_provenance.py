@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,30 @@ def test_a_distribution_installed_meanwhile_is_listed(
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: newpkg\nVersion: 3.1\n")
     assert "newpkg==3.1" in _packages().splitlines()
+
+
+def test_the_package_list_reads_what_the_metadata_parser_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Names and versions come from the metadata files' header lines, read by hand (the
+    e-mail parser took most of a sweep's start-up): the same list as the parser's, for every
+    installed distribution, a PKG-INFO one and a long description after the headers."""
+    site = tmp_path / "site"
+    egg = site / "eggy.egg-info"
+    egg.mkdir(parents=True)
+    (egg / "PKG-INFO").write_text("Metadata-Version: 1.0\nName: Eggy_Pkg\nVersion: 0.9b1\n")
+    dist = site / "described-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: described\nVersion: 1.0\nSummary: x\n\n"
+        "Name: not-a-header\nVersion: 9\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    parsed = {
+        f"{d.metadata['Name']}=={d.version}"
+        for d in importlib.metadata.distributions()
+        if d.metadata["Name"]
+    }
+    listed = set(_packages().splitlines())
+    assert listed == parsed
+    assert {"Eggy_Pkg==0.9b1", "described==1.0"} <= listed
