@@ -106,7 +106,7 @@ WITHOUT_RECORDS = textwrap.dedent("""
     import runpy, sys
     from orchestrator.engine.sweep import SweepController
     from orchestrator.store.journal import Journal
-    async def no_provenance(self, done):
+    async def no_provenance(self, at, done):
         done.set()
     SweepController._record_provenance = no_provenance
     Journal.set_usage = lambda self, *args, **kwargs: None
