@@ -221,8 +221,11 @@ class Journal(JournalWriter):
     ) -> None:
         """Where this invocation of a sweep runs (:class:`~orchestrator.provenance
         .Provenance` as a dict): its diff, package list and environment go to ``blobs`` once
-        each by content hash; the runs it creates from ``at`` (default: now) ran with it."""
+        each by content hash; the runs it creates from ``at`` (default: now) ran with it.
+        Never fails its sweep: it comes while the sweep runs, and a write the disk refuses
+        (full) is kept and tried again until it has room, like a sweep's end."""
         small = dict(record)
+        when = time.time() if at is None else at
         statements: list[tuple[str, tuple[Any, ...]]] = []
         for name in _BLOBS:
             value = small.pop(name, None)
@@ -238,10 +241,10 @@ class Journal(JournalWriter):
         statements.append(
             (
                 "INSERT OR REPLACE INTO provenance (sweep_id, at, record) VALUES (?, ?, ?)",
-                (sweep_id, time.time() if at is None else at, json.dumps(small)),
+                (sweep_id, when, json.dumps(small)),
             )
         )
-        self._add(*statements, sweep=sweep_id)
+        self._add(*statements, sweep=None, retry=f"provenance:{sweep_id}:{when!r}")
 
     def provenance_at(self, sweep_id: str, when: float | None) -> dict[str, Any] | None:
         """The provenance a run of ``sweep_id`` created at ``when`` ran with (the sweep's

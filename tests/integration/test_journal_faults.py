@@ -185,6 +185,27 @@ def test_a_full_disk_fails_what_it_lost_answers_503_then_service_resumes(
     ]
 
 
+def test_a_provenance_record_the_full_disk_refuses_never_fails_its_sweep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provenance is collected while the first runs start, so its write may meet a full
+    disk a run's writes did not: the sweep goes on (nothing it needs was lost), and the
+    record is written once the disk has room."""
+    disk = DiskFull().install(monkeypatch)
+    journal = Journal(tmp_path / "journal.sqlite")
+    disk.start()
+    journal.add_provenance("s1", {"host": "h", "environment": {"A": "1"}}, at=1.0)
+    journal.flush_sync(WAIT, check=False)
+    assert disk.failed.is_set()
+    assert journal.lost("s1") is None
+    assert journal.provenance_at("s1", None) is None
+    disk.stop()
+    journal.flush_sync(WAIT)
+    made = journal.provenance_at("s1", 1.0)
+    assert made is not None and made["host"] == "h" and made["environment"] == {"A": "1"}
+    journal.close()
+
+
 def test_cli_run_whose_start_cannot_be_journaled_is_one_line_and_runs_nothing(
     tmp_path: Path, cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
 ) -> None:
