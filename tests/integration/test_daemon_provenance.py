@@ -21,6 +21,7 @@ from orchestrator.diagnostics import is_ready_record
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import daemon_info_path, journal_path
 from tests.daemon_process import daemon_process
+from tests.git_repo import committed_repo
 
 PY = sys.executable
 SWEEPS = 12
@@ -33,23 +34,10 @@ exec '{git}' "$@"
 """
 
 
-def _git(repo: Path, *args: str) -> None:
-    subprocess.run(
-        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        check=True,
-        capture_output=True,
-    )
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A git repository with one committed file, changed since."""
-    repo = tmp_path / "project"
-    repo.mkdir()
-    (repo / "train.py").write_text("print('first')\n")
-    _git(repo, "init", "-q")
-    _git(repo, "add", ".")
-    _git(repo, "commit", "-q", "-m", "first")
+    repo = committed_repo(tmp_path / "project", {"train.py": "print('first')\n"})
     (repo / "train.py").write_text("print('changed')\n")
     return repo
 

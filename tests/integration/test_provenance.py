@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import CliResult
+from tests.git_repo import committed_repo
 
 SPEC = """\
 version: 1.1
@@ -34,24 +35,16 @@ component:
 """
 
 
-def _git(repo: Path, *args: str) -> None:
-    subprocess.run(
-        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        check=True,
-        capture_output=True,
-    )
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A git repository holding the spec and its script, with one uncommitted change."""
-    repo = tmp_path / "project"
-    repo.mkdir()
-    (repo / "train.py").write_text("import sys\nprint(sys.argv[1])\n")
-    (repo / "spec.yaml").write_text(SPEC.format(python=sys.executable))
-    _git(repo, "init", "-q")
-    _git(repo, "add", ".")
-    _git(repo, "commit", "-q", "-m", "first")
+    repo = committed_repo(
+        tmp_path / "project",
+        {
+            "train.py": "import sys\nprint(sys.argv[1])\n",
+            "spec.yaml": SPEC.format(python=sys.executable),
+        },
+    )
     (repo / "train.py").write_text("import sys\nprint('changed', sys.argv[1])\n")
     (repo / "notes.txt").write_text("untracked\n")
     return repo

@@ -4,7 +4,6 @@ before it asked, and builds an unchanged record once."""
 
 from __future__ import annotations
 
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -15,27 +14,15 @@ import pytest
 
 from orchestrator import provenance
 from orchestrator.provenance import REDACTED, collect
+from tests.git_repo import committed_repo
 
 TIMEOUT = 30.0
-
-
-def _git(repo: Path, *args: str) -> None:
-    subprocess.run(
-        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        check=True,
-        capture_output=True,
-    )
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A git repository with one committed file and nothing changed."""
-    repo = tmp_path / "project"
-    repo.mkdir()
-    (repo / "train.py").write_text("print('first')\n")
-    _git(repo, "init", "-q")
-    _git(repo, "add", ".")
-    _git(repo, "commit", "-q", "-m", "first")
+    repo = committed_repo(tmp_path / "project", {"train.py": "print('first')\n"})
     return repo
 
 
@@ -109,6 +96,19 @@ def opened_at_the_end() -> Iterator[list[Gate]]:
         gate.opened.set()
 
 
+def _held_look(
+    gate: Gate, folder: Path, opened_at_the_end: list[Gate]
+) -> tuple[provenance._Looks, Callers]:
+    """Looks that never pause, and a first caller whose look is held at ``gate``."""
+    opened_at_the_end.append(gate)
+    looks = provenance._Looks(gate)
+    looks.share = 1.0  # no pause: the next look may start at once
+    first = Callers(lambda: looks.get(folder))
+    first.start()
+    assert gate.entered.wait(TIMEOUT)
+    return looks, first
+
+
 def test_callers_asking_during_a_look_share_the_next_one(
     tmp_path: Path, joined: threading.Semaphore, opened_at_the_end: list[Gate]
 ) -> None:
@@ -116,12 +116,7 @@ def test_callers_asking_during_a_look_share_the_next_one(
     times (a daemon took both cores running 3 to 5 git processes per submission)."""
     versions = iter(["before", "after", "third"])
     gate = Gate(lambda folder: (next(versions), None, None, None))
-    opened_at_the_end.append(gate)
-    looks = provenance._Looks(gate)
-    looks.share = 1.0  # no pause: the next look may start at once
-    first = Callers(lambda: looks.get(tmp_path))
-    first.start()
-    assert gate.entered.wait(TIMEOUT)
+    looks, first = _held_look(gate, tmp_path, opened_at_the_end)
     later = Callers(lambda: looks.get(tmp_path))
     later.start(8)
     for _ in range(7):  # the eighth runs the next look itself, once this one has ended
@@ -167,12 +162,7 @@ def test_a_failed_look_fails_every_caller_that_shared_it(
         return ("ok", None, None, None)
 
     gate = Gate(look)
-    opened_at_the_end.append(gate)
-    looks = provenance._Looks(gate)
-    looks.share = 1.0  # no pause: the next look may start at once
-    first = Callers(lambda: looks.get(tmp_path))
-    first.start()
-    assert gate.entered.wait(TIMEOUT)
+    looks, first = _held_look(gate, tmp_path, opened_at_the_end)
     later = Callers(lambda: looks.get(tmp_path))
     later.start(3)
     for _ in range(2):
