@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -214,7 +215,8 @@ def test_submit_form_creates_a_sweep(
         "const s = document.querySelector('#sweep[data-sweep]'); return s && s.dataset.sweep",
         "the new sweep's page",
     )
-    assert driver.current_url.endswith(f"/sweeps/{sweep}")
+    # The page may add its chosen metric to the query string (``?metric=loss``) by now.
+    assert urlsplit(driver.current_url).path.endswith(f"/sweeps/{sweep}")
     daemon.wait_event("SweepFinished", sweep)
     assert [daemon.run(f"{sweep}:{i}")["params"]["lr"] for i in range(2)] == [0.5, 0.5]
     wait_js(driver, done_is(2), "both runs done")

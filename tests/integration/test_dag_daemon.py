@@ -109,14 +109,16 @@ def test_stop_a_pipeline_through_the_api(daemon: Daemon, tmp_path: Path) -> None
     with daemon.unix() as client, client.stream("GET", "/api/v1/events") as events:
         dag = submit(client, spec)["sweep"]
         wait_until_up(up)
+        stopped = client.post(f"/api/v1/sweeps/{dag[:10]}/stop")
+        assert stopped.status_code == 202 and stopped.json()["sweep"] == dag
+        end = finished_until(sse(events), dag)[-1]
+        # An API read flushes the daemon's journal: the run's RUNNING (and pid) is in it.
+        assert client.get(f"/api/v1/sweeps/{dag}").status_code == 200
         (pid,) = rows(
             daemon.home,
             "SELECT r.pid FROM runs r JOIN sweeps s ON s.id = r.sweep_id "
             "WHERE s.node = 'b' AND r.pid IS NOT NULL",
         )[0]
-        stopped = client.post(f"/api/v1/sweeps/{dag[:10]}/stop")
-        assert stopped.status_code == 202 and stopped.json()["sweep"] == dag
-        end = finished_until(sse(events), dag)[-1]
     assert (end["state"], end["reason"]) == ("stopped", "stopped through the API")
     assert node_states(daemon.home, dag) == {"a": "succeeded", "b": "stopped", "c": "stopped"}
     assert gone_within(int(str(pid)), 30), "the blocked run's process is gone"
@@ -256,13 +258,15 @@ def test_sigterm_stops_the_daemons_pipelines_cleanly(tmp_path: Path) -> None:
         with Daemon(home, proc).unix() as client:
             dag = submit(client, spec)["sweep"]
             wait_until_up(up)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        # Read once the daemon is gone: a run's pid is journaled with its RUNNING, which
+        # the writer may still hold (up to its linger) when the run says it is up.
         (pid,) = rows(
             home,
             "SELECT r.pid FROM runs r JOIN sweeps s ON s.id = r.sweep_id "
             "WHERE s.node = 'b' AND r.pid IS NOT NULL",
         )[0]
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
         assert rows(home, "SELECT state, reason FROM sweeps WHERE id = ?", dag) == [
             ("stopped", "the daemon is shutting down")
         ]
