@@ -282,10 +282,7 @@ class CacheStore:
         holds (the common case) takes one statement."""
         mine = _claim_row(claim)
         with self._lock:
-            db = self._db()
-            before = db.total_changes
-            db.execute(_CLAIM_FREE, mine)
-            if db.total_changes > before:
+            if _inserted(self._db(), _CLAIM_FREE, mine):
                 return None
         with self._write() as db:
             row = db.execute(
@@ -316,10 +313,7 @@ class CacheStore:
         if claim.key in self._pending:
             return False
         with self._lock:
-            db = self._db()
-            before = db.total_changes
-            db.execute(_CLAIM_UNANSWERED, (*_claim_row(claim), claim.key))
-            return db.total_changes > before
+            return _inserted(self._db(), _CLAIM_UNANSWERED, _unanswered_row(claim))
 
     def claim_unanswered_now(self, claim: Claim) -> bool | None:
         """:meth:`claim_unanswered` on the calling thread (the event loop), when that costs
@@ -339,9 +333,7 @@ class CacheStore:
             except sqlite3.Error:  # locked: someone is writing
                 return None
             try:
-                before = db.total_changes
-                db.execute(_CLAIM_UNANSWERED, (*_claim_row(claim), claim.key))
-                taken = db.total_changes > before
+                taken = _inserted(db, _CLAIM_UNANSWERED, _unanswered_row(claim))
                 db.execute("COMMIT")
             except sqlite3.Error:
                 with contextlib.suppress(sqlite3.Error):
@@ -370,8 +362,9 @@ class CacheStore:
         Returns False at once, and queues nothing, when an entry queued here answers the key."""
         if claim.key in self._pending:
             return False
-        row = (*_claim_row(claim), claim.key)
-        self._enqueue(_Later(claim=row, answer=answer, decision_if_taken=decision))
+        self._enqueue(
+            _Later(claim=_unanswered_row(claim), answer=answer, decision_if_taken=decision)
+        )
         return True
 
     def release(self, key: str, run_id: str) -> None:
@@ -518,9 +511,7 @@ class CacheStore:
                     if write.decision is not None:
                         decisions.append(write.decision)
                     if write.claim is not None and write.answer is not None:
-                        before = db.total_changes
-                        db.execute(_CLAIM_UNANSWERED, write.claim)
-                        taken = db.total_changes > before
+                        taken = _inserted(db, _CLAIM_UNANSWERED, write.claim)
                         if taken and write.decision_if_taken is not None:
                             decisions.append(write.decision_if_taken)
                         answers.append((write.answer, taken))
@@ -589,6 +580,18 @@ def _tell(answer: Callable[[bool], None], taken: bool) -> None:
 
 def _claim_row(claim: Claim) -> tuple[Any, ...]:
     return (claim.key, claim.run_id, claim.sweep_id, claim.pid, claim.pid_start, claim.claimed_at)
+
+
+def _unanswered_row(claim: Claim) -> tuple[Any, ...]:
+    """The parameters of :data:`_CLAIM_UNANSWERED` for ``claim``."""
+    return (*_claim_row(claim), claim.key)
+
+
+def _inserted(db: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> bool:
+    """Run an ``INSERT OR IGNORE`` claim; whether it took (a row went in)."""
+    before = db.total_changes
+    db.execute(sql, params)
+    return db.total_changes > before
 
 
 def _insert_entry(db: sqlite3.Connection, entry: CacheEntry) -> None:
