@@ -530,7 +530,7 @@ def run_detail(journal: Journal, ref: str) -> dict[str, Any]:
         "max_rss": max_rss,
         # Where it ran (the sweep's invocation that made it) and what its spec added to the
         # environment every run of that invocation started from.
-        "provenance": journal.provenance_at(run.sweep_id, run.created_at),
+        "provenance": _provenance_of(journal, run),
         "env": journal.run_env_of(run.id),
         "created_at": run.created_at,
         "started_at": run.started_at,
@@ -543,6 +543,33 @@ def run_detail(journal: Journal, ref: str) -> dict[str, Any]:
             "outputs": str(run_dir / "outputs"),
         },
     }
+
+
+def _provenance_of(journal: Journal, run: RunRow) -> dict[str, Any] | None:
+    """The record of the invocation that created ``run``; one whose code and packages were
+    not collected says why (``missing``): an error, or its orchestrator is collecting them
+    now, or stopped first (it died, or was killed, in the moment after it started)."""
+    made = journal.provenance_at(run.sweep_id, run.created_at)
+    if made is None or made["collected"]:
+        return made
+    made["missing"] = made.get("error") or (
+        "being collected"
+        if _collecting(journal, run.sweep_id, made["at"])
+        else "the orchestrator stopped before it was collected"
+    )
+    return made
+
+
+def _collecting(journal: Journal, sweep_id: str, at: float) -> bool:
+    """Whether the invocation of ``sweep_id`` that started ``at`` is the newest and alive."""
+    sweep = journal.find_sweep(sweep_id)
+    newest = journal.provenance_at(sweep_id, None)
+    return (
+        sweep.state in SWEEP_UNFINISHED
+        and is_same_process(sweep.pid, sweep.pid_start)
+        and newest is not None
+        and newest["at"] == at
+    )
 
 
 #: What ``diff`` compares between two runs, in this order: each a mapping of name → value.

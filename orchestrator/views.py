@@ -413,18 +413,20 @@ def _provenance_rows(made: dict[str, Any] | None, env: dict[str, str]) -> list[l
     if made is None:
         return [["provenance", "not recorded (a sweep from before it was)"]]
     code = "not a git repository"
-    if made["git_commit"]:
+    packages = plural(len((made["packages"] or "").splitlines()), "distribution")
+    if not made["collected"]:  # only what was known at once (see history._provenance_of)
+        code = packages = f"not recorded ({made['missing']})"
+    elif made["git_commit"]:
         dirty = made["diff"] or ""
         lines = len(dirty.splitlines())
         code = f"git {made['git_commit'][:12]}" + (f", dirty ({lines} diff lines)" if dirty else "")
-    packages = len((made["packages"] or "").splitlines())
     environment = made["environment"] or {}
     return [
         ["code", code],
         ["python", f"{made['python']} ({made['python_version']})"],
-        ["machine", f"{made['user'] or '?'}@{made['host']}, {made['platform']}"],
-        ["working folder", made["cwd"]],
-        ["packages", plural(packages, "distribution")],
+        ["machine", f"{made['user'] or '?'}@{made['host']}, {made['platform'] or '?'}"],
+        ["working folder", made["cwd"] or "?"],
+        ["packages", packages],
         [
             "environment",
             f"{plural(len(environment), 'variable')}"

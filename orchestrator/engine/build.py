@@ -6,7 +6,6 @@ their sweeps here, so a new service (a resource inventory, a searcher) is wired 
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from orchestrator.engine.bus import EventBus
-from orchestrator.engine.jobs import base_environment
+from orchestrator.engine.jobs import sweep_environment
 from orchestrator.engine.open_mapping import OpenMapping
 from orchestrator.engine.plugin_host import PluginHost
 from orchestrator.engine.records import Resume
@@ -98,9 +97,8 @@ def build_sweep(
 
         executor = LocalExecutor(settings.home)
     sweep_id = resume.sweep_id if resume is not None else uuid.uuid4().hex
-    searcher = searcher_of(
-        plan, work_dir=sweep_dir(settings.home, sweep_id), environ=base_environment(os.environ)
-    )
+    environ = sweep_environment()  # as of now: its runs, its tuner and its provenance
+    searcher = searcher_of(plan, work_dir=sweep_dir(settings.home, sweep_id), environ=environ)
     scope = plugins.scope() if plugins is not None else None
     controller = SweepController(
         plan,
@@ -114,6 +112,7 @@ def build_sweep(
         open_mapping=open_mapping,
         resources=resources,
         searcher=searcher,
+        base_env=environ,
     )
     if scope is not None:
         scope.on_strict_failure = lambda reason: controller.request_stop(

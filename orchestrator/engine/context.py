@@ -172,7 +172,8 @@ class PluginContext:
         await self._sweep.provenance_recorded()
         journal = self._sweep.journal
         await journal.flush()
-        return journal.provenance_at(self.sweep_id, None)
+        made = journal.provenance_at(self.sweep_id, None)
+        return made if made is not None and made["collected"] else None
 
     async def journaled_state(self, run_id: str) -> str | None:
         """The state the journal holds for any run of the home folder (None: unknown)."""

@@ -11,7 +11,7 @@ from orchestrator.engine.records import RunRecord
 from orchestrator.executors.base import Job
 from orchestrator.store.layout import RunLayout
 
-__all__ = ["base_environment", "job_for"]
+__all__ = ["base_environment", "job_for", "sweep_environment"]
 
 
 def base_environment(
@@ -30,6 +30,27 @@ def base_environment(
             env["PATH"] = os.pathsep.join([folder, *entries]) if path else folder
         env["ORCHESTRATOR_PYTHON"] = executable
     return env
+
+
+def sweep_environment() -> dict[str, str]:
+    """:func:`base_environment` of ``os.environ`` as it is now: what a sweep's runs start
+    from, taken when the sweep is built (a daemon's sweep sees the daemon's environment as
+    of its submission). Made again only when ``os.environ`` changed: a daemon builds many
+    sweeps from one environment, and reading ``os.environ`` decodes every entry; its raw
+    entries are compared instead (one C-level comparison). A fresh dict each time."""
+    global _last_sweep_environment
+    raw = getattr(os.environ, "_data", None)  # CPython's encoded entries, kept in step
+    last = _last_sweep_environment
+    if raw is not None and last is not None and last[0] == raw:
+        return dict(last[1])
+    env = base_environment(os.environ)
+    if raw is not None:
+        _last_sweep_environment = (dict(raw), env)
+    return dict(env)
+
+
+#: The raw ``os.environ`` :func:`sweep_environment` last read, and its answer.
+_last_sweep_environment: tuple[dict[bytes, bytes], dict[str, str]] | None = None
 
 
 def job_for(

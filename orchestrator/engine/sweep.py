@@ -36,7 +36,7 @@ from orchestrator.engine.events import (
     SweepStopping,
 )
 from orchestrator.engine.feedback import Feedback
-from orchestrator.engine.jobs import base_environment, job_for
+from orchestrator.engine.jobs import job_for, sweep_environment
 from orchestrator.engine.open_mapping import OpenMapping
 from orchestrator.engine.outcome import (
     failure_reason,
@@ -57,7 +57,7 @@ from orchestrator.engine.transitions import move_run, move_sweep
 from orchestrator.exceptions import SearchError, SpecError
 from orchestrator.executors.base import Executor, Outcome, StopRequest
 from orchestrator.hooks import Defer, Skip, UseCached
-from orchestrator.provenance import collect, redacted, secret_patterns
+from orchestrator.provenance import collect, known_at_once, redacted, secret_patterns
 from orchestrator.search.base import DONE, Done, Observation, Past, Searcher, Suggestion, Wait
 from orchestrator.search.expansion import ExpansionSearcher
 from orchestrator.spec.resolve import Plan, RunSpec
@@ -129,6 +129,7 @@ class SweepController:
         open_mapping: OpenMapping | None,
         resources: ResourcePool | None = None,
         searcher: Searcher | None = None,
+        base_env: dict[str, str] | None = None,
     ) -> None:
         self.plan = plan
         self.settings = settings
@@ -197,9 +198,10 @@ class SweepController:
         self._feed_error: str | None = None
         self._feed_scope: anyio.CancelScope | None = None
         self._outputs = frozenset(io.name for io in plan.ios if io.is_output)
-        self._base_env = base_environment(os.environ)
+        #: The environment every run starts from (see :func:`sweep_environment`).
+        self._base_env = sweep_environment() if base_env is None else base_env
         #: Names whose values are never journaled (see :mod:`orchestrator.provenance`).
-        self._secrets = secret_patterns(os.environ)
+        self._secrets = secret_patterns(self._base_env)
         self._base_dir = plan.spec.base_dir
         self._background: anyio.abc.TaskGroup | None = None
         #: Set once this invocation's provenance is journaled (see :meth:`_record_provenance`).
@@ -332,7 +334,10 @@ class SweepController:
         async with anyio.create_task_group() as observers:
             self._background = observers
             self._provenance = anyio.Event()
-            observers.start_soon(self._record_provenance, time.time(), self._provenance)
+            at = time.time()
+            # Queued before the first run is created, so committed with it or before it.
+            self.journal.add_provenance(self.sweep_id, known_at_once(self._base_env), at)
+            observers.start_soon(self._record_provenance, at, self._provenance)
             self._timers = Timers(observers)
             self._observers = subscriptions = (
                 await self.plugins.start_observers(self.bus, observers, self.ctx)
@@ -363,19 +368,22 @@ class SweepController:
         return result
 
     async def _record_provenance(self, at: float, done: anyio.Event) -> None:
-        """Journal where this invocation runs (code, interpreter, packages, host...), once,
-        before the sweep ends. Collected in a thread (git, the installed distributions: tens
-        of milliseconds) while the first runs start, not before them. What cannot be
-        collected is left out: it never stops the sweep. Stamped ``at``, before this
-        invocation's first run was created: its runs find it by that time."""
+        """Journal where this invocation runs (code, interpreter, packages, host...) before
+        the sweep ends, in place of the part known at once (journaled ``at``, before this
+        invocation's first run was created: its runs find it by that time). Collected in a
+        thread (git, the installed distributions: tens of milliseconds) while the first runs
+        start, not before them. What cannot be collected is said in the record (``error``):
+        it never stops the sweep."""
         try:
-            record = await anyio.to_thread.run_sync(
-                collect, self._base_dir, self._base_env, limiter=_provenance_threads()
-            )
-        except Exception:  # a broken distribution's metadata, an odd platform
-            return
-        else:
-            self.journal.add_provenance(self.sweep_id, record.as_dict(), at)
+            try:
+                collected = await anyio.to_thread.run_sync(
+                    collect, self._base_dir, self._base_env, limiter=_provenance_threads()
+                )
+                record = collected.as_dict()
+            except Exception as exc:  # a broken distribution's metadata, an odd platform
+                record = known_at_once(self._base_env)
+                record["error"] = f"could not be collected: {failure_reason(exc)}"
+            self.journal.add_provenance(self.sweep_id, record, at)
         finally:
             done.set()
 

@@ -102,6 +102,8 @@ class Journal(JournalWriter):
         #: The sweep of each run journaled here that has not ended (metrics, outputs and
         #: cleanups name only the run).
         self._owners: dict[str, str] = {}
+        #: The last value, text and hash of each large part of a provenance record.
+        self._last_blobs: dict[str, tuple[str | dict[str, str], str, str]] = {}
         super().__init__(path, write)
 
     def close(self) -> None:
@@ -223,7 +225,9 @@ class Journal(JournalWriter):
         .Provenance` as a dict): its diff, package list and environment go to ``blobs`` once
         each by content hash; the runs it creates from ``at`` (default: now) ran with it.
         Never fails its sweep: it comes while the sweep runs, and a write the disk refuses
-        (full) is kept and tried again until it has room, like a sweep's end."""
+        (full) is kept and tried again until it has room, like a sweep's end. A record for
+        the same ``at`` replaces it (the collected record replaces the part known at once,
+        :func:`~orchestrator.provenance.known_at_once`)."""
         small = dict(record)
         when = time.time() if at is None else at
         statements: list[tuple[str, tuple[Any, ...]]] = []
@@ -232,8 +236,7 @@ class Journal(JournalWriter):
             if value is None:
                 small[f"{name}_hash"] = None
                 continue
-            text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-            digest = content_hash(text)
+            text, digest = self._blob(name, value)
             small[f"{name}_hash"] = digest
             statements.append(
                 ("INSERT OR IGNORE INTO blobs (hash, text) VALUES (?, ?)", (digest, text))
@@ -246,17 +249,34 @@ class Journal(JournalWriter):
         )
         self._add(*statements, sweep=None, retry=f"provenance:{sweep_id}:{when!r}")
 
+    def _blob(self, name: str, value: str | dict[str, str]) -> tuple[str, str]:
+        """A large part of a provenance record as stored, and its hash; the last of each
+        part is remembered: a sweep journals its record twice (at once, then collected) and
+        a daemon's sweeps mostly share their environment and packages."""
+        last = self._last_blobs.get(name)
+        if last is not None and last[0] == value:
+            return last[1], last[2]
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        digest = content_hash(text)
+        kept = value if isinstance(value, str) else dict(value)
+        self._last_blobs[name] = (kept, text, digest)
+        return text, digest
+
     def provenance_at(self, sweep_id: str, when: float | None) -> dict[str, Any] | None:
         """The provenance a run of ``sweep_id`` created at ``when`` ran with (the sweep's
         invocation that started last before it; the newest when ``when`` is None), with its
-        diff, package list and environment read back; None when none was recorded."""
+        diff, package list and environment read back, and ``at``, when that invocation
+        started; None when none was recorded. ``collected`` is False for a record of what
+        was known at once, whose code and packages have not come (True for every record
+        without the field: collected ones, and those from before it was)."""
         rows = self._query(
-            "SELECT record FROM provenance WHERE sweep_id = ? AND at <= ? ORDER BY at DESC LIMIT 1",
+            "SELECT at, record FROM provenance WHERE sweep_id = ? AND at <= ? "
+            "ORDER BY at DESC LIMIT 1",
             (sweep_id, float("inf") if when is None else when),
         )
         if not rows:
             return None
-        record: dict[str, Any] = json.loads(rows[0][0])
+        record: dict[str, Any] = {"collected": True, **json.loads(rows[0][1]), "at": rows[0][0]}
         for name in _BLOBS:
             digest = record.pop(f"{name}_hash", None)
             text = None
