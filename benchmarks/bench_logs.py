@@ -90,9 +90,12 @@ def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
     return time.perf_counter() - start
 
 
-def one_round(kind: str, size: int, base: Path, n: int) -> dict[str, float]:
+def one_round(
+    kind: str, size: int, base: Path, n: int, tree: str | None = None
+) -> dict[str, float]:
     """One round: each row once, in an order that alternates between rounds; each row's
-    output is checked, then removed before the next row runs."""
+    output is checked, then removed before the next row runs. ``tree``: another checkout's
+    orchestrator runs the same two rows too (``tree``, ``tree fixed``)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     work = base / f"round{n}"
     work.mkdir()
@@ -108,12 +111,17 @@ def one_round(kind: str, size: int, base: Path, n: int) -> dict[str, float]:
         "orchestrator": ([*orch, "--home", str(work / "h1"), str(spec)], work / "h1"),
         "fixed": ([*orch, "--home", str(work / "h2"), str(empty)], work / "h2"),
     }
+    envs = {name: env for name in rows}
+    if tree is not None:
+        rows["tree"] = ([*orch, "--home", str(work / "h3"), str(spec)], work / "h3")
+        rows["tree fixed"] = ([*orch, "--home", str(work / "h4"), str(empty)], work / "h4")
+        envs["tree"] = envs["tree fixed"] = {**env, "PYTHONPATH": tree, "PYTHONSAFEPATH": "1"}
     order = list(rows) if n % 2 == 0 else list(reversed(rows))
     times = {}
     for name in order:
         argv, made = rows[name]
-        times[name] = timed(argv, work, env)
-        if name != "fixed":
+        times[name] = timed(argv, work, envs[name])
+        if not name.endswith("fixed"):
             logs = [made] if made.is_file() else list((made / "runs").glob("*/stdout.log"))
             if not logs or logs[0].stat().st_size != size:
                 raise SystemExit(f"round {n}, {name}: {size} bytes expected in {made}")
@@ -128,6 +136,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--writer", choices=sorted(WRITERS), action="append")
     parser.add_argument("--dir", type=Path, default=None, help="where homes and files go")
+    parser.add_argument(
+        "--tree", help="another checkout (PYTHONPATH) whose orchestrator runs the same rows"
+    )
     args = parser.parse_args()
     size = (100 if args.quick else 1000) * 1000 * 1000 // LINE * LINE
     writers = args.writer or ["python", "blocks", "yes"]
@@ -138,39 +149,49 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for kind in writers:
-            rounds = [one_round(kind, size, Path(tmp), n) for n in range(args.rounds)]
+            rounds = [one_round(kind, size, Path(tmp), n, args.tree) for n in range(args.rounds)]
             med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
-            capture = med["orchestrator"] - med["fixed"]
-            rate = {
-                "file": size / med["file"] / 1e6,
-                "cat": size / med["cat"] / 1e6,
-                "raw": size / med["orchestrator"] / 1e6,
-                # Net of the fixed cost only when capture is most of the run: a small output
-                # (--quick) against a noisy start-up would give absurd rates.
-                "net": size / capture / 1e6 if capture > med["orchestrator"] / 2 else math.nan,
-            }
-
-            def cell(value: float, unit: str) -> str:
-                if math.isnan(value):
-                    return f"{'n/a':>{5 + len(unit)}}"
-                return f"{value:>5.0f}{unit}" if unit else f"{value:>5.0%}"
-
-            ratios = (
-                rate["raw"] / rate["file"],
-                rate["net"] / rate["file"],
-                rate["net"] / rate["cat"],
-            )
-            print(
-                f"{kind:8} "
-                + " ".join(cell(rate[k], " MB/s") for k in ("file", "cat", "raw", "net"))
-                + "".join(f" {cell(r, ''):>8}" for r in ratios)
-                + f" {med['fixed']:>8.2f}"
-            )
+            for label, orch, fixed in _rows(kind, args.tree):
+                _print_row(label, size, med["file"], med["cat"], med[orch], med[fixed])
             for r in rounds:
                 print(
                     "         rounds (s): " + ", ".join(f"{k} {v:.2f}" for k, v in r.items()),
                     file=sys.stderr,
                 )
+
+
+def _rows(kind: str, tree: str | None) -> list[tuple[str, str, str]]:
+    """The printed rows: this checkout's, then the other's (``--tree``)."""
+    rows = [(kind, "orchestrator", "fixed")]
+    if tree is not None:
+        rows.append((f"{kind} (--tree)", "tree", "tree fixed"))
+    return rows
+
+
+def _print_row(label: str, size: int, file: float, cat: float, orch: float, fixed: float) -> None:
+    """One writer's rates and ratios (medians in seconds in, MB/s out)."""
+    capture = orch - fixed
+    rate = {
+        "file": size / file / 1e6,
+        "cat": size / cat / 1e6,
+        "raw": size / orch / 1e6,
+        # Net of the fixed cost only when capture is most of the run: a small output
+        # (--quick) against a noisy start-up would give absurd rates.
+        "net": size / capture / 1e6 if capture > orch / 2 else math.nan,
+    }
+
+    def cell(value: float, unit: str) -> str:
+        if math.isnan(value):
+            return f"{'n/a':>{5 + len(unit)}}"
+        return f"{value:>5.0f}{unit}" if unit else f"{value:>5.0%}"
+
+    ratios = (rate["raw"] / rate["file"], rate["net"] / rate["file"], rate["net"] / rate["cat"])
+    print(
+        f"{label:8} "
+        + " ".join(cell(rate[k], " MB/s") for k in ("file", "cat", "raw", "net"))
+        + "".join(f" {cell(r, ''):>8}" for r in ratios)
+        + f" {fixed:>8.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -75,4 +75,6 @@ def job_for(
     env["ORCHESTRATOR_OUTPUTS_PATH"] = str(layout.outputs)
     env["ORCHESTRATOR_SWEEP_ID"] = sweep_id
     cwd = Path(spec.working_dir) if spec.working_dir else base_dir
-    return Job(run.id, run.index, list(spec.argv), env, cwd, layout, list(spec.init))
+    job = Job(run.id, run.index, list(spec.argv), env, cwd, layout, list(spec.init))
+    job.identity = {"sweep": sweep_id, "index": run.index, "params_hash": spec.params_hash}
+    return job

@@ -45,10 +45,11 @@ from orchestrator.executors.exit_status import (
     read_exit_status,
     read_exit_statuses,
     remove_finished_files,
+    started_runs,
 )
 from orchestrator.procinfo import is_same_process, signal_group, start_time
 from orchestrator.store.journal import Journal
-from orchestrator.store.layout import exit_status_path
+from orchestrator.store.layout import RunLayout, exit_status_path
 from orchestrator.store.rows import RunRow, SweepRow
 
 __all__ = ["LOST", "RECOVERED", "Recovered", "open_journal", "recover", "recovery_moves"]
@@ -136,6 +137,7 @@ def _stop_survivors(groups: list[int]) -> None:
 
 
 def _recover_sweep(journal: Journal, sweep: SweepRow) -> Recovered:
+    _add_started_runs(journal, sweep)
     runs = journal.unfinished_runs(sweep.id, [s.value for s in UNFINISHED])
     groups, alive = [], set()
     for run in runs:
@@ -167,6 +169,26 @@ def _recover_sweep(journal: Journal, sweep: SweepRow) -> Recovered:
     counts = journal.latest_state_counts(sweep.id)  # counted by SQLite, no rows read
     events.append(bus.stamp(SweepFinished, state=SweepState.FAILED, reason=LOST, counts=counts))
     return Recovered(sweep.id, sweep.pid, lost, events, dict(ended))
+
+
+def _add_started_runs(journal: Journal, sweep: SweepRow) -> None:
+    """Journal the runs that started while their creation was on its way to the journal
+    (its writes are batched: a run starts at once, not a transaction later). The
+    orchestrator wrote each run's start, with its index and params hash, to its status file
+    first; such a run joins the journal as ``created``, to be ended as its status says, so
+    ``resume`` does not run its configuration again."""
+    if not sweep.pid:
+        return
+    home = journal.path.parent
+    started = started_runs(exit_status_path(home, sweep.pid, sweep.pid_start), sweep.id)
+    if not started:
+        return
+    known = journal.known_runs(list(started))
+    for run_id, (index, params_hash) in started.items():
+        if run_id not in known:
+            run_dir = str(RunLayout(home, run_id).run_dir)
+            journal.add_started_run(run_id, sweep.id, index, params_hash, run_dir)
+    journal.flush_sync()
 
 
 def _exit_statuses(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 
@@ -52,6 +52,10 @@ class Job:
     #: Set by an executor that runs the job off this machine, before it calls ``started``:
     #: where it runs (journaled with the run's start). None: here.
     placement: Placement | None = None
+    #: Which configuration of which sweep it is (``sweep``, ``index``, ``params_hash``),
+    #: written with each attempt's start in the exit-status file: the run starts before the
+    #: journal's batched write of its creation commits, and recovery then still knows it.
+    identity: dict[str, Any] | None = None
 
 
 class OutputSink(Protocol):

@@ -25,8 +25,10 @@ import json
 import os
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from orchestrator.executors.supervisor import STATUS_FILE
 from orchestrator.procinfo import is_same_process, start_time
@@ -39,6 +41,7 @@ __all__ = [
     "read_exit_statuses",
     "remove_finished_files",
     "start_record",
+    "started_runs",
     "status_file",
     "statuses_in",
 ]
@@ -108,16 +111,17 @@ def is_open(home: Path) -> bool:
     return _HELD.is_open(home)
 
 
-def start_record(run_id: str) -> bytes:
-    """The line that opens a run attempt: no status yet (an earlier attempt's goes)."""
-    return json.dumps({"run": run_id}).encode() + b"\n"
+def start_record(run_id: str, identity: Mapping[str, Any] | None = None) -> bytes:
+    """The line that opens a run attempt: no status yet (an earlier attempt's goes); with
+    the run's ``identity`` (its sweep, index, params hash) for :func:`started_runs`."""
+    return json.dumps({"run": run_id, **(identity or {})}).encode() + b"\n"
 
 
-def status_file(home: Path, run_id: str) -> int:
+def status_file(home: Path, run_id: str, identity: Mapping[str, Any] | None = None) -> int:
     """This process's status file under ``home``, with a new attempt of ``run_id`` recorded;
     the descriptor is for the supervisor (send a copy; this process keeps it open)."""
     fd = _HELD.get(home)
-    os.write(fd, start_record(run_id))
+    os.write(fd, start_record(run_id, identity))
     return fd
 
 
@@ -173,6 +177,30 @@ def statuses_in(data: bytes, run_ids: list[str]) -> dict[str, ExitStatus | None]
             end = data.find(b"\n", at)
             found[run_id] = _parse(data[at : end if end >= 0 else len(data)])
     return found
+
+
+def started_runs(path: Path, sweep_id: str) -> dict[str, tuple[int, str]]:
+    """The runs of ``sweep_id`` whose start the status file at ``path`` records, by id: their
+    index and params hash (:func:`start_record`'s identity). Start lines are written before
+    their run starts, so they are whole even if the file is still held."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return {}
+    marker = b'"sweep": ' + json.dumps(sweep_id).encode()
+    started: dict[str, tuple[int, str]] = {}
+    for line in data.splitlines():
+        if marker not in line:
+            continue
+        try:
+            record = json.loads(line)
+            started.setdefault(
+                str(record["run"]), (int(record["index"]), str(record["params_hash"]))
+            )
+        except (ValueError, KeyError, TypeError):
+            continue
+    return started
 
 
 def remove_finished_files(home: Path, keep: set[tuple[int, int]]) -> None:

@@ -252,9 +252,11 @@ class _RunFiles:
         if job.init:
             await anyio.to_thread.run_sync(_make_folders, folders)
         if is_open(job.layout.home):
-            status = status_file(job.layout.home, job.run_id)  # one small append
+            status = status_file(job.layout.home, job.run_id, job.identity)  # one small append
         else:
-            status = await anyio.to_thread.run_sync(status_file, job.layout.home, job.run_id)
+            status = await anyio.to_thread.run_sync(
+                status_file, job.layout.home, job.run_id, job.identity
+            )
         return cls(cwd, status, folders)
 
 

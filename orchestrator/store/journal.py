@@ -359,6 +359,25 @@ class Journal(JournalWriter):
             sweep=sweep_id,
         )
 
+    def add_started_run(
+        self, run_id: str, sweep_id: str, index: int, params_hash: str, run_dir: str
+    ) -> None:
+        """A run that started before its creation reached the journal (its orchestrator died
+        in between; crash recovery found it in the exit-status file): created now, with what
+        that file says of it, to be ended as its status says."""
+        self.add_run(run_id, sweep_id, index, "", "{}", "[]", run_dir, params_hash)
+
+    def known_runs(self, run_ids: list[str]) -> set[str]:
+        """Which of ``run_ids`` the journal holds."""
+        known: set[str] = set()
+        for at in range(0, len(run_ids), 500):
+            part = run_ids[at : at + 500]
+            marks = ",".join("?" * len(part))
+            known.update(
+                r[0] for r in self._query(f"SELECT id FROM runs WHERE id IN ({marks})", part)
+            )
+        return known
+
     def add_suggestion(
         self,
         sweep_id: str,

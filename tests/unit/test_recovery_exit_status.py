@@ -331,3 +331,37 @@ def test_status_files_stay_while_someone_may_still_need_them(tmp_path: Path) -> 
     assert driving.exists(), "a sweep not recovered yet needs it"
     assert not done.exists()
     assert (tmp_path / "exit_status" / "notes.txt").exists()
+
+
+def test_a_run_that_started_before_its_creation_was_journaled_is_ended_as_its_status_says(
+    tmp_path: Path,
+) -> None:
+    # The journal's writes are batched: an orchestrator killed in the moment after it started
+    # a run may leave no row for it. Its status file knows the run (its start line carries
+    # the sweep, index and params hash): the run is journaled and ended, so that ``resume``
+    # does not run that configuration a second time.
+    journal = Journal(tmp_path / "journal.sqlite")
+    try:
+        _lost_sweep(journal, {"known": ("running", tmp_path / "runs" / "known")})
+        _shared(
+            tmp_path,
+            start_record("known", {"sweep": "s1", "index": 0, "params_hash": "p0"}),
+            start_record("ran", {"sweep": "s1", "index": 1, "params_hash": "p1"}),
+            start_record("other", {"sweep": "s2", "index": 1, "params_hash": "p1"}),
+            start_record("failed", {"sweep": "s1", "index": 2, "params_hash": "p2"}),
+            status_record("ran", 0, False),
+            status_record("known", 0, False),
+            status_record("failed", 4, False),
+        )
+        (recovered,) = recover(journal)
+        rows = {row.id: row for row in journal.runs_of("s1")}
+        ended = {i: (r.idx, r.params_hash, r.state, r.reason) for i, r in rows.items()}
+        assert ended == {
+            "known": (0, "p0", "succeeded", RECOVERED),
+            "ran": (1, "p1", "succeeded", RECOVERED),
+            "failed": (2, "p2", "failed", "exit code 4"),
+        }
+        assert journal.find_run("ran").run_dir == str(tmp_path / "runs" / "ran")
+        assert recovered.ended == {"succeeded": 2, "failed": 1}
+    finally:
+        journal.close()
