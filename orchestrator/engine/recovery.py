@@ -136,8 +136,8 @@ def _stop_survivors(groups: list[int]) -> None:
         signal_group(pgid, signal.SIGKILL)
 
 
-def _recover_sweep(journal: Journal, sweep: SweepRow) -> Recovered:
-    _add_started_runs(journal, sweep)
+def _recover_sweep(journal: Journal, sweep: SweepRow, files: _StatusFiles) -> Recovered:
+    _add_started_runs(journal, sweep, files)
     runs = journal.unfinished_runs(sweep.id, [s.value for s in UNFINISHED])
     groups, alive = [], set()
     for run in runs:
@@ -171,7 +171,12 @@ def _recover_sweep(journal: Journal, sweep: SweepRow) -> Recovered:
     return Recovered(sweep.id, sweep.pid, lost, events, dict(ended))
 
 
-def _add_started_runs(journal: Journal, sweep: SweepRow) -> None:
+#: The runs each status file records the start of (:func:`started_runs`), read once per
+#: recovery however many of its sweeps are recovered (a daemon's file serves them all).
+_StatusFiles = dict[Path, dict[str, dict[str, tuple[int, str]]]]
+
+
+def _add_started_runs(journal: Journal, sweep: SweepRow, files: _StatusFiles) -> None:
     """Journal the runs that started while their creation was on its way to the journal
     (its writes are batched: a run starts at once, not a transaction later). The
     orchestrator wrote each run's start, with its index and params hash, to its status file
@@ -180,7 +185,10 @@ def _add_started_runs(journal: Journal, sweep: SweepRow) -> None:
     if not sweep.pid:
         return
     home = journal.path.parent
-    started = started_runs(exit_status_path(home, sweep.pid, sweep.pid_start), sweep.id)
+    path = exit_status_path(home, sweep.pid, sweep.pid_start)
+    if path not in files:
+        files[path] = started_runs(path)
+    started = files[path].get(sweep.id)
     if not started:
         return
     known = journal.known_runs(list(started))
@@ -218,13 +226,14 @@ def recover(journal: Journal) -> list[Recovered]:
     unfinished sweep go."""
     me = os.getpid()
     recovered = []
+    files: _StatusFiles = {}
     keep = set()  # the processes of the sweeps left running: their status files stay
     for sweep in journal.unfinished_sweeps([s.value for s in SWEEP_UNFINISHED]):
         if sweep.pid == me or is_same_process(sweep.pid, sweep.pid_start):
             if sweep.pid:
                 keep.add((sweep.pid, sweep.pid_start or 0))
             continue
-        recovered.append(_recover_sweep(journal, sweep))
+        recovered.append(_recover_sweep(journal, sweep, files))
     journal.flush_sync()
     remove_finished_files(journal.path.parent, keep)
     return recovered

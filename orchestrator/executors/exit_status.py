@@ -179,25 +179,23 @@ def statuses_in(data: bytes, run_ids: list[str]) -> dict[str, ExitStatus | None]
     return found
 
 
-def started_runs(path: Path, sweep_id: str) -> dict[str, tuple[int, str]]:
-    """The runs of ``sweep_id`` whose start the status file at ``path`` records, by id: their
-    index and params hash (:func:`start_record`'s identity). Start lines are written before
-    their run starts, so they are whole even if the file is still held."""
+def started_runs(path: Path) -> dict[str, dict[str, tuple[int, str]]]:
+    """The runs whose start the status file at ``path`` records, by sweep, then by run id:
+    their index and params hash (:func:`start_record`'s identity). Start lines are written
+    before their run starts, so they are whole even if the file is still held."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError:
         return {}
-    marker = b'"sweep": ' + json.dumps(sweep_id).encode()
-    started: dict[str, tuple[int, str]] = {}
+    started: dict[str, dict[str, tuple[int, str]]] = {}
     for line in data.splitlines():
-        if marker not in line:
+        if b'"sweep": ' not in line:
             continue
         try:
             record = json.loads(line)
-            started.setdefault(
-                str(record["run"]), (int(record["index"]), str(record["params_hash"]))
-            )
+            runs = started.setdefault(str(record["sweep"]), {})
+            runs.setdefault(str(record["run"]), (int(record["index"]), str(record["params_hash"])))
         except (ValueError, KeyError, TypeError):
             continue
     return started

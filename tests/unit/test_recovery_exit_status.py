@@ -365,3 +365,42 @@ def test_a_run_that_started_before_its_creation_was_journaled_is_ended_as_its_st
         assert recovered.ended == {"succeeded": 2, "failed": 1}
     finally:
         journal.close()
+
+
+def test_runs_only_the_status_file_knows_go_to_their_own_sweeps(tmp_path: Path) -> None:
+    # A daemon's sweeps share its status file: each sweep gets the runs its lines name.
+    journal = Journal(tmp_path / "journal.sqlite")
+    try:
+        _lost_sweep(journal, {})
+        journal.add_sweep(
+            "s2",
+            name=None,
+            description=None,
+            tags=[],
+            spec_path="x",
+            kind="mapping",
+            total=1,
+            concurrency=1,
+            pid=os.getpid(),
+            seed=None,
+        )
+        journal.set_sweep_state("s2", "running", None, finished=False)
+        journal.flush_sync()
+        with sqlite3.connect(journal.path) as conn:
+            conn.execute("UPDATE sweeps SET pid = 999999999, pid_start = 1")
+        _shared(
+            tmp_path,
+            start_record("a", {"sweep": "s1", "index": 0, "params_hash": "p0"}),
+            start_record("b", {"sweep": "s2", "index": 0, "params_hash": "q0"}),
+            status_record("a", 0, False),
+            status_record("b", 2, False),
+        )
+        assert len(recover(journal)) == 2
+        assert [(r.id, r.state, r.params_hash) for r in journal.runs_of("s1")] == [
+            ("a", "succeeded", "p0")
+        ]
+        assert [(r.id, r.state, r.params_hash) for r in journal.runs_of("s2")] == [
+            ("b", "failed", "q0")
+        ]
+    finally:
+        journal.close()
