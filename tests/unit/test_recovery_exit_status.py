@@ -176,10 +176,10 @@ def test_a_shared_file_a_supervisor_still_holds_is_waited_for(tmp_path: Path) ->
 # --- recovering a journal ---------------------------------------------------------------------
 
 
-def _lost_sweep(journal: Journal, runs: dict[str, tuple[str, Path]]) -> None:
+def _lost_sweep(journal: Journal, runs: dict[str, tuple[str, Path]], sweep_id: str = "s1") -> None:
     """A sweep whose orchestrator is gone, with runs in the given journaled states."""
     journal.add_sweep(
-        "s1",
+        sweep_id,
         name=None,
         description=None,
         tags=[],
@@ -190,11 +190,12 @@ def _lost_sweep(journal: Journal, runs: dict[str, tuple[str, Path]]) -> None:
         pid=os.getpid(),
         seed=None,
     )
-    journal.set_sweep_state("s1", "running", None, finished=False)
+    journal.set_sweep_state(sweep_id, "running", None, finished=False)
     for index, (run_id, (state, run_dir)) in enumerate(runs.items()):
-        journal.add_run(run_id, "s1", index, f"c{index}", "{}", "[]", str(run_dir), f"p{index}")
+        run_dir_text = str(run_dir)
+        journal.add_run(run_id, sweep_id, index, f"c{index}", "{}", "[]", run_dir_text, f"p{index}")
         if state != "created":
-            journal.record_transition("s1", run_id, "created", state, None, None, 1)
+            journal.record_transition(sweep_id, run_id, "created", state, None, None, 1)
     journal.flush_sync()
     with sqlite3.connect(journal.path) as conn:
         conn.execute("UPDATE sweeps SET pid = 999999999, pid_start = 1")
@@ -372,22 +373,7 @@ def test_runs_only_the_status_file_knows_go_to_their_own_sweeps(tmp_path: Path) 
     journal = Journal(tmp_path / "journal.sqlite")
     try:
         _lost_sweep(journal, {})
-        journal.add_sweep(
-            "s2",
-            name=None,
-            description=None,
-            tags=[],
-            spec_path="x",
-            kind="mapping",
-            total=1,
-            concurrency=1,
-            pid=os.getpid(),
-            seed=None,
-        )
-        journal.set_sweep_state("s2", "running", None, finished=False)
-        journal.flush_sync()
-        with sqlite3.connect(journal.path) as conn:
-            conn.execute("UPDATE sweeps SET pid = 999999999, pid_start = 1")
+        _lost_sweep(journal, {}, "s2")
         _shared(
             tmp_path,
             start_record("a", {"sweep": "s1", "index": 0, "params_hash": "p0"}),
