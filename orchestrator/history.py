@@ -563,12 +563,10 @@ def _provenance_of(journal: Journal, run: RunRow) -> dict[str, Any] | None:
 def _collecting(journal: Journal, sweep_id: str, at: float) -> bool:
     """Whether the invocation of ``sweep_id`` that started ``at`` is the newest and alive."""
     sweep = journal.find_sweep(sweep_id)
-    newest = journal.provenance_at(sweep_id, None)
     return (
         sweep.state in SWEEP_UNFINISHED
         and is_same_process(sweep.pid, sweep.pid_start)
-        and newest is not None
-        and newest["at"] == at
+        and journal.newest_provenance_at(sweep_id) == at
     )
 
 

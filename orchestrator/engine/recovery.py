@@ -192,11 +192,12 @@ def _add_started_runs(journal: Journal, sweep: SweepRow, files: _StatusFiles) ->
     if not started:
         return
     known = journal.known_runs(list(started))
-    for run_id, (index, params_hash) in started.items():
-        if run_id not in known:
-            run_dir = str(RunLayout(home, run_id).run_dir)
-            journal.add_started_run(run_id, sweep.id, index, params_hash, run_dir)
-    journal.flush_sync()
+    missing = [(run_id, found) for run_id, found in started.items() if run_id not in known]
+    for run_id, (index, params_hash) in missing:
+        run_dir = str(RunLayout(home, run_id).run_dir)
+        journal.add_started_run(run_id, sweep.id, index, params_hash, run_dir)
+    if missing:
+        journal.flush_sync()  # read back with the sweep's unfinished runs next
 
 
 def _exit_statuses(

@@ -262,6 +262,12 @@ class Journal(JournalWriter):
         self._last_blobs[name] = (kept, text, digest)
         return text, digest
 
+    def newest_provenance_at(self, sweep_id: str) -> float | None:
+        """When the sweep's newest invocation with a provenance record started (None: no
+        record), without reading the record back."""
+        rows = self._query("SELECT MAX(at) FROM provenance WHERE sweep_id = ?", (sweep_id,))
+        return rows[0][0] if rows else None
+
     def provenance_at(self, sweep_id: str, when: float | None) -> dict[str, Any] | None:
         """The provenance a run of ``sweep_id`` created at ``when`` ran with (the sweep's
         invocation that started last before it; the newest when ``when`` is None), with its
