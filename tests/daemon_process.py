@@ -6,12 +6,36 @@ import contextlib
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-__all__ = ["daemon_process"]
+from orchestrator.diagnostics import is_ready_record
+
+__all__ = ["daemon_process", "ready_daemon"]
+
+
+def ready_daemon(
+    args: list[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """``python -m orchestrator daemon ARGS``, returned once it logs that it serves (its
+    stderr a pipe the caller drains: :func:`daemon_process` does); AssertionError if it
+    exits first."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "daemon", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env=env,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if is_ready_record(line):
+            return proc
+    raise AssertionError(f"daemon did not start: {proc.wait()}")
 
 
 @contextlib.contextmanager

@@ -17,9 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator.diagnostics import is_ready_record
 from orchestrator.store.layout import daemon_info_path
-from tests.daemon_process import daemon_process
+from tests.daemon_process import daemon_process, ready_daemon
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -49,33 +48,8 @@ class Daemon:
 
 def start_daemon(home: Path, max_runs: int = 4) -> subprocess.Popen[str]:
     """A daemon on ``home`` (its Unix socket and a loopback port), once it says it is ready."""
-    proc = subprocess.Popen(
-        [
-            PY,
-            "-m",
-            "orchestrator",
-            "daemon",
-            "--home",
-            str(home),
-            "--port",
-            "0",
-            "--max-runs",
-            str(max_runs),
-            "--grace",
-            "2",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:  # the daemon logs "ready" once it serves
-        if is_ready_record(line):
-            break
-    else:
-        raise AssertionError(f"daemon did not start: {proc.wait()}")
-    return proc
+    args = ["--home", str(home), "--port", "0", "--max-runs", str(max_runs), "--grace", "2"]
+    return ready_daemon(args, cwd=ROOT)
 
 
 @pytest.fixture

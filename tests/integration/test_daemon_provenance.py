@@ -17,10 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator.diagnostics import is_ready_record
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import daemon_info_path, journal_path
-from tests.daemon_process import daemon_process
+from tests.daemon_process import daemon_process, ready_daemon
 from tests.git_repo import committed_repo
 
 PY = sys.executable
@@ -81,18 +80,7 @@ def daemon(git: FakeGit) -> Iterator[Path]:
     env = {**os.environ, "PATH": f"{git.bin}{os.pathsep}{os.environ['PATH']}"}
 
     def start(home: Path) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [PY, "-m", "orchestrator", "daemon", "--home", str(home), "--max-runs", "4"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if is_ready_record(line):
-                return proc
-        raise AssertionError(f"daemon did not start: {proc.wait()}")
+        return ready_daemon(["--home", str(home), "--max-runs", "4"], env=env)
 
     with daemon_process(start, stop_timeout=30) as (home, _):
         yield home

@@ -6,21 +6,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
-import threading
 from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
 
-from orchestrator.diagnostics import is_ready_record
 from orchestrator.store.layout import daemon_info_path
+from tests.daemon_process import daemon_process, ready_daemon
 from tests.fake_gpus import CARDS, fake_smi, overcommits
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,27 +168,13 @@ def test_bad_resource_options_are_one_line_errors(tmp_path: Path, option: str) -
 def test_the_daemon_shares_one_inventory_across_sweeps(tmp_path: Path) -> None:
     """Two sweeps submitted to one daemon that may use two cards: their runs never share a
     card, the API tells each run's devices, and a sweep that can never fit is refused."""
-    home = Path(tempfile.mkdtemp(prefix="orch-", dir="/tmp"))  # AF_UNIX paths are short
-    drain: threading.Thread | None = None
     env = fake_smi(tmp_path / "bin")
-    argv = [sys.executable, "-m", "orchestrator", "daemon", "--home", str(home)]
-    proc = subprocess.Popen(
-        [*argv, "--max-runs", "8", "--gpus", "0,1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env=env,
-    )
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if is_ready_record(line):
-                break
-        else:
-            raise AssertionError(f"daemon did not start: {proc.wait()}")
-        drain = threading.Thread(target=proc.stderr.read, daemon=True)
-        drain.start()
+
+    def start(home: Path) -> subprocess.Popen[str]:
+        args = ["--home", str(home), "--max-runs", "8", "--gpus", "0,1"]
+        return ready_daemon(args, cwd=ROOT, env=env)
+
+    with daemon_process(start, stop_timeout=20) as (home, _):
         socket = json.loads(daemon_info_path(home).read_text())["socket"]
         transport = httpx.HTTPTransport(uds=socket)
         with httpx.Client(transport=transport, base_url="http://d", timeout=30) as client:
@@ -216,14 +198,6 @@ def test_the_daemon_shares_one_inventory_across_sweeps(tmp_path: Path) -> None:
                             break
             machine = client.get("/api/v1/resources").json()
             runs = [run for i in ids for run in client.get(f"/api/v1/sweeps/{i}").json()["runs"]]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
-        if drain is not None:
-            drain.join(5)
-        if proc.stderr is not None:
-            proc.stderr.close()
-        shutil.rmtree(home, ignore_errors=True)
     assert [g["index"] for g in machine["gpus"]] == [0, 1]
     assert machine["free"]["gpus"] == [{"index": 0, "free": 1.0}, {"index": 1, "free": 1.0}]
     assert [run["state"] for run in runs] == ["succeeded"] * 6
