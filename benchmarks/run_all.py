@@ -18,7 +18,17 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 #: In the order they run: cheap and independent first.
-BENCHMARKS = ["overhead", "journal", "early_stop", "logs", "history", "plan", "daemon", "search"]
+BENCHMARKS = [
+    "overhead",
+    "rerun",
+    "journal",
+    "early_stop",
+    "logs",
+    "history",
+    "plan",
+    "daemon",
+    "search",
+]
 
 
 def main() -> int:

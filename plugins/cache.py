@@ -108,6 +108,9 @@ class _SweepMemo:
         #: The entries of each working folder that may be files, as the folder is now.
         self.folders = FolderNames()
         self.shape: _Shape | None = None
+        #: The last decision was a hit: the next run looks for an entry before it claims
+        #: (in a sweep run again, most are hits; a claim would be a write that fails).
+        self.expect_hits = False
 
 
 class RunCache:
@@ -248,12 +251,22 @@ class RunCache:
         if not enabled:
             return None
         key = await self._key_of(run, ctx, cache)
-        if await self._claim_unanswered(run, ctx, key):
-            return None  # a miss, recorded with the claim
         ttl = cache.ttl if cache is not None else None
+        memo = self._memo(ctx)
+        looked: str | None = None  # why a look already made found no usable entry
+        if memo.expect_hits:  # a sweep run again: look first, no claim written only to fail
+            found = await self._lookup(run, ctx, key, ttl)
+            if isinstance(found, UseCached):
+                return self._hit(run, ctx, found)
+            memo.expect_hits, looked = False, found
+        if looked in (None, NO_ENTRY):
+            if await self._claim_unanswered(run, ctx, key):
+                return None  # a miss, recorded with the claim
+            looked = None  # the claim found an entry or a holder: look again
         give_up_at = anyio.current_time() + WAIT_SLICE_S
         while True:
-            found = await self._lookup(run, ctx, key, ttl)
+            found = looked if looked is not None else await self._lookup(run, ctx, key, ttl)
+            looked = None
             if isinstance(found, UseCached):
                 return self._hit(run, ctx, found)
             owner = self._inflight.get(key)
@@ -374,7 +387,9 @@ class RunCache:
         return None
 
     def _hit(self, run: Any, ctx: Any, hit: UseCached) -> UseCached:
-        self._memo(ctx).polls.pop(run.id, None)
+        memo = self._memo(ctx)
+        memo.polls.pop(run.id, None)
+        memo.expect_hits = True
         self._record(run, ctx, "hit", "an entry with this key", hit.source_run_id)
         return hit
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from orchestrator.engine.records import RunRecord, record_from_row
 from orchestrator.engine.states import RunState, SweepState
+from orchestrator.engine.transitions import final_state_of
 from orchestrator.exceptions import OrchestratorError
 
 if TYPE_CHECKING:
@@ -176,7 +177,6 @@ class PluginContext:
         return made if made is not None and made["collected"] else None
 
     async def journaled_state(self, run_id: str) -> str | None:
-        """The state the journal holds for any run of the home folder (None: unknown)."""
-        journal = self._sweep.journal
-        await journal.flush()
-        return journal.run_state(run_id)
+        """The state the journal holds for any run of the home folder (None: unknown), with
+        what this process has queued for it (see :func:`final_state_of`)."""
+        return await final_state_of(self._sweep.journal, run_id)

@@ -21,6 +21,7 @@ import msgspec
 from orchestrator.engine.bus import EventBus
 from orchestrator.engine.events import LogLine, MetricReported
 from orchestrator.engine.records import RunRecord
+from orchestrator.engine.transitions import final_state_of
 from orchestrator.executors.base import split_lines
 from orchestrator.hooks import UseCached
 from orchestrator.store.journal import Journal
@@ -159,22 +160,51 @@ def logged_metrics(stdout: Path, limit: int = 64 << 20) -> dict[str, float]:
 
 
 def copy_logs(source: RunLayout, target: RunLayout) -> None:
-    """Give a cache hit the logs of the run it reuses: those it has (a run that wrote nothing
-    to a stream has no log file for it, and neither has its hit)."""
-    os.makedirs(target.outputs, exist_ok=True)
-    for src, dst in ((source.stdout, target.stdout), (source.stderr, target.stderr)):
+    """Give a cache hit the folders a run has and the logs of the run it reuses: those it
+    has (a run that wrote nothing to a stream has no log file for it, and neither has its
+    hit)."""
+    make_run_folders(target)
+    for src, dst in _logs_to_copy(source, target):
         with contextlib.suppress(FileNotFoundError):
             shutil.copyfile(src, dst)
 
 
+def make_run_folders(layout: RunLayout) -> None:
+    """A run's folder and its outputs folder, one ``mkdir`` each (the home's ``runs/``
+    exists; made too where it does not)."""
+    for folder in (layout.run_dir, layout.outputs):
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+
+
+def _logs_to_copy(source: RunLayout, target: RunLayout) -> list[tuple[Path, Path]]:
+    """The log files ``source`` has, with where ``target``'s go: a ``stat`` each, where
+    ``copyfile`` would look at both files and raise for every hit of a silent run."""
+    pairs = []
+    for src, dst in ((source.stdout, target.stdout), (source.stderr, target.stderr)):
+        with contextlib.suppress(FileNotFoundError):
+            os.stat(src)
+            pairs.append((src, dst))
+    return pairs
+
+
 async def adopt_cached(run: RunRecord, hit: UseCached, journal: Journal, home: Path) -> None:
     """Give ``run`` the outputs, metrics and logs of the earlier run a cache hit reuses (the
-    caller then ends it ``succeeded``)."""
-    await journal.flush()
-    source = RunLayout(home, hit.source_run_id)
-    await anyio.to_thread.run_sync(copy_logs, source, RunLayout(home, run.id))
+    caller then ends it ``succeeded``). Its metrics are read from the journal, where they are
+    committed once its final state is (they are queued before it): only a run of this process
+    whose end is still on its way to the journal is waited for (:func:`final_state_of`); the
+    copy is queued behind them."""
+    await final_state_of(journal, hit.source_run_id)
+    source, target = RunLayout(home, hit.source_run_id), RunLayout(home, run.id)
+    if _logs_to_copy(source, target):
+        await anyio.to_thread.run_sync(copy_logs, source, target)
+    else:  # a silent run's hit: two mkdirs, less than a trip to a worker thread
+        make_run_folders(target)
     journal.copy_metrics(hit.source_run_id, run.id)
-    await journal.flush()
     run.metrics = journal.last_metrics([hit.source_run_id]).get(hit.source_run_id, {})
     run.outputs = dict(hit.outputs)
     for name, value in run.outputs.items():

@@ -22,7 +22,7 @@ from orchestrator.engine.states import (
 )
 from orchestrator.store.journal import Journal
 
-__all__ = ["move_run", "move_sweep"]
+__all__ = ["final_state_of", "move_run", "move_sweep"]
 
 
 def move_run(
@@ -79,3 +79,20 @@ def move_sweep(
     check_sweep_transition(current, to)
     journal.set_sweep_state(sweep_id, to.value, reason, finished=to in SWEEP_TERMINAL)
     return to
+
+
+#: The values of the final run states, as the journal stores them.
+_FINAL_VALUES = frozenset(state.value for state in TERMINAL)
+
+
+async def final_state_of(journal: Journal, run_id: str) -> str | None:
+    """The state the journal holds for ``run_id`` (None: no such run), as up to date as this
+    process knows it. What is committed is read first: a final state there cannot change
+    any more. Only otherwise may a newer state still be on its way to the journal from this
+    process: everything queued is written first and the state read again. (A cache hit on
+    an earlier run thus costs one query, not a wait for the writer's transaction.)"""
+    state = journal.run_state(run_id)
+    if state in _FINAL_VALUES:
+        return state
+    await journal.flush()
+    return journal.run_state(run_id)
