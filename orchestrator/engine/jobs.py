@@ -7,6 +7,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+import msgspec
+
 from orchestrator.engine.records import RunRecord
 from orchestrator.executors.base import Job
 from orchestrator.store.layout import RunLayout
@@ -76,5 +78,12 @@ def job_for(
     env["ORCHESTRATOR_SWEEP_ID"] = sweep_id
     cwd = Path(spec.working_dir) if spec.working_dir else base_dir
     job = Job(run.id, run.index, list(spec.argv), env, cwd, layout, list(spec.init))
-    job.identity = {"sweep": sweep_id, "index": run.index, "params_hash": spec.params_hash}
+    job.identity = {
+        "sweep": sweep_id,
+        "index": run.index,
+        "params_hash": spec.params_hash,
+        "params": msgspec.json.encode(spec.params).decode(),  # as the journal holds them
+    }
+    if run.suggested is not None:
+        job.identity["suggestion"] = run.suggested
     return job

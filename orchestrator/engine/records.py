@@ -61,6 +61,9 @@ class RunRecord:
     place: dict[str, Any] | None = None
     #: The run whose outputs it continues from (hyperband's ``resume``).
     resumes_from: str | None = None
+    #: What an adaptive search suggested for it, as journaled (``params``, ``place``,
+    #: ``resumes``: an index); its start line carries it, for recovery (see ``job_for``).
+    suggested: dict[str, Any] | None = None
     #: The kernel's accounting of its process: CPU seconds (user + system), peak RSS bytes.
     cpu_s: float | None = None
     max_rss: int | None = None

@@ -42,6 +42,7 @@ from orchestrator.engine.states import (
 from orchestrator.engine.transitions import move_run, move_sweep
 from orchestrator.executors.exit_status import (
     ExitStatus,
+    StartedRun,
     read_exit_status,
     read_exit_statuses,
     remove_finished_files,
@@ -173,15 +174,16 @@ def _recover_sweep(journal: Journal, sweep: SweepRow, files: _StatusFiles) -> Re
 
 #: The runs each status file records the start of (:func:`started_runs`), read once per
 #: recovery however many of its sweeps are recovered (a daemon's file serves them all).
-_StatusFiles = dict[Path, dict[str, dict[str, tuple[int, str]]]]
+_StatusFiles = dict[Path, dict[str, dict[str, StartedRun]]]
 
 
 def _add_started_runs(journal: Journal, sweep: SweepRow, files: _StatusFiles) -> None:
     """Journal the runs that started while their creation was on its way to the journal
     (its writes are batched: a run starts at once, not a transaction later). The
-    orchestrator wrote each run's start, with its index and params hash, to its status file
-    first; such a run joins the journal as ``created``, to be ended as its status says, so
-    ``resume`` does not run its configuration again."""
+    orchestrator wrote each run's start, with its index, params and an adaptive search's
+    suggestion, to its status file first; such a run joins the journal as ``created``, to be
+    ended as its status says, so ``resume`` does not run its configuration again (nor ask
+    the search for that index anew)."""
     if not sweep.pid:
         return
     home = journal.path.parent
@@ -193,9 +195,13 @@ def _add_started_runs(journal: Journal, sweep: SweepRow, files: _StatusFiles) ->
         return
     known = journal.known_runs(list(started))
     missing = [(run_id, found) for run_id, found in started.items() if run_id not in known]
-    for run_id, (index, params_hash) in missing:
+    for run_id, found in missing:
         run_dir = str(RunLayout(home, run_id).run_dir)
-        journal.add_started_run(run_id, sweep.id, index, params_hash, run_dir)
+        journal.add_started_run(
+            run_id, sweep.id, found.run_index, found.params_hash, run_dir, found.params
+        )
+        if found.suggestion is not None:  # its adaptive search's record may be lost with it
+            journal.add_lost_suggestion(sweep.id, found.run_index, found.suggestion)
     if missing:
         journal.flush_sync()  # read back with the sweep's unfinished runs next
 

@@ -610,6 +610,11 @@ class SweepController:
             run.place = suggestion.place
             if suggestion.resumes is not None:
                 run.resumes_from = self._run_at.get(suggestion.resumes)
+            run.suggested = {
+                "params": suggestion.params,
+                "place": suggestion.place,
+                "resumes": suggestion.resumes,
+            }
             self.journal.add_suggestion(
                 self.sweep_id, run.index, suggestion.params, suggestion.place, suggestion.resumes
             )

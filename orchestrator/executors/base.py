@@ -52,9 +52,10 @@ class Job:
     #: Set by an executor that runs the job off this machine, before it calls ``started``:
     #: where it runs (journaled with the run's start). None: here.
     placement: Placement | None = None
-    #: Which configuration of which sweep it is (``sweep``, ``index``, ``params_hash``),
-    #: written with each attempt's start in the exit-status file: the run starts before the
-    #: journal's batched write of its creation commits, and recovery then still knows it.
+    #: Which configuration of which sweep it is (``sweep``, ``index``, ``params_hash``,
+    #: ``params`` as JSON text, and an adaptive search's ``suggestion``), written with each
+    #: attempt's start in the exit-status file: the run starts before the journal's batched
+    #: write of its creation commits, and recovery then still knows it.
     identity: dict[str, Any] | None = None
 
 

@@ -28,7 +28,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from orchestrator.executors.supervisor import STATUS_FILE
 from orchestrator.procinfo import is_same_process, start_time
@@ -36,6 +36,7 @@ from orchestrator.store.layout import exit_status_path
 
 __all__ = [
     "ExitStatus",
+    "StartedRun",
     "is_open",
     "read_exit_status",
     "read_exit_statuses",
@@ -179,23 +180,41 @@ def statuses_in(data: bytes, run_ids: list[str]) -> dict[str, ExitStatus | None]
     return found
 
 
-def started_runs(path: Path) -> dict[str, dict[str, tuple[int, str]]]:
-    """The runs whose start the status file at ``path`` records, by sweep, then by run id:
-    their index and params hash (:func:`start_record`'s identity). Start lines are written
-    before their run starts, so they are whole even if the file is still held."""
+class StartedRun(NamedTuple):
+    """What a start line says of its run (:func:`start_record`'s identity)."""
+
+    run_index: int
+    params_hash: str
+    #: Its params as JSON text ("{}" in lines written before they were carried).
+    params: str
+    #: An adaptive search's suggestion for it (``params``, ``place``, ``resumes``), or None.
+    suggestion: dict[str, Any] | None
+
+
+def started_runs(path: Path) -> dict[str, dict[str, StartedRun]]:
+    """The runs whose start the status file at ``path`` records, by sweep, then by run id.
+    Start lines are written before their run starts, so they are whole even if the file is
+    still held."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError:
         return {}
-    started: dict[str, dict[str, tuple[int, str]]] = {}
+    started: dict[str, dict[str, StartedRun]] = {}
     for line in data.splitlines():
         if b'"sweep": ' not in line:
             continue
         try:
             record = json.loads(line)
-            runs = started.setdefault(str(record["sweep"]), {})
-            runs.setdefault(str(record["run"]), (int(record["index"]), str(record["params_hash"])))
+            params = record.get("params", "{}")
+            suggestion = record.get("suggestion")
+            found = StartedRun(
+                int(record["index"]),
+                str(record["params_hash"]),
+                params if isinstance(params, str) else "{}",
+                suggestion if isinstance(suggestion, dict) else None,
+            )
+            started.setdefault(str(record["sweep"]), {}).setdefault(str(record["run"]), found)
         except (ValueError, KeyError, TypeError):
             continue
     return started

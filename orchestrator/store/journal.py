@@ -366,12 +366,39 @@ class Journal(JournalWriter):
         )
 
     def add_started_run(
-        self, run_id: str, sweep_id: str, index: int, params_hash: str, run_dir: str
+        self,
+        run_id: str,
+        sweep_id: str,
+        index: int,
+        params_hash: str,
+        run_dir: str,
+        params: str = "{}",
     ) -> None:
         """A run that started before its creation reached the journal (its orchestrator died
         in between; crash recovery found it in the exit-status file): created now, with what
-        that file says of it, to be ended as its status says."""
-        self.add_run(run_id, sweep_id, index, "", "{}", "[]", run_dir, params_hash)
+        that file says of it (``params`` as JSON text), to be ended as its status says."""
+        self.add_run(run_id, sweep_id, index, "", params, "[]", run_dir, params_hash)
+
+    def add_lost_suggestion(self, sweep_id: str, index: int, suggestion: Mapping[str, Any]) -> None:
+        """An adaptive search's suggestion for run ``index`` that was lost with its
+        orchestrator (crash recovery found it in the run's start line): kept where the journal
+        has none for that index (``params``, ``place``, ``resumes`` as :meth:`add_suggestion`
+        takes them)."""
+        resumes = suggestion.get("resumes")
+        self._add(
+            (
+                "INSERT OR IGNORE INTO suggestions (sweep_id, idx, params, place, resumes) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    sweep_id,
+                    index,
+                    json.dumps(suggestion.get("params") or {}),
+                    json.dumps(suggestion.get("place") or {}),
+                    resumes if isinstance(resumes, int) else None,
+                ),
+            ),
+            sweep=sweep_id,
+        )
 
     def known_runs(self, run_ids: list[str]) -> set[str]:
         """Which of ``run_ids`` the journal holds."""

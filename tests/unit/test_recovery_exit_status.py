@@ -10,13 +10,16 @@ import os
 import sqlite3
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from orchestrator.engine.events import RunStateChanged
 from orchestrator.engine.recovery import LOST, RECOVERED, recover, recovery_moves
 from orchestrator.engine.states import UNFINISHED, RunState, check_transition
+from orchestrator.executors.base import Job
 from orchestrator.executors.exit_status import (
     ExitStatus,
     read_exit_status,
@@ -29,6 +32,7 @@ from orchestrator.executors.supervisor import STATUS_FILE, status_record
 from orchestrator.procinfo import start_time
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import exit_status_path
+from orchestrator.testing import FakeRun, run_fake_sweep
 
 S = RunState
 NEVER = 0.0  # a deadline already past: do not wait
@@ -390,3 +394,95 @@ def test_runs_only_the_status_file_knows_go_to_their_own_sweeps(tmp_path: Path) 
         ]
     finally:
         journal.close()
+
+
+def test_a_lost_runs_params_and_its_searchs_suggestion_are_journaled_from_its_start_line(
+    tmp_path: Path,
+) -> None:
+    # An adaptive search journals each suggestion with its run's creation: both may be lost
+    # with an orchestrator killed just after the run started. The start line carries them,
+    # so the run is journaled with its params and ``resume`` finds the search's record of
+    # that index (it would otherwise ask the search for that index again: a second run
+    # with the same index). A suggestion the journal has is kept as it is.
+    journal = Journal(tmp_path / "journal.sqlite")
+    try:
+        _lost_sweep(journal, {})
+        journal.add_suggestion("s1", 2, {"lr": 0.5}, {"bracket": 0}, None)
+        journal.flush_sync()
+        suggestion = {"params": {"lr": 0.1}, "place": {"bracket": 1, "rung": 0}, "resumes": 0}
+        _shared(
+            tmp_path,
+            start_record(
+                "lost",
+                {
+                    "sweep": "s1",
+                    "index": 1,
+                    "params_hash": "p1",
+                    "params": '{"lr":0.1}',
+                    "suggestion": suggestion,
+                },
+            ),
+            start_record(
+                "kept",
+                {
+                    "sweep": "s1",
+                    "index": 2,
+                    "params_hash": "p2",
+                    "params": '{"lr":0.5}',
+                    "suggestion": {"params": {"lr": 9.9}, "place": {}, "resumes": None},
+                },
+            ),
+            start_record("old", {"sweep": "s1", "index": 3, "params_hash": "p3"}),
+            status_record("lost", 0, False),
+            status_record("kept", 0, False),
+            status_record("old", 0, False),
+        )
+        recover(journal)
+        rows = {row.id: row.params for row in journal.runs_of("s1")}
+        assert rows == {"lost": {"lr": 0.1}, "kept": {"lr": 0.5}, "old": {}}
+        found = {
+            row.index: (row.params, row.place, row.resumes, row.run_id)
+            for row in journal.suggestions_of("s1")
+        }
+        assert found == {
+            1: ({"lr": 0.1}, {"bracket": 1, "rung": 0}, 0, "lost"),
+            2: ({"lr": 0.5}, {"bracket": 0}, None, "kept"),
+        }
+    finally:
+        journal.close()
+
+
+def test_an_adaptive_runs_start_line_carries_its_params_and_suggestion(tmp_path: Path) -> None:
+    # What recovery reads above is what the engine writes: each job's identity (the start
+    # line) has the run's params, and in an adaptive search the suggestion it was made from.
+    spec = tmp_path / "hyperband.yaml"
+    spec.write_text(
+        "version: 1.1\nkind: operation\n"
+        "matrix:\n  kind: hyperband\n  maxIterations: 3\n  eta: 3\n  seed: 1\n"
+        "  resource: {name: epochs, type: int}\n"
+        "  metric: {name: loss, optimization: minimize}\n"
+        "  params: {lr: {kind: choice, value: [0.1, 0.2]}}\n"
+        "component:\n  inputs: [{name: lr, type: float}, {name: epochs, type: int}]\n"
+        "  run: {kind: job, container: {command: [train]}}\n"
+    )
+    identities: list[dict[str, Any]] = []
+
+    def handler(job: Job) -> FakeRun:
+        identities.append(dict(job.identity or {}))
+        return FakeRun(lines=['{"metrics": {"loss": 1.0}}'])
+
+    result, _ = run_fake_sweep(spec, handler, home=tmp_path / "home")
+    assert result.state.value == "succeeded"
+    assert identities
+    with closing(Journal(tmp_path / "home" / "journal.sqlite")) as journal:
+        journaled = {row.index: row for row in journal.suggestions_of(result.sweep_id)}
+    for identity in identities:
+        row = journaled[identity["index"]]
+        assert json.loads(identity["params"]) == next(
+            r.spec.params for r in result.runs if r.index == identity["index"]
+        )
+        assert identity["suggestion"] == {
+            "params": row.params,
+            "place": row.place,
+            "resumes": row.resumes,
+        }
