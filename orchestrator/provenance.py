@@ -64,7 +64,7 @@ class Provenance:
     host: str
     user: str | None
     platform: str
-    cwd: str
+    cwd: str | None
     #: The environment every run starts from (``ORCHESTRATOR_*`` and the spec's ``env``
     #: come on top, per run), secret-looking values redacted.
     environment: dict[str, str]
@@ -161,7 +161,7 @@ def collect(folder: Path, environment: Mapping[str, str]) -> Provenance:
     global _last
     code = _LOOKS.get(folder)
     user = _user(environment)
-    facts = (code, _packages(), socket.gethostname(), user, platform.platform(), os.getcwd())
+    facts = (code, _packages(), socket.gethostname(), user, platform.platform(), _cwd())
     last = _last
     if last is not None and last[0] == facts and last[1] == environment:
         return last[2]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.provenance import REDACTED, _packages, redacted, secret_patterns
+from orchestrator.provenance import REDACTED, _packages, collect, redacted, secret_patterns
 
 
 def test_secret_looking_names_are_redacted_whatever_their_case() -> None:
@@ -71,3 +71,19 @@ def test_the_package_list_reads_what_the_metadata_parser_reads(
     listed = set(_packages().splitlines())
     assert listed == parsed
     assert {"Eggy_Pkg==0.9b1", "described==1.0"} <= listed
+
+
+def test_a_removed_working_folder_is_no_error_in_the_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The folder the orchestrator was started in may be removed while it runs (a temporary
+    # checkout): the record says the folder is unknown, as the part known at once does,
+    # instead of being replaced by an error record.
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    record = collect(tmp_path, {"PATH": "/bin"}).as_dict()
+    assert record["cwd"] is None
+    assert "error" not in record
+    assert record["python"]
