@@ -44,9 +44,10 @@ from orchestrator.executors.exit_status import (
     ExitStatus,
     StartedRun,
     read_exit_status,
-    read_exit_statuses,
+    read_status_file,
     remove_finished_files,
     started_runs,
+    statuses_in,
 )
 from orchestrator.procinfo import is_same_process, signal_group, start_time
 from orchestrator.store.journal import Journal
@@ -154,7 +155,7 @@ def _recover_sweep(journal: Journal, sweep: SweepRow, files: _StatusFiles) -> Re
     bus = EventBus(sweep.id)  # numbers the events; nobody subscribes
     events: list[Event] = []
     lost, ended = 0, Counter[str]()
-    statuses = _exit_statuses(sweep, runs, time.monotonic() + SUPERVISOR_WAIT_S)
+    statuses = _exit_statuses(sweep, runs, time.monotonic() + SUPERVISOR_WAIT_S, files)
     for run in runs:
         status = statuses.get(run.id)
         record = record_from_row(run)
@@ -172,9 +173,33 @@ def _recover_sweep(journal: Journal, sweep: SweepRow, files: _StatusFiles) -> Re
     return Recovered(sweep.id, sweep.pid, lost, events, dict(ended))
 
 
-#: The runs each status file records the start of (:func:`started_runs`), read once per
-#: recovery however many of its sweeps are recovered (a daemon's file serves them all).
-_StatusFiles = dict[Path, dict[str, dict[str, StartedRun]]]
+class _StatusFiles:
+    """The status files one recovery reads, each read once however many of its sweeps are
+    recovered (a daemon's file serves them all, and holds a line or two per run it ever
+    ran): the runs it records the start of, and its content once no supervisor holds it."""
+
+    def __init__(self) -> None:
+        self._started: dict[Path, dict[str, dict[str, StartedRun]]] = {}
+        self._content: dict[Path, bytes] = {}
+
+    def started(self, path: Path) -> dict[str, dict[str, StartedRun]]:
+        """:func:`started_runs` of ``path`` (start lines are whole even in a held file)."""
+        if path not in self._started:
+            self._started[path] = started_runs(path)
+        return self._started[path]
+
+    def statuses(
+        self, path: Path, run_ids: list[str], deadline: float
+    ) -> dict[str, ExitStatus | None]:
+        """:func:`read_exit_statuses` of ``path``; a file still held at ``deadline`` is not
+        remembered (the next sweep waits for it again, as it would alone)."""
+        data = self._content.get(path)
+        if data is None:
+            data = read_status_file(path, deadline)
+            if data is None:
+                return {}
+            self._content[path] = data
+        return statuses_in(data, run_ids)
 
 
 def _add_started_runs(journal: Journal, sweep: SweepRow, files: _StatusFiles) -> None:
@@ -188,9 +213,7 @@ def _add_started_runs(journal: Journal, sweep: SweepRow, files: _StatusFiles) ->
         return
     home = journal.path.parent
     path = exit_status_path(home, sweep.pid, sweep.pid_start)
-    if path not in files:
-        files[path] = started_runs(path)
-    started = files[path].get(sweep.id)
+    started = files.started(path).get(sweep.id)
     if not started:
         return
     known = journal.known_runs(list(started))
@@ -207,7 +230,7 @@ def _add_started_runs(journal: Journal, sweep: SweepRow, files: _StatusFiles) ->
 
 
 def _exit_statuses(
-    sweep: SweepRow, runs: list[RunRow], deadline: float
+    sweep: SweepRow, runs: list[RunRow], deadline: float, files: _StatusFiles
 ) -> dict[str, ExitStatus | None]:
     """The recorded exit statuses of ``runs``: from the status file of the sweep's orchestrator
     process (in each run's home), else from a run folder's own ``exit_status.json`` (homes
@@ -220,7 +243,7 @@ def _exit_statuses(
     for home, run_ids in by_home.items():
         if sweep.pid:
             path = exit_status_path(home, sweep.pid, sweep.pid_start)
-            statuses.update(read_exit_statuses(path, run_ids, deadline))
+            statuses.update(files.statuses(path, run_ids, deadline))
     for run in runs:
         if run.id not in statuses and run.run_dir:
             statuses[run.id] = read_exit_status(Path(run.run_dir), deadline)
@@ -233,7 +256,7 @@ def recover(journal: Journal) -> list[Recovered]:
     unfinished sweep go."""
     me = os.getpid()
     recovered = []
-    files: _StatusFiles = {}
+    files = _StatusFiles()
     keep = set()  # the processes of the sweeps left running: their status files stay
     for sweep in journal.unfinished_sweeps([s.value for s in SWEEP_UNFINISHED]):
         if sweep.pid == me or is_same_process(sweep.pid, sweep.pid_start):

@@ -40,6 +40,7 @@ __all__ = [
     "is_open",
     "read_exit_status",
     "read_exit_statuses",
+    "read_status_file",
     "remove_finished_files",
     "start_record",
     "started_runs",
@@ -152,19 +153,25 @@ def read_exit_statuses(
     line's status (None: that attempt never ended where anyone saw). Waits while a
     supervisor still holds the file, until ``deadline`` (a ``time.monotonic()``); an absent
     or still-held file says nothing."""
+    data = read_status_file(path, deadline)
+    return {} if data is None else statuses_in(data, run_ids)
+
+
+def read_status_file(path: Path, deadline: float) -> bytes | None:
+    """The content of the status file at ``path`` once no supervisor holds it (waiting until
+    ``deadline``, a ``time.monotonic()``); None: absent, or still held then."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return {}
+        return None
     try:
         if not _wait_unlocked(fd, deadline):
-            return {}
+            return None
         with open(fd, "rb", closefd=False) as f:
-            data = f.read()
+            return f.read()
     finally:
         with contextlib.suppress(OSError):
             os.close(fd)
-    return statuses_in(data, run_ids)
 
 
 def statuses_in(data: bytes, run_ids: list[str]) -> dict[str, ExitStatus | None]:

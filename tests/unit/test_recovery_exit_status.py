@@ -19,6 +19,7 @@ import pytest
 from orchestrator.engine.events import RunStateChanged
 from orchestrator.engine.recovery import LOST, RECOVERED, recover, recovery_moves
 from orchestrator.engine.states import UNFINISHED, RunState, check_transition
+from orchestrator.executors import exit_status as exit_status_module
 from orchestrator.executors.base import Job
 from orchestrator.executors.exit_status import (
     ExitStatus,
@@ -486,3 +487,34 @@ def test_an_adaptive_runs_start_line_carries_its_params_and_suggestion(tmp_path:
             "place": row.place,
             "resumes": row.resumes,
         }
+
+
+def test_a_daemons_status_file_is_read_once_for_all_its_sweeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A long-lived daemon's status file holds a line or two per run it ever ran; recovering
+    # its unfinished sweeps reads it once, not once per sweep.
+    journal = Journal(tmp_path / "journal.sqlite")
+    try:
+        for sweep in ("s1", "s2", "s3"):
+            _lost_sweep(journal, {f"{sweep}-run": ("running", tmp_path / "runs" / sweep)}, sweep)
+        path = _shared(
+            tmp_path,
+            *(status_record(f"{sweep}-run", 0, False) for sweep in ("s1", "s2", "s3")),
+        )
+        opened: list[str] = []
+        real_open = os.open
+
+        def counting(name: Any, *args: Any, **kwargs: Any) -> int:
+            if str(name) == str(path):
+                opened.append(str(name))
+            return real_open(name, *args, **kwargs)
+
+        monkeypatch.setattr(exit_status_module.os, "open", counting)
+        assert len(recover(journal)) == 3
+        monkeypatch.undo()
+        states = {r.id: (r.state, r.reason) for s in ("s1", "s2", "s3") for r in journal.runs_of(s)}
+        assert states == {f"{s}-run": ("succeeded", RECOVERED) for s in ("s1", "s2", "s3")}
+        assert len(opened) == 2  # one read, and one look before the finished file is removed
+    finally:
+        journal.close()
