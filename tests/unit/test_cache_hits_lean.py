@@ -13,18 +13,15 @@ import anyio
 import pytest
 from orchestrator_plugins import cache as cache_plugin  # type: ignore[import-not-found]
 
-from orchestrator.engine.build import SweepSettings, build_sweep
 from orchestrator.engine.output import adopt_cached
-from orchestrator.engine.plugin_host import PluginHost
 from orchestrator.engine.records import RunRecord, SweepResult
 from orchestrator.engine.states import SweepState
 from orchestrator.engine.transitions import final_state_of
 from orchestrator.hooks import UseCached
-from orchestrator.spec import compile_plan, load_spec
 from orchestrator.store.cache import CacheStore
 from orchestrator.store.journal import Journal
-from orchestrator.store.layout import RunLayout, run_paths
-from orchestrator.testing import FakeExecutor, FakeRun
+from orchestrator.store.layout import RunLayout
+from orchestrator.testing import FakeRun, run_fake_sweep
 
 GRID = """
 version: 1.1
@@ -43,18 +40,8 @@ def ok(job: Any) -> FakeRun:
 
 
 def run_sweep(spec: Path, home: Path, plugin: object) -> SweepResult:
-    host = PluginHost()
-    assert host.register(plugin, "cache")
-    with closing(Journal(home / "journal.sqlite")) as journal:
-        settings = SweepSettings(home=home, spec_path=str(spec), concurrency=4, grace=1.0)
-        controller = build_sweep(
-            compile_plan(load_spec(spec), paths=run_paths(home)),
-            settings,
-            journal=journal,
-            plugins=host,
-            executor=FakeExecutor(ok),
-        )
-        return anyio.run(controller.run)
+    result, _ = run_fake_sweep(spec, ok, plugins=[plugin], home=home)
+    return result
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import pytest
 from orchestrator.engine.events import RunStateChanged
 from orchestrator.engine.recovery import LOST, RECOVERED, recover, recovery_moves
 from orchestrator.engine.states import UNFINISHED, RunState, check_transition
-from orchestrator.executors import exit_status as exit_status_module
 from orchestrator.executors.base import Job
 from orchestrator.executors.exit_status import (
     ExitStatus,
@@ -510,7 +509,7 @@ def test_a_daemons_status_file_is_read_once_for_all_its_sweeps(
                 opened.append(str(name))
             return real_open(name, *args, **kwargs)
 
-        monkeypatch.setattr(exit_status_module.os, "open", counting)
+        monkeypatch.setattr(os, "open", counting)
         assert len(recover(journal)) == 3
         monkeypatch.undo()
         states = {r.id: (r.state, r.reason) for s in ("s1", "s2", "s3") for r in journal.runs_of(s)}
