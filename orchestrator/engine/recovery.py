@@ -178,15 +178,40 @@ class _StatusFiles:
     recovered (a daemon's file serves them all, and holds a line or two per run it ever
     ran): the runs it records the start of, and its content once no supervisor holds it."""
 
-    def __init__(self) -> None:
-        self._started: dict[Path, dict[str, dict[str, StartedRun]]] = {}
+    #: Start lines looked up in the journal at once.
+    CHUNK = 500
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._unknown: dict[Path, dict[str, dict[str, StartedRun]]] = {}
         self._content: dict[Path, bytes] = {}
 
-    def started(self, path: Path) -> dict[str, dict[str, StartedRun]]:
-        """:func:`started_runs` of ``path`` (start lines are whole even in a held file)."""
-        if path not in self._started:
-            self._started[path] = started_runs(path)
-        return self._started[path]
+    def unknown(self, path: Path) -> dict[str, dict[str, StartedRun]]:
+        """The runs the status file at ``path`` records the start of and the journal does
+        not hold, by sweep, then by run id. The file is read line by line and looked up a
+        chunk at a time: memory holds those runs (a crash leaves a few), not every run the
+        file names."""
+        if path not in self._unknown:
+            unknown: dict[str, dict[str, StartedRun]] = {}
+            chunk: dict[str, tuple[str, StartedRun]] = {}
+            for sweep_id, run_id, found in started_runs(path):
+                chunk.setdefault(run_id, (sweep_id, found))  # an attempt's first line
+                if len(chunk) >= self.CHUNK:
+                    self._keep_unknown(chunk, unknown)
+            self._keep_unknown(chunk, unknown)
+            self._unknown[path] = unknown
+        return self._unknown[path]
+
+    def _keep_unknown(
+        self,
+        chunk: dict[str, tuple[str, StartedRun]],
+        unknown: dict[str, dict[str, StartedRun]],
+    ) -> None:
+        known = self._journal.known_runs(list(chunk))
+        for run_id, (sweep_id, found) in chunk.items():
+            if run_id not in known:
+                unknown.setdefault(sweep_id, {}).setdefault(run_id, found)
+        chunk.clear()
 
     def statuses(
         self, path: Path, run_ids: list[str], deadline: float
@@ -213,12 +238,8 @@ def _add_started_runs(journal: Journal, sweep: SweepRow, files: _StatusFiles) ->
         return
     home = journal.path.parent
     path = exit_status_path(home, sweep.pid, sweep.pid_start)
-    started = files.started(path).get(sweep.id)
-    if not started:
-        return
-    known = journal.known_runs(list(started))
-    missing = [(run_id, found) for run_id, found in started.items() if run_id not in known]
-    for run_id, found in missing:
+    missing = files.unknown(path).pop(sweep.id, {})
+    for run_id, found in missing.items():
         run_dir = str(RunLayout(home, run_id).run_dir)
         journal.add_started_run(
             run_id, sweep.id, found.run_index, found.params_hash, run_dir, found.params
@@ -256,7 +277,7 @@ def recover(journal: Journal) -> list[Recovered]:
     unfinished sweep go."""
     me = os.getpid()
     recovered = []
-    files = _StatusFiles()
+    files = _StatusFiles(journal)
     keep = set()  # the processes of the sweeps left running: their status files stay
     for sweep in journal.unfinished_sweeps([s.value for s in SWEEP_UNFINISHED]):
         if sweep.pid == me or is_same_process(sweep.pid, sweep.pid_start):

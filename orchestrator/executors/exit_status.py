@@ -25,7 +25,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -198,33 +198,36 @@ class StartedRun(NamedTuple):
     suggestion: dict[str, Any] | None
 
 
-def started_runs(path: Path) -> dict[str, dict[str, StartedRun]]:
-    """The runs whose start the status file at ``path`` records, by sweep, then by run id.
-    Start lines are written before their run starts, so they are whole even if the file is
-    still held."""
+def started_runs(path: Path) -> Iterator[tuple[str, str, StartedRun]]:
+    """The runs whose start the status file at ``path`` records: (sweep id, run id, what
+    the line says), in the file's order, read line by line (a 10^6-run sweep's file is
+    hundreds of MB). Start lines are written before their run starts, so they are whole
+    even if the file is still held; an unreadable file records none."""
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            for line in f:
+                if b'"sweep": ' in line:
+                    found = _start_line(line)
+                    if found is not None:
+                        yield found
     except OSError:
-        return {}
-    started: dict[str, dict[str, StartedRun]] = {}
-    for line in data.splitlines():
-        if b'"sweep": ' not in line:
-            continue
-        try:
-            record = json.loads(line)
-            params = record.get("params", "{}")
-            suggestion = record.get("suggestion")
-            found = StartedRun(
-                int(record["index"]),
-                str(record["params_hash"]),
-                params if isinstance(params, str) else "{}",
-                suggestion if isinstance(suggestion, dict) else None,
-            )
-            started.setdefault(str(record["sweep"]), {}).setdefault(str(record["run"]), found)
-        except (ValueError, KeyError, TypeError):
-            continue
-    return started
+        return
+
+
+def _start_line(line: bytes) -> tuple[str, str, StartedRun] | None:
+    try:
+        record = json.loads(line)
+        params = record.get("params", "{}")
+        suggestion = record.get("suggestion")
+        found = StartedRun(
+            int(record["index"]),
+            str(record["params_hash"]),
+            params if isinstance(params, str) else "{}",
+            suggestion if isinstance(suggestion, dict) else None,
+        )
+        return str(record["sweep"]), str(record["run"]), found
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def remove_finished_files(home: Path, keep: set[tuple[int, int]]) -> None:

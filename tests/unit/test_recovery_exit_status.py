@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.engine import recovery as recovery_module
 from orchestrator.engine.events import RunStateChanged
 from orchestrator.engine.recovery import LOST, RECOVERED, recover, recovery_moves
 from orchestrator.engine.states import UNFINISHED, RunState, check_transition
@@ -515,5 +516,41 @@ def test_a_daemons_status_file_is_read_once_for_all_its_sweeps(
         states = {r.id: (r.state, r.reason) for s in ("s1", "s2", "s3") for r in journal.runs_of(s)}
         assert states == {f"{s}-run": ("succeeded", RECOVERED) for s in ("s1", "s2", "s3")}
         assert len(opened) == 2  # one read, and one look before the finished file is removed
+    finally:
+        journal.close()
+
+
+def test_runs_a_status_file_knows_are_looked_up_a_chunk_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A 10^6-run sweep's status file names every run it started: recovery keeps in memory the
+    # runs the journal lacks (a crash leaves a few), looked up a chunk of lines at a time,
+    # not a map of every run the file names.
+    journal = Journal(tmp_path / "journal.sqlite")
+    try:
+        known = {f"k{i}": ("succeeded", tmp_path / "runs" / f"k{i}") for i in range(7)}
+        _lost_sweep(journal, known)
+        lines = [
+            start_record(f"k{i}", {"sweep": "s1", "index": i, "params_hash": f"p{i}"})
+            for i in range(7)
+        ]
+        lines.insert(3, start_record("lost1", {"sweep": "s1", "index": 7, "params_hash": "p7"}))
+        lines.append(start_record("lost2", {"sweep": "s1", "index": 8, "params_hash": "p8"}))
+        _shared(
+            tmp_path, *lines, status_record("lost1", 0, False), status_record("lost2", 3, False)
+        )
+        asked: list[int] = []
+        real = Journal.known_runs
+
+        def counted(self: Journal, run_ids: list[str]) -> set[str]:
+            asked.append(len(run_ids))
+            return real(self, run_ids)
+
+        monkeypatch.setattr(Journal, "known_runs", counted)
+        monkeypatch.setattr(recovery_module._StatusFiles, "CHUNK", 3)
+        recover(journal)
+        ended = {r.id: (r.state, r.idx) for r in journal.runs_of("s1") if r.id.startswith("lost")}
+        assert ended == {"lost1": ("succeeded", 7), "lost2": ("failed", 8)}
+        assert asked and max(asked) <= 3
     finally:
         journal.close()
