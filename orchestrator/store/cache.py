@@ -397,8 +397,10 @@ class CacheStore:
         self._enqueue_late(_Later(entry=entry, confirm=confirm, release=released))
 
     def record_later(self, decision: Decision) -> None:
-        """Queue :meth:`record`."""
-        self._enqueue(_Later(decision=decision))
+        """Queue :meth:`record`, with the entries (nobody waits for a decision: ``cache
+        explain`` flushes first). Written at once, a run's miss cost the writer a
+        transaction per run, and the file was busy for the next run's claim on the loop."""
+        self._enqueue_late(_Later(decision=decision))
 
     def release_later(self, key: str, run_id: str) -> None:
         """Queue :meth:`release` (a claim taken over meanwhile is still left alone)."""
@@ -436,8 +438,8 @@ class CacheStore:
 
     def _write_queued(self) -> None:
         """The writer thread, until told to stop. Claims (and what piled up with them) are
-        written at once: a run waits for its answer. Entries and sweep releases (held in
-        ``_late``, waking the writer only for the first) wait up to :data:`LINGER_S` for
+        written at once: a run waits for its answer. Entries, decisions and sweep releases
+        (held in ``_late``, waking the writer only for the first) wait up to :data:`LINGER_S` for
         others, to share one journal flush and one transaction, unless a flush or the stop
         asks for them sooner."""
         held: list[_Later] = []
@@ -532,6 +534,9 @@ class CacheStore:
             if write.confirm is not None and write.confirm not in confirmed:
                 confirmed[write.confirm] = write.confirm()
         with self._write() as db:
+            decisions = [write.decision for write in writes if write.decision is not None]
+            if decisions:
+                _insert_decisions(db, decisions)
             for write in writes:
                 confirm = write.confirm
                 if write.entry is not None and (confirm is None or confirmed[confirm]):

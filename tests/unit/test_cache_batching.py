@@ -15,7 +15,7 @@ import pytest
 from orchestrator_plugins.cache import _Answer, _Mailbox  # type: ignore[import-not-found]
 
 from orchestrator.procinfo import start_time
-from orchestrator.store.cache import CacheStore, Claim
+from orchestrator.store.cache import CacheStore, Claim, Decision
 
 WAIT_S = 30.0
 
@@ -119,3 +119,40 @@ async def test_an_answer_that_fails_does_not_keep_the_others_from_their_runs() -
         assert [str(e) for e in errors] == ["broken"]
     finally:
         loop.set_exception_handler(None)
+
+
+def test_a_runs_decision_is_written_with_the_entries_not_in_a_transaction_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every run records a decision (a miss, mostly): written at once, each cost the writer a
+    # transaction, and the file was busy for the next run's claim on the event loop. Nobody
+    # waits for one (``decision`` flushes first): they ride with the entries.
+    store = CacheStore(tmp_path)
+    transactions: list[list[str]] = []
+    for name in ("_commit_early", "_commit_late"):
+        real = getattr(store, name)
+
+        def spy(writes: list[Any], real: Any = real, name: str = name) -> None:
+            transactions.append([name] + [w.decision.run_id for w in writes if w.decision])
+            real(writes)
+
+        monkeypatch.setattr(store, name, spy)
+    try:
+        for n in range(3):
+            store.record_later(
+                Decision(
+                    run_id=f"r{n}",
+                    sweep_id="s",
+                    key=f"k{n}",
+                    decided_at=float(n),
+                    verdict="miss",
+                    detail="no entry with this key",
+                    source_run_id=None,
+                    parts={"params:i": n},
+                )
+            )
+        found = store.decision("r2")
+        assert found is not None and found.parts == {"params:i": 2}
+        assert transactions == [["_commit_late", "r0", "r1", "r2"]]
+    finally:
+        store.close()
