@@ -2,7 +2,8 @@
 
 Starts the daemon with timers around the steps of a submission (loading the spec, compiling
 the plan, building the sweep, waiting for the journal commit, the whole handler; after the
-answer, the sweep's provenance and the looks at its code that sweeps share), drives
+answer, the sweep's provenance and the looks at its code that sweeps share; on the journal's
+writer thread, each transaction and how many records it committed together), drives
 ``--requests`` submissions from ``--clients`` client processes (those of ``bench_daemon.py``)
 and prints: the median and mean wall time of each step, each thread's CPU per submission
 (``/proc``), and, when ``py-spy`` is installed (``--py-spy PATH`` or on ``PATH``), the
@@ -68,6 +69,14 @@ BOOT = textwrap.dedent("""
     timed(manager.SweepManager, "_build", "    build the sweep (loop)")
     timed(manager.SweepManager, "_accept", "    accept (_accept)")
     timed(journal.Journal, "commit", "      commit wait (Journal.commit)")
+    from orchestrator.store import writer
+    timed(writer.JournalWriter, "_transaction", "      a transaction (journal-writer thread)")
+    _attempt = writer.JournalWriter._attempt
+    def attempt(self, records, probe=False):
+        if recording[0] and records:
+            steps["      records per transaction (count, not ms)"].append(len(records) / 1000)
+        return _attempt(self, records, probe)
+    writer.JournalWriter._attempt = attempt
     from orchestrator import provenance
     from orchestrator.engine import sweep as engine_sweep
     timed(engine_sweep, "collect", "after the answer: provenance (worker thread)")

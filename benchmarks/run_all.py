@@ -27,6 +27,7 @@ BENCHMARKS = [
     "history",
     "plan",
     "daemon",
+    "submit",
     "search",
 ]
 

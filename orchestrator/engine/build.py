@@ -98,7 +98,9 @@ def build_sweep(
         executor = LocalExecutor(settings.home)
     sweep_id = resume.sweep_id if resume is not None else uuid.uuid4().hex
     environ = sweep_environment()  # as of now: its runs, its tuner and its provenance
-    searcher = searcher_of(plan, work_dir=sweep_dir(settings.home, sweep_id), environ=environ)
+    searcher = None
+    if plan.expansion is not None and plan.expansion.adaptive:  # else there is none to make
+        searcher = searcher_of(plan, work_dir=sweep_dir(settings.home, sweep_id), environ=environ)
     scope = plugins.scope() if plugins is not None else None
     controller = SweepController(
         plan,

@@ -85,6 +85,8 @@ class PluginHost:
         self.loaded: dict[str, LoadedPlugin] = {}
         #: Plugins refused when loading (they are not registered).
         self.rejected: set[str] = set()
+        #: :meth:`observer_plan`, once worked out (None: again, after a registration).
+        self._observer_plan: dict[str, tuple[type, ...]] | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -143,6 +145,7 @@ class PluginHost:
                 f"is written for plugin API {declared}; this orchestrator "
                 f"speaks API {PLUGIN_API_VERSION}",
             )
+        self._observer_plan = None
         try:
             self.pm.register(plugin, name=name)
         except (pluggy.PluginValidationError, ValueError) as exc:
@@ -177,6 +180,20 @@ class PluginHost:
         self.report(f"{error}; switched off")
         self.rejected.add(name)
         return False
+
+    def observer_plan(self) -> dict[str, tuple[type, ...]]:
+        """Which event types each registered plugin observes (by the hooks it implements), in
+        pluggy's order. Worked out once, not per sweep (a daemon starts many): registering a
+        plugin (:meth:`register`) is the only way it changes."""
+        plan = self._observer_plan
+        if plan is None:
+            by_name = {t.__name__: t for t in EVENT_TYPES}
+            found: dict[str, list[type]] = {}
+            for type_name, hook in OBSERVERS.items():
+                for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
+                    found.setdefault(impl.plugin_name, []).append(by_name[type_name])
+            plan = self._observer_plan = {name: tuple(types) for name, types in found.items()}
+        return plan
 
     def scope(self, on_strict_failure: Callable[[str], None] | None = None) -> PluginScope:
         """The hook caller of one sweep; ``on_strict_failure`` stops that sweep."""
@@ -301,8 +318,11 @@ class PluginScope:
         only to the events whose hooks it implements and wants in this sweep (``observes``):
         one that wants none gets no subscription, no task and no deliveries."""
         subscriptions = []
-        for name, types in self.observer_plan(EVENT_TYPES).items():
+        for name, observed in self.host.observer_plan().items():
+            if name in self.disabled:
+                continue
             wanted = await self._wanted(name, ctx)
+            types = list(observed)
             if wanted is not None:
                 types = [t for t in types if OBSERVERS[t.__name__] in wanted]
             if not types or name in self.disabled:
@@ -324,15 +344,6 @@ class PluginScope:
                 self._failed(name, "observes", exc)
                 return set()
         return None
-
-    def observer_plan(self, event_types: Iterable[type]) -> dict[str, list[type]]:
-        """Which event types each plugin observes (by the hooks it implements)."""
-        by_name = {t.__name__: t for t in event_types}
-        plan: dict[str, list[type]] = {}
-        for type_name, hook in OBSERVERS.items():
-            for impl in self._impls(hook):
-                plan.setdefault(impl.plugin_name, []).append(by_name[type_name])
-        return plan
 
     async def observe(self, name: str, subscription: Subscription, ctx: Any) -> None:
         """One plugin's observer task: its events, in order, until the bus closes. What has

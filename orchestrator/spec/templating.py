@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -167,40 +168,51 @@ def _split_simple(source: str) -> _Simple | None:
     return texts, names
 
 
+def _undefined_class(lenient: frozenset[str]) -> type[jinja2.Undefined]:
+    """Jinja's ``undefined`` for a render where the names in ``lenient`` may be missing (they
+    render ``""``); any other missing name is an error naming it."""
+
+    class _Undefined(jinja2.Undefined):
+        __slots__ = ()
+
+        def _problem(self) -> str:
+            if self._undefined_obj is jinja2.utils.missing:
+                return f"undefined variable {self._undefined_name!r}"
+            return f"{self._undefined_name!r} is not defined on the value it was read from"
+
+        def __str__(self) -> str:
+            if self._undefined_obj is jinja2.utils.missing and self._undefined_name in lenient:
+                return ""
+            raise jinja2.UndefinedError(self._problem())
+
+        def __iter__(self) -> Any:
+            if self._undefined_name in lenient:
+                return iter(())
+            raise jinja2.UndefinedError(self._problem())
+
+        def __bool__(self) -> bool:
+            if self._undefined_name in lenient:
+                return False
+            raise jinja2.UndefinedError(self._problem())
+
+    return _Undefined
+
+
+@functools.lru_cache(maxsize=64)
+def _sandbox(lenient: frozenset[str]) -> BoundedSandbox:
+    """The sandbox for ``lenient``, shared by every :class:`Renderer` with those names: making
+    one (Jinja's environment, its filter table, the undefined class) cost ~25 us, paid by every
+    plan compiled (each sweep a daemon accepts). Nothing changes an environment once made, and
+    Jinja's environments may be shared between threads."""
+    return BoundedSandbox(undefined=_undefined_class(lenient), keep_trailing_newline=True)
+
+
 class Renderer:
     """Renders template strings; ``lenient`` names may be missing (they render ``""``)."""
 
     def __init__(self, lenient: Iterable[str] = ()) -> None:
         self.lenient = frozenset(lenient)
-        renderer = self
-
-        class _Undefined(jinja2.Undefined):
-            __slots__ = ()
-
-            def _problem(self) -> str:
-                if self._undefined_obj is jinja2.utils.missing:
-                    return f"undefined variable {self._undefined_name!r}"
-                return f"{self._undefined_name!r} is not defined on the value it was read from"
-
-            def __str__(self) -> str:
-                if (
-                    self._undefined_obj is jinja2.utils.missing
-                    and self._undefined_name in renderer.lenient
-                ):
-                    return ""
-                raise jinja2.UndefinedError(self._problem())
-
-            def __iter__(self) -> Any:
-                if self._undefined_name in renderer.lenient:
-                    return iter(())
-                raise jinja2.UndefinedError(self._problem())
-
-            def __bool__(self) -> bool:
-                if self._undefined_name in renderer.lenient:
-                    return False
-                raise jinja2.UndefinedError(self._problem())
-
-        self.env = BoundedSandbox(undefined=_Undefined, keep_trailing_newline=True)
+        self.env = _sandbox(self.lenient)
         #: Compiled templates by source, and the sources that are only text and names.
         self._templates: dict[str, jinja2.Template] = {}
         self._simple: dict[str, _Simple | None] = {}
