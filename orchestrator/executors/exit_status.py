@@ -115,7 +115,8 @@ def is_open(home: Path) -> bool:
 
 def start_record(run_id: str, identity: Mapping[str, Any] | None = None) -> bytes:
     """The line that opens a run attempt: no status yet (an earlier attempt's goes); with
-    the run's ``identity`` (its sweep, index, params hash) for :func:`started_runs`."""
+    the run's ``identity`` (its sweep, index, params hash, params, an adaptive search's
+    suggestion: ``Job.identity``) for :func:`started_runs`."""
     return json.dumps({"run": run_id, **(identity or {})}).encode() + b"\n"
 
 
