@@ -1,6 +1,6 @@
 """``python -m orchestrator``: the command line."""
 
-from orchestrator.cli import main
+from orchestrator.cli import program
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(program())

@@ -15,7 +15,7 @@ from orchestrator.engine.bus import EventBus
 from orchestrator.engine.records import SweepResult
 from orchestrator.engine.recovery import open_journal
 from orchestrator.engine.states import SweepState
-from orchestrator.heap import settle_heap
+from orchestrator.heap import settle_if_owned
 from orchestrator.output_guard import GuardedOutput
 from orchestrator.reporting import dag_tree, resume_hint
 from orchestrator.store.journal import Journal
@@ -73,7 +73,7 @@ def execute_dag(
     try:
         controller = _build(journal, plan, loaded, overrides, options, resume)
         runner.fast_child_watcher()
-        settle_heap()  # what the pipeline is set up with lives as long as it does
+        settle_if_owned()  # what the pipeline is set up with lives as long as it does
         result = anyio.run(_main, controller, options.err, options.grace, event_log, outputs)
     finally:
         if event_log is not None:

@@ -25,7 +25,7 @@ from orchestrator.engine.states import SWEEP_TERMINAL, SweepState
 from orchestrator.engine.sweep import SweepController
 from orchestrator.exceptions import StoreError
 from orchestrator.executors.base import Executor
-from orchestrator.heap import settle_heap
+from orchestrator.heap import settle_if_owned
 from orchestrator.history import prepare_resume
 from orchestrator.output_guard import GuardedOutput
 from orchestrator.reporting import (
@@ -393,7 +393,7 @@ def _execute(
         said = dataclasses.replace(options, err=reporter.err)
         controller = _build(journal, plan, loaded, overrides, said, resume)
         fast_child_watcher()
-        settle_heap()  # what the sweep is set up with lives as long as it does
+        settle_if_owned()  # what the sweep is set up with lives as long as it does
         result = anyio.run(
             _main, controller, reporter, reporter.err, options.grace, event_log, outputs
         )

@@ -27,7 +27,7 @@ from orchestrator.cli import (
 from orchestrator.cli.base import EXIT_FAILED, EXIT_USAGE, Commands, Handler, Parser, UsageError
 from orchestrator.cli.options import home_option, version_option
 
-__all__ = ["main"]
+__all__ = ["main", "program"]
 
 #: In the order ``--help`` lists their subcommands.
 _GROUPS = (plan_cmd, run_cmds, history_cmds, report_cmd, daemon_cmds, admin_cmds, logs_cmd)
@@ -92,6 +92,16 @@ def _first_expected(group: BaseExceptionGroup[BaseException]) -> BaseException:
     while isinstance(first, BaseExceptionGroup):
         first = first.exceptions[0]
     return first
+
+
+def program() -> int:
+    """The ``orchestrator`` command and ``python -m orchestrator``: :func:`main` in a process of
+    its own, whose heap it may settle once a sweep or the daemon is set up
+    (:mod:`orchestrator.heap`); :func:`main` called from other code leaves its host's alone."""
+    from orchestrator.heap import own_the_process
+
+    own_the_process()
+    return main()
 
 
 def main(

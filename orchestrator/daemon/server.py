@@ -63,7 +63,7 @@ from orchestrator.engine.plugin_host import PluginHost
 from orchestrator.engine.recovery import open_journal
 from orchestrator.engine.resources import ResourcePool
 from orchestrator.exceptions import StoreError
-from orchestrator.heap import settle_heap
+from orchestrator.heap import settle_if_owned
 from orchestrator.store.layout import (
     daemon_dir,
     daemon_info_path,
@@ -401,7 +401,7 @@ async def _main(
             h11_max_incomplete_event_size=MAX_HEADERS + 4096,
         )
         server = _EmbeddedServer(config)
-        settle_heap()  # before any sweep starts: a resumed one is not frozen with the rest
+        settle_if_owned()  # before any sweep starts: a resumed one is not frozen with the rest
         opened = cluster if cluster is not None else contextlib.nullcontext()
         async with _uvicorn_logs_to(log), opened, anyio.create_task_group() as tg:
             await tg.start(manager.run)

@@ -49,30 +49,61 @@ def test_settle_heap_freezes_what_start_up_left_after_collecting_its_garbage() -
     assert done.stdout.strip() == "ok"
 
 
-def test_a_sweep_run_from_the_command_line_settles_its_heap(tmp_path: Path) -> None:
-    """``orchestrator run`` freezes what it was set up with before its runs: at its end the
-    interpreter no longer walks all of it (60-100 ms per invocation on a small machine)."""
+def _in_a_process(script: str) -> None:
+    """Run ``script`` in a fresh interpreter (settling or not, pytest's heap stays as it is);
+    it prints ``ok`` on stderr at its end."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().endswith("ok"), done.stderr
+
+
+def _one_run(tmp_path: Path) -> tuple[str, str]:
     spec = tmp_path / "one.yaml"
     spec.write_text(
         "version: 1.1\nkind: operation\n"
         "component:\n  run: {kind: job, container: {command: [/bin/true]}}\n"
     )
-    script = textwrap.dedent(f"""
-        import gc, io
-        from orchestrator.cli import main
+    return str(spec), str(tmp_path / "home")
+
+
+def test_the_orchestrator_command_settles_its_heap_before_the_runs(tmp_path: Path) -> None:
+    """``orchestrator run`` (the program's entry point) freezes what it was set up with
+    before its runs: at its end the interpreter no longer walks all of it (60-100 ms per
+    invocation on a small machine)."""
+    spec, home = _one_run(tmp_path)
+    _in_a_process(f"""
+        import gc, sys
+        from orchestrator.cli import program
         from orchestrator.heap import GC_YOUNG_THRESHOLD
-        code = main(["run", {str(spec)!r}, "--home", {str(tmp_path / "home")!r}, "--json"],
-                    out=io.StringIO(), err=io.StringIO())
-        assert code == 0, code
+        sys.argv = ["orchestrator", "run", {spec!r}, "--home", {home!r}, "--json"]
+        assert program() == 0
         assert gc.get_freeze_count() > 1000, gc.get_freeze_count()
         assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD, gc.get_threshold()
-        print("ok")
+        print("ok", file=sys.stderr)
     """)
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
+
+
+def test_the_command_line_run_as_a_library_leaves_its_hosts_heap_alone(tmp_path: Path) -> None:
+    """``main`` called by other code (a test, a notebook) runs the sweep without freezing
+    its host's objects or changing its collector's thresholds."""
+    spec, home = _one_run(tmp_path)
+    _in_a_process(f"""
+        import gc, io, sys
+        from orchestrator.cli import main
+        before = gc.get_threshold()
+        code = main(["run", {spec!r}, "--home", {home!r}, "--json"],
+                    out=io.StringIO(), err=io.StringIO())
+        assert code == 0, code
+        assert gc.get_freeze_count() == 0, gc.get_freeze_count()
+        assert gc.get_threshold() == before, gc.get_threshold()
+        print("ok", file=sys.stderr)
+    """)
 
 
 # ---------------------------------------------------------------- one sandbox per lenient set
