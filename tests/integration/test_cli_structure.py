@@ -62,10 +62,12 @@ def test_version_is_the_package_metadata() -> None:
     assert orchestrator.__version__ == version("orchestrator")
 
 
-def test_console_script_is_main() -> None:
+def test_console_script_is_the_program() -> None:
+    """The command runs :func:`cli.program`: :func:`cli.main` in a process of its own (it may
+    settle its heap; ``main`` called from other code does not)."""
     (script,) = entry_points(group="console_scripts", name="orchestrator")
-    assert script.value == "orchestrator.cli:main"
-    assert script.load() is cli.main
+    assert script.value == "orchestrator.cli:program"
+    assert script.load() is cli.program
 
 
 def test_subcommands_are_listed_in_help_order() -> None:
