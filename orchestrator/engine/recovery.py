@@ -245,7 +245,8 @@ def _add_started_runs(journal: Journal, sweep: SweepRow, files: _StatusFiles) ->
             run_id, sweep.id, found.run_index, found.params_hash, run_dir, found.params
         )
         if found.suggestion is not None:  # its adaptive search's record may be lost with it
-            journal.add_lost_suggestion(sweep.id, found.run_index, found.suggestion)
+            params, place, resumes = found.suggestion
+            journal.add_suggestion(sweep.id, found.run_index, params, place, resumes, replace=False)
     if missing:
         journal.flush_sync()  # read back with the sweep's unfinished runs next
 

@@ -195,8 +195,9 @@ class StartedRun(NamedTuple):
     params_hash: str
     #: Its params as JSON text ("{}" in lines written before they were carried).
     params: str
-    #: An adaptive search's suggestion for it (``params``, ``place``, ``resumes``), or None.
-    suggestion: dict[str, Any] | None
+    #: An adaptive search's suggestion for it: its params, place and the index it resumes
+    #: (None: none); None when the run is not an adaptive search's.
+    suggestion: tuple[dict[str, Any], dict[str, Any], int | None] | None
 
 
 def started_runs(path: Path) -> Iterator[tuple[str, str, StartedRun]]:
@@ -219,16 +220,28 @@ def _start_line(line: bytes) -> tuple[str, str, StartedRun] | None:
     try:
         record = json.loads(line)
         params = record.get("params", "{}")
-        suggestion = record.get("suggestion")
         found = StartedRun(
             int(record["index"]),
             str(record["params_hash"]),
             params if isinstance(params, str) else "{}",
-            suggestion if isinstance(suggestion, dict) else None,
+            _suggestion(record.get("suggestion")),
         )
         return str(record["sweep"]), str(record["run"]), found
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def _suggestion(given: Any) -> tuple[dict[str, Any], dict[str, Any], int | None] | None:
+    """A start line's ``suggestion`` as :meth:`Journal.add_suggestion` takes it (None: the
+    line has none, or not as ``job_for`` writes it)."""
+    if not isinstance(given, dict):
+        return None
+    params, place, resumes = given.get("params"), given.get("place"), given.get("resumes")
+    return (
+        params if isinstance(params, dict) else {},
+        place if isinstance(place, dict) else {},
+        resumes if isinstance(resumes, int) else None,
+    )
 
 
 def remove_finished_files(home: Path, keep: set[tuple[int, int]]) -> None:

@@ -379,27 +379,6 @@ class Journal(JournalWriter):
         that file says of it (``params`` as JSON text), to be ended as its status says."""
         self.add_run(run_id, sweep_id, index, "", params, "[]", run_dir, params_hash)
 
-    def add_lost_suggestion(self, sweep_id: str, index: int, suggestion: Mapping[str, Any]) -> None:
-        """An adaptive search's suggestion for run ``index`` that was lost with its
-        orchestrator (crash recovery found it in the run's start line): kept where the journal
-        has none for that index (``params``, ``place``, ``resumes`` as :meth:`add_suggestion`
-        takes them)."""
-        resumes = suggestion.get("resumes")
-        self._add(
-            (
-                "INSERT OR IGNORE INTO suggestions (sweep_id, idx, params, place, resumes) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (
-                    sweep_id,
-                    index,
-                    json.dumps(suggestion.get("params") or {}),
-                    json.dumps(suggestion.get("place") or {}),
-                    resumes if isinstance(resumes, int) else None,
-                ),
-            ),
-            sweep=sweep_id,
-        )
-
     def known_runs(self, run_ids: list[str]) -> set[str]:
         """Which of ``run_ids`` the journal holds."""
         known: set[str] = set()
@@ -418,12 +397,17 @@ class Journal(JournalWriter):
         params: Mapping[str, Any],
         place: Mapping[str, Any],
         resumes: int | None,
+        *,
+        replace: bool = True,
     ) -> None:
         """What an adaptive search suggested as run ``index`` (queued before the run itself,
-        so the two commit together)."""
+        so the two commit together). ``replace=False``: kept only where the journal has none
+        for that index (crash recovery, from a run's start line: the search's own record, if
+        it was committed, stays)."""
+        conflict = "REPLACE" if replace else "IGNORE"
         self._add(
             (
-                "INSERT OR REPLACE INTO suggestions (sweep_id, idx, params, place, resumes) "
+                f"INSERT OR {conflict} INTO suggestions (sweep_id, idx, params, place, resumes) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (sweep_id, index, json.dumps(params), json.dumps(place), resumes),
             ),
