@@ -23,6 +23,7 @@ from orchestrator.engine.events import LogLine, MetricReported
 from orchestrator.engine.records import RunRecord
 from orchestrator.engine.transitions import final_state_of
 from orchestrator.executors.base import split_lines
+from orchestrator.executors.supervisor import make_folder
 from orchestrator.hooks import UseCached
 from orchestrator.store.journal import Journal
 from orchestrator.store.layout import RunLayout
@@ -163,22 +164,17 @@ def copy_logs(source: RunLayout, target: RunLayout) -> None:
     """Give a cache hit the folders a run has and the logs of the run it reuses: those it
     has (a run that wrote nothing to a stream has no log file for it, and neither has its
     hit)."""
-    make_run_folders(target)
-    for src, dst in _logs_to_copy(source, target):
+    _adopt_logs(target, _logs_to_copy(source, target))
+
+
+def _adopt_logs(target: RunLayout, logs: list[tuple[Path, Path]]) -> None:
+    """``target``'s folder and outputs folder, one ``mkdir`` each as the run supervisor
+    makes a run's, then ``logs`` (source, destination) copied."""
+    for folder in (target.run_dir, target.outputs):
+        make_folder(folder)
+    for src, dst in logs:
         with contextlib.suppress(FileNotFoundError):
             shutil.copyfile(src, dst)
-
-
-def make_run_folders(layout: RunLayout) -> None:
-    """A run's folder and its outputs folder, one ``mkdir`` each (the home's ``runs/``
-    exists; made too where it does not)."""
-    for folder in (layout.run_dir, layout.outputs):
-        try:
-            os.mkdir(folder)
-        except FileExistsError:
-            pass
-        except FileNotFoundError:
-            os.makedirs(folder, exist_ok=True)
 
 
 def _logs_to_copy(source: RunLayout, target: RunLayout) -> list[tuple[Path, Path]]:
@@ -199,11 +195,12 @@ async def adopt_cached(run: RunRecord, hit: UseCached, journal: Journal, home: P
     whose end is still on its way to the journal is waited for (:func:`final_state_of`); the
     copy is queued behind them."""
     await final_state_of(journal, hit.source_run_id)
-    source, target = RunLayout(home, hit.source_run_id), RunLayout(home, run.id)
-    if _logs_to_copy(source, target):
-        await anyio.to_thread.run_sync(copy_logs, source, target)
+    target = RunLayout(home, run.id)
+    logs = _logs_to_copy(RunLayout(home, hit.source_run_id), target)
+    if logs:
+        await anyio.to_thread.run_sync(_adopt_logs, target, logs)
     else:  # a silent run's hit: two mkdirs, less than a trip to a worker thread
-        make_run_folders(target)
+        _adopt_logs(target, logs)
     journal.copy_metrics(hit.source_run_id, run.id)
     run.metrics = journal.last_metrics([hit.source_run_id]).get(hit.source_run_id, {})
     run.outputs = dict(hit.outputs)

@@ -67,7 +67,16 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["MAX_PART", "ORPHAN_GRACE_S", "START", "STATUS_FILE", "WORD", "main", "status_record"]
+__all__ = [
+    "MAX_PART",
+    "ORPHAN_GRACE_S",
+    "START",
+    "STATUS_FILE",
+    "WORD",
+    "main",
+    "make_folder",
+    "status_record",
+]
 
 #: A run folder's own exit-status file, in homes made before the shared status files.
 STATUS_FILE = "exit_status.json"
@@ -239,7 +248,7 @@ def _start_time(pid: int) -> int:
         return 0
 
 
-def _make_folder(folder: str) -> None:
+def make_folder(folder: str | os.PathLike[str]) -> None:
     """``os.makedirs(folder, exist_ok=True)`` in one ``mkdir`` when its parent exists (the
     orchestrator names parents first), not a ``stat`` per level first."""
     try:
@@ -427,7 +436,7 @@ class Supervisor:
     def _start(self, run: _Run, request: dict[str, Any]) -> None:
         try:
             for folder in request.get("folders", []):
-                _make_folder(folder)
+                make_folder(folder)
             _enter(request["cwd"])  # left again (for "/") once the run is spawned
         except (OSError, TypeError, KeyError) as exc:
             code = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EINVAL
